@@ -1,0 +1,55 @@
+# Locate the llama.cpp source, configure it for embedding, and define llamaproc::server:
+# ggml + llama + llama-common + mtmd + server-context + server-http.cpp, all static.
+
+set(LLAMAPROC_LLAMA_CPP_DIR "${CMAKE_CURRENT_SOURCE_DIR}/vendor/llama.cpp"
+    CACHE PATH "llama.cpp source tree to build against (default: the pinned vendor/llama.cpp)")
+if(DEFINED ENV{LLAMAPROC_LLAMA_CPP_DIR} AND NOT "$ENV{LLAMAPROC_LLAMA_CPP_DIR}" STREQUAL "")
+  set(LLAMAPROC_LLAMA_CPP_DIR "$ENV{LLAMAPROC_LLAMA_CPP_DIR}" CACHE PATH "" FORCE)
+endif()
+get_filename_component(LLAMAPROC_LLAMA_CPP_DIR "${LLAMAPROC_LLAMA_CPP_DIR}" ABSOLUTE)
+
+if(NOT EXISTS "${LLAMAPROC_LLAMA_CPP_DIR}/tools/server/server-context.h")
+  message(FATAL_ERROR "llama.cpp source not found in ${LLAMAPROC_LLAMA_CPP_DIR}: "
+                      "run `python scripts/fetch_llama_cpp.py` (or set LLAMAPROC_LLAMA_CPP_DIR to a checkout)")
+endif()
+
+set(LLAMAPROC_LLAMA_CPP_COMMIT "unknown")
+if(EXISTS "${LLAMAPROC_LLAMA_CPP_DIR}/.llamaproc-source")
+  file(STRINGS "${LLAMAPROC_LLAMA_CPP_DIR}/.llamaproc-source" _stamp REGEX "^commit=")
+  string(REPLACE "commit=" "" LLAMAPROC_LLAMA_CPP_COMMIT "${_stamp}")
+  message(STATUS "llamaproc: using the pinned llama.cpp ${LLAMAPROC_LLAMA_CPP_COMMIT} in ${LLAMAPROC_LLAMA_CPP_DIR}")
+else()
+  find_package(Git QUIET)
+  if(GIT_FOUND)
+    execute_process(COMMAND ${GIT_EXECUTABLE} rev-parse --short=9 HEAD
+                    WORKING_DIRECTORY "${LLAMAPROC_LLAMA_CPP_DIR}"
+                    OUTPUT_VARIABLE _head OUTPUT_STRIP_TRAILING_WHITESPACE ERROR_QUIET)
+    if(_head)
+      set(LLAMAPROC_LLAMA_CPP_COMMIT "${_head}")
+    endif()
+  endif()
+  message(STATUS "llamaproc: using a user-provided llama.cpp (${LLAMAPROC_LLAMA_CPP_COMMIT}) in ${LLAMAPROC_LLAMA_CPP_DIR}")
+endif()
+# llama.cpp's build-info would otherwise ask git, which answers for *our* repository.
+set(LLAMA_BUILD_COMMIT "${LLAMAPROC_LLAMA_CPP_COMMIT}" CACHE STRING "" FORCE)
+set(LLAMA_BUILD_NUMBER 0 CACHE STRING "")
+
+# What an embedded server needs, and nothing a process-level tool needs. Structural
+# switches are forced; tunables are cache defaults a user can override with -D.
+set(BUILD_SHARED_LIBS OFF CACHE BOOL "" FORCE)
+foreach(_off LLAMA_BUILD_TESTS LLAMA_BUILD_TOOLS LLAMA_BUILD_EXAMPLES LLAMA_BUILD_SERVER
+             LLAMA_BUILD_APP LLAMA_BUILD_UI LLAMA_USE_PREBUILT_UI LLAMA_TOOLS_INSTALL
+             LLAMA_TESTS_INSTALL GGML_BUILD_TESTS GGML_BUILD_EXAMPLES LLAMA_BUILD_MTMD)
+  set(${_off} OFF CACHE BOOL "forced off by llamaproc" FORCE)
+endforeach()
+set(LLAMA_BUILD_COMMON ON CACHE BOOL "" FORCE)
+set(LLAMA_OPENSSL OFF CACHE BOOL "llamaproc: models are local paths, no HTTPS downloads")
+set(LLAMA_ALL_WARNINGS OFF CACHE BOOL "")
+# The server loop runs on a thread that is not the process's main thread: with OpenMP that
+# decodes ~6x slower on small machines (docs/architecture.md); ggml's own pool does not.
+set(GGML_OPENMP OFF CACHE BOOL "llamaproc: ggml thread pool instead of OpenMP")
+set(GGML_NATIVE ON CACHE BOOL "")
+
+add_subdirectory("${LLAMAPROC_LLAMA_CPP_DIR}" "${CMAKE_BINARY_DIR}/llama.cpp" EXCLUDE_FROM_ALL)
+add_subdirectory("${CMAKE_CURRENT_LIST_DIR}/llama-server" "${CMAKE_BINARY_DIR}/llama-server" EXCLUDE_FROM_ALL)
+include("${CMAKE_CURRENT_LIST_DIR}/amx_fix.cmake")

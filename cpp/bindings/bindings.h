@@ -1,0 +1,11 @@
+// One init function per binding area; module.cpp only calls them.
+#pragma once
+
+#include <nanobind/nanobind.h>
+
+namespace nb = nanobind;
+
+void init_errors(nb::module_ & m);
+void init_logging(nb::module_ & m);
+void init_server(nb::module_ & m);
+void init_info(nb::module_ & m);

@@ -1,0 +1,43 @@
+// C++ errors -> the exception classes of llamaproc.errors (a pure-Python module).
+#include "bindings.h"
+
+#include "errors.h"
+
+#include <nanobind/stl/string.h>
+#include <nanobind/stl/vector.h>
+
+namespace {
+
+const char * class_name(llamaproc::ErrorKind kind) {
+    switch (kind) {
+        case llamaproc::ErrorKind::config: return "ConfigError";
+        case llamaproc::ErrorKind::model_load: return "ModelLoadError";
+        case llamaproc::ErrorKind::startup: return "StartupError";
+        case llamaproc::ErrorKind::resource: return "ResourceError";
+        case llamaproc::ErrorKind::not_running: return "ServerNotRunningError";
+        default: return "NativeError";
+    }
+}
+
+void raise_python(const llamaproc::Error & e) {
+    nb::object errors = nb::module_::import_("llamaproc.errors");
+    nb::object cls = errors.attr(class_name(e.kind()));
+    nb::object exc = cls(nb::str(e.what()));
+    errors.attr("attach_log_tail")(exc, nb::cast(e.log_tail()));
+    PyErr_SetObject(cls.ptr(), exc.ptr());
+}
+
+}  // namespace
+
+void init_errors(nb::module_ &) {
+    nb::register_exception_translator([](const std::exception_ptr & p, void *) {
+        try {
+            std::rethrow_exception(p);
+        } catch (const llamaproc::Error & e) {
+            raise_python(e);
+        } catch (const llamaproc::NativeAbort & e) {
+            raise_python(llamaproc::Error(llamaproc::ErrorKind::internal,
+                                          std::string("llama.cpp hit a failed assertion: ") + e.what()));
+        }
+    });
+}

@@ -1,0 +1,54 @@
+// Build and machine facts for `python -m llamaproc info`.
+#include "bindings.h"
+
+#include "argv_parser.h"
+#include "system_info.h"
+
+#include <nanobind/stl/string.h>
+#include <nanobind/stl/vector.h>
+
+void init_info(nb::module_ & m) {
+    m.def(
+        "system_info",
+        [] {
+            llamaproc::SystemInfo info;
+            {
+                nb::gil_scoped_release release;
+                info = llamaproc::system_info();
+            }
+            nb::dict out;
+            out["llama_cpp_commit"] = info.llama_cpp_commit;
+            nb::list backends;
+            for (const auto & b : info.backends) {
+                nb::dict features;
+                for (const auto & [k, v] : b.features) {
+                    features[k.c_str()] = v;
+                }
+                nb::dict backend;
+                backend["name"] = b.name;
+                backend["features"] = features;
+                backends.append(backend);
+            }
+            out["backends"] = backends;
+            nb::list devices;
+            for (const auto & d : info.devices) {
+                nb::dict dev;
+                dev["name"] = d.name;
+                dev["description"] = d.description;
+                dev["type"] = d.type;
+                dev["memory_free"] = d.memory_free;
+                dev["memory_total"] = d.memory_total;
+                devices.append(dev);
+            }
+            out["devices"] = devices;
+            out["summary"] = info.summary;
+            return out;
+        },
+        "Backends compiled in, their CPU features, and the devices found.");
+    m.def("server_flags_help", &llamaproc::server_flags_help, "Help text of llama-server's flags.");
+    m.def(
+        "validate_server_args",
+        [](const std::vector<std::string> & args, bool use_env) { (void) llamaproc::parse_server_args(args, use_env); },
+        nb::arg("args"), nb::arg("use_env") = false,
+        "Parse llama-server flags the way start() will; raises ConfigError naming the bad flag.");
+}

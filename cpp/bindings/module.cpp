@@ -1,0 +1,10 @@
+// llamaproc._core: llama.cpp's server, in-process. The public API is the llamaproc package.
+#include "bindings.h"
+
+NB_MODULE(_core, m) {
+    m.doc() = "Native core of llamaproc: llama.cpp's HTTP server on native threads (private API).";
+    init_errors(m);
+    init_logging(m);
+    init_server(m);
+    init_info(m);
+}

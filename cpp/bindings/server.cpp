@@ -1,0 +1,117 @@
+// EmbeddedServer for Python. Every call that binds, loads, waits, queries the loop or joins
+// threads runs without the GIL.
+#include "bindings.h"
+
+#include "embedded_server.h"
+
+#include <nanobind/stl/optional.h>
+#include <nanobind/stl/string.h>
+#include <nanobind/stl/vector.h>
+
+#include <memory>
+
+namespace {
+
+using llamaproc::EmbeddedServer;
+
+// Owns the server; if Python drops it without stop(), the threads are joined without the GIL
+// (a native thread may be waiting for the GIL to log a line).
+struct ServerHandle {
+    std::unique_ptr<EmbeddedServer> server;
+
+    ServerHandle(std::vector<std::string> args, bool use_env, uint64_t memory_limit)
+        : server(std::make_unique<EmbeddedServer>(llamaproc::ServerOptions{std::move(args), use_env, memory_limit})) {}
+
+    ~ServerHandle() {
+        if (server) {
+            nb::gil_scoped_release release;
+            server.reset();
+        }
+    }
+};
+
+const char * state_name(llamaproc::ServerState s) {
+    switch (s) {
+        case llamaproc::ServerState::created: return "created";
+        case llamaproc::ServerState::starting: return "starting";
+        case llamaproc::ServerState::ready: return "ready";
+        case llamaproc::ServerState::stopping: return "stopping";
+        case llamaproc::ServerState::stopped: return "stopped";
+        default: return "failed";
+    }
+}
+
+nb::object load_to_dict(const llamaproc::SlotLoad & load) {
+    nb::dict d;
+    d["n_slots"] = load.n_slots;
+    d["n_processing"] = load.n_processing;
+    d["n_deferred"] = load.n_deferred;
+    return d;
+}
+
+}  // namespace
+
+void init_server(nb::module_ & m) {
+    using release = nb::call_guard<nb::gil_scoped_release>;
+    nb::class_<ServerHandle>(m, "EmbeddedServer", "llama.cpp's HTTP server on native threads in this process.")
+        .def(nb::init<std::vector<std::string>, bool, uint64_t>(), nb::arg("args"), nb::arg("use_env") = false,
+             nb::arg("memory_limit") = 0)
+        .def("start", [](ServerHandle & h) { h.server->start(); }, release(),
+             "Parse flags, check the model file, bind, start serving; the model loads in the background.")
+        .def("wait_ready", [](ServerHandle & h, double timeout) { return h.server->wait_ready(timeout); }, release(),
+             nb::arg("timeout"), "True once ready, False on timeout; raises if startup failed.")
+        .def("stop", [](ServerHandle & h) { h.server->stop(); }, release(),
+             "End in-flight requests, join all native threads and free the model. Idempotent.")
+        .def_prop_ro("state", [](ServerHandle & h) { return state_name(h.server->state()); })
+        .def_prop_ro("port", [](ServerHandle & h) { return h.server->port(); })
+        .def_prop_ro("host", [](ServerHandle & h) { return h.server->host(); })
+        .def_prop_ro("load_progress", [](ServerHandle & h) { return h.server->load_progress(); })
+        .def_prop_ro("loop_running", [](ServerHandle & h) { return h.server->loop_running(); })
+        .def_prop_ro("memory_estimate",
+                     [](ServerHandle & h) -> nb::object {
+                         auto e = h.server->memory_estimate();
+                         if (!e) {
+                             return nb::none();
+                         }
+                         nb::dict d;
+                         d["model"] = e->model_bytes;
+                         d["context"] = e->context_bytes;
+                         d["compute"] = e->compute_bytes;
+                         return d;
+                     })
+        .def("log_tail", [](ServerHandle & h, size_t n) { return h.server->log_tail(n); }, nb::arg("max_lines") = 40)
+        .def(
+            "query_load",
+            [](ServerHandle & h, double timeout) -> nb::object {
+                std::optional<llamaproc::SlotLoad> load;
+                {
+                    nb::gil_scoped_release r;
+                    load = h.server->query_load(timeout);
+                }
+                return load ? load_to_dict(*load) : nb::none();
+            },
+            nb::arg("timeout"), "Slot usage as the inference loop reports it; None if it did not answer in time.")
+        .def(
+            "query_metrics",
+            [](ServerHandle & h, double timeout) -> nb::object {
+                std::optional<llamaproc::ServerMetrics> m;
+                {
+                    nb::gil_scoped_release r;
+                    m = h.server->query_metrics(timeout);
+                }
+                if (!m) {
+                    return nb::none();
+                }
+                nb::dict d;
+                d["load"] = load_to_dict(m->load);
+                d["prompt_tokens"] = m->prompt_tokens;
+                d["prompt_seconds"] = m->prompt_seconds;
+                d["prompt_tokens_cached"] = m->prompt_tokens_cached;
+                d["generated_tokens"] = m->generated_tokens;
+                d["generation_seconds"] = m->generation_seconds;
+                d["decode_calls"] = m->decode_calls;
+                d["prometheus"] = m->prometheus;
+                return d;
+            },
+            nb::arg("timeout"), "Cumulative counters; None if the loop did not answer in time.");
+}

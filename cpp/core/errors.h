@@ -1,0 +1,41 @@
+// Errors raised by the core. The binding layer maps each kind to a Python exception class
+// in llamaproc.errors; the core itself knows nothing of Python.
+#pragma once
+
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace llamaproc {
+
+enum class ErrorKind {
+    config,       // a config value or flag is invalid
+    model_load,   // the model file is missing, unreadable, not GGUF, corrupt or unsupported
+    startup,      // the server could not start: bind failure, port in use, ...
+    resource,     // not enough memory for the requested configuration
+    not_running,  // the operation needs a running server
+    internal,     // anything else that went wrong inside llama.cpp
+};
+
+class Error : public std::runtime_error {
+public:
+    Error(ErrorKind kind, const std::string & message, std::vector<std::string> log_tail = {})
+        : std::runtime_error(message), kind_(kind), log_tail_(std::move(log_tail)) {}
+
+    ErrorKind kind() const { return kind_; }
+    // the last native log lines of the server that failed, for diagnosis
+    const std::vector<std::string> & log_tail() const { return log_tail_; }
+
+private:
+    ErrorKind kind_;
+    std::vector<std::string> log_tail_;
+};
+
+// Thrown from ggml's abort callback on threads that llamaproc guards (see native_log.h),
+// so that a failed GGML_ASSERT unwinds to a catch site instead of killing the process.
+class NativeAbort : public std::runtime_error {
+public:
+    using std::runtime_error::runtime_error;
+};
+
+}  // namespace llamaproc

@@ -1,0 +1,197 @@
+#include "native_log.h"
+
+#include "errors.h"
+
+#include "ggml.h"
+#include "llama.h"
+#include "log.h"
+
+#include <atomic>
+#include <cstdarg>
+#include <cstdio>
+
+namespace llamaproc {
+
+namespace {
+
+struct SinkState {
+    std::mutex mutex;
+    std::shared_ptr<const LogSink> sink;  // copied out under the lock, called without it
+};
+
+SinkState & sink_state() {
+    static SinkState state;
+    return state;
+}
+
+std::atomic<int> g_min_level{static_cast<int>(LogLevel::warning)};
+LogTail g_process_tail(400);
+
+thread_local std::shared_ptr<LogTail> t_server_tail;
+thread_local std::string t_partial;  // text of the current line so far
+thread_local LogLevel t_partial_level = LogLevel::info;
+
+void emit(LogLevel level, std::string line) {
+    while (!line.empty() && (line.back() == '\r' || line.back() == ' ')) {
+        line.pop_back();
+    }
+    if (line.empty()) {
+        return;
+    }
+    g_process_tail.push(line);
+    if (t_server_tail) {
+        t_server_tail->push(line);
+    }
+    if (static_cast<int>(level) < g_min_level.load(std::memory_order_relaxed)) {
+        return;
+    }
+    std::shared_ptr<const LogSink> sink;
+    {
+        std::lock_guard<std::mutex> lock(sink_state().mutex);
+        sink = sink_state().sink;
+    }
+    if (sink && *sink) {
+        (*sink)(level, line);
+    }
+}
+
+LogLevel from_ggml(ggml_log_level level) {
+    switch (level) {
+        case GGML_LOG_LEVEL_DEBUG: return LogLevel::debug;
+        case GGML_LOG_LEVEL_WARN:  return LogLevel::warning;
+        case GGML_LOG_LEVEL_ERROR: return LogLevel::error;
+        default:                   return LogLevel::info;
+    }
+}
+
+void append_text(ggml_log_level ggml_level, const char * text) {
+    if (text == nullptr) {
+        return;
+    }
+    // GGML_LOG_LEVEL_CONT continues the line in progress at its level
+    if (ggml_level != GGML_LOG_LEVEL_CONT && t_partial.empty()) {
+        t_partial_level = from_ggml(ggml_level);
+    }
+    for (const char * p = text; *p; ++p) {
+        if (*p == '\n') {
+            emit(t_partial_level, std::move(t_partial));
+            t_partial.clear();
+        } else {
+            t_partial.push_back(*p);
+        }
+    }
+}
+
+void on_llama_log(ggml_log_level level, const char * text, void *) {
+    append_text(level, text);
+}
+
+void on_ggml_abort(const char * message) {
+    const bool guarded = t_server_tail != nullptr;
+    emit(LogLevel::error, std::string("ggml assertion failed: ") + (message ? message : "?"));
+    if (guarded) {
+        // unwinds to the guarded thread's catch site (model load, request handler, loop)
+        throw NativeAbort(message ? message : "ggml assertion failed");
+    }
+    std::fflush(stderr);  // unguarded thread: ggml_abort() calls abort() after this returns
+}
+
+}  // namespace
+
+void LogTail::push(const std::string & line) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    lines_.push_back(line);
+    while (lines_.size() > capacity_) {
+        lines_.pop_front();
+    }
+}
+
+std::vector<std::string> LogTail::lines(std::size_t max_lines) const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    const std::size_t n = std::min(max_lines, lines_.size());
+    return std::vector<std::string>(lines_.end() - static_cast<std::ptrdiff_t>(n), lines_.end());
+}
+
+ThreadLogScope::ThreadLogScope(std::shared_ptr<LogTail> tail) : previous_(std::move(t_server_tail)) {
+    t_server_tail = std::move(tail);
+}
+
+ThreadLogScope::~ThreadLogScope() {
+    if (!t_partial.empty()) {
+        emit(t_partial_level, std::move(t_partial));
+        t_partial.clear();
+    }
+    t_server_tail = std::move(previous_);
+}
+
+void install_native_log_hooks() {
+    static std::once_flag once;
+    std::call_once(once, [] {
+        llama_log_set(on_llama_log, nullptr);
+        ggml_log_set(on_llama_log, nullptr);
+        ggml_set_abort_callback(on_ggml_abort);
+#if LLAMAPROC_WRAPS_COMMON_LOG
+        // every common_log_add() call now comes to us (see the --wrap in CMakeLists.txt);
+        // the common_log worker thread has nothing left to print.
+        common_log_pause(common_log_main());
+#endif
+    });
+}
+
+void set_log_sink(LogSink sink, LogLevel min_level) {
+    auto shared = sink ? std::make_shared<const LogSink>(std::move(sink)) : nullptr;
+    {
+        std::lock_guard<std::mutex> lock(sink_state().mutex);
+        sink_state().sink = std::move(shared);
+    }
+    set_log_min_level(min_level);
+}
+
+void set_log_min_level(LogLevel min_level) {
+    g_min_level.store(static_cast<int>(min_level));
+}
+
+LogLevel log_min_level() {
+    return static_cast<LogLevel>(g_min_level.load());
+}
+
+void log_native_ggml_text(int ggml_level, const char * text) {
+    append_text(static_cast<ggml_log_level>(ggml_level), text);
+}
+
+void log_line(LogLevel level, const std::string & line) {
+    emit(level, line);
+}
+
+std::vector<std::string> process_log_tail(std::size_t max_lines) {
+    return g_process_tail.lines(max_lines);
+}
+
+}  // namespace llamaproc
+
+#if LLAMAPROC_WRAPS_COMMON_LOG
+// The linker routes every call of common_log_add() from llama.cpp's common and server code
+// here (-Wl,--wrap=<mangled name>), so server log lines reach Python instead of stderr.
+extern "C" void LLAMAPROC_COMMON_LOG_ADD_WRAPPER(struct common_log *, enum ggml_log_level level, const char * fmt, ...) {
+    char stack_buf[512];
+    va_list args;
+    va_start(args, fmt);
+    va_list copy;
+    va_copy(copy, args);
+    const int n = std::vsnprintf(stack_buf, sizeof(stack_buf), fmt, args);
+    va_end(args);
+    if (n < 0) {
+        va_end(copy);
+        return;
+    }
+    if (static_cast<size_t>(n) < sizeof(stack_buf)) {
+        va_end(copy);
+        llamaproc::log_native_ggml_text(level, stack_buf);
+        return;
+    }
+    std::string big(static_cast<size_t>(n) + 1, '\0');
+    std::vsnprintf(big.data(), big.size(), fmt, copy);
+    va_end(copy);
+    llamaproc::log_native_ggml_text(level, big.c_str());
+}
+#endif

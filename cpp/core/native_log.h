@@ -1,0 +1,62 @@
+// Native log routing: llama.cpp's, ggml's and the server's log output, split into whole
+// lines, kept in per-server tails and forwarded to one sink (the Python logger).
+#pragma once
+
+#include <cstddef>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+namespace llamaproc {
+
+// Python's logging levels, so the binding can pass them through unchanged.
+enum class LogLevel : int { debug = 10, info = 20, warning = 30, error = 40 };
+
+using LogSink = std::function<void(LogLevel, const std::string & line)>;
+
+// The last lines one server (or the whole process) logged.
+class LogTail {
+public:
+    explicit LogTail(std::size_t capacity = 200) : capacity_(capacity) {}
+    void push(const std::string & line);
+    std::vector<std::string> lines(std::size_t max_lines = 40) const;
+
+private:
+    mutable std::mutex mutex_;
+    std::deque<std::string> lines_;
+    std::size_t capacity_;
+};
+
+// Lines logged on the current thread while an instance lives also go to `tail`; and a
+// failed GGML_ASSERT on this thread throws NativeAbort instead of aborting the process.
+class ThreadLogScope {
+public:
+    explicit ThreadLogScope(std::shared_ptr<LogTail> tail);
+    ~ThreadLogScope();
+    ThreadLogScope(const ThreadLogScope &) = delete;
+    ThreadLogScope & operator=(const ThreadLogScope &) = delete;
+
+private:
+    std::shared_ptr<LogTail> previous_;
+};
+
+// Installs the llama/ggml log callbacks and the ggml abort callback (idempotent).
+void install_native_log_hooks();
+
+// Lines at `min_level` or above go to `sink`; an empty sink restores the default (discard).
+void set_log_sink(LogSink sink, LogLevel min_level);
+void set_log_min_level(LogLevel min_level);
+LogLevel log_min_level();
+
+// Feed raw native log text (possibly partial lines) at a ggml_log_level.
+void log_native_ggml_text(int ggml_level, const char * text);
+// Log one whole line from llamaproc's own code.
+void log_line(LogLevel level, const std::string & line);
+
+// The process-wide tail (every line from every thread).
+std::vector<std::string> process_log_tail(std::size_t max_lines = 40);
+
+}  // namespace llamaproc

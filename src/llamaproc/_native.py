@@ -1,0 +1,15 @@
+"""Import of the native extension with a clear error when it is missing."""
+
+from __future__ import annotations
+
+from .errors import BuildError
+
+try:
+    from . import _core as core
+except ImportError as exc:  # pragma: no cover - depends on how the package was installed
+    raise BuildError(
+        f"llamaproc's native extension could not be imported ({exc}). "
+        "Hint: build it with `pip install --no-build-isolation -ve .` from the source tree."
+    ) from exc
+
+__all__ = ["core"]

@@ -1,0 +1,129 @@
+"""ServerConfig: what a server runs, validated when it is made."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import ConfigError
+
+# Flags that a typed field of ServerConfig sets; giving them in extra_args too is ambiguous.
+_FIELD_FLAGS: dict[str, str] = {
+    "-m": "model_path", "--model": "model_path",
+    "-c": "context_size", "--ctx-size": "context_size",
+    "-b": "batch_size", "--batch-size": "batch_size",
+    "-t": "threads", "--threads": "threads",
+    "-ngl": "gpu_layers", "--gpu-layers": "gpu_layers", "--n-gpu-layers": "gpu_layers",
+    "--host": "host", "--port": "port",
+    "-np": "parallel", "--parallel": "parallel",
+    "--api-key": "api_key",
+    "--embedding": "embeddings", "--embeddings": "embeddings",
+}
+
+
+def _int_field(name: str, value: object, *, minimum: int, maximum: int | None = None,
+               optional: bool = False) -> None:
+    if value is None and optional:
+        return
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"{name} must be an int, got {value!r}")
+    if value < minimum or (maximum is not None and value > maximum):
+        bound = f">= {minimum}" if maximum is None else f"between {minimum} and {maximum}"
+        raise ConfigError(f"{name} must be {bound}, got {value}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServerConfig:
+    """Configuration of one embedded llama.cpp server.
+
+    Every field maps to a llama-server flag (:meth:`to_argv`); ``extra_args`` passes any other
+    llama-server flag through unchanged, e.g. ``extra_args=("--temp", "0.2", "--metrics")``.
+    Invalid values raise :class:`~llamaproc.errors.ConfigError` (also a ``ValueError``) here,
+    not when the server starts.
+
+    Attributes:
+        model_path: Path of a local ``.gguf`` file.
+        context_size: Total KV-cache size in tokens, shared by all slots (``-c``); 0 means the
+            model's training context.
+        batch_size: Logical batch size for prompt processing (``-b``).
+        threads: CPU threads for generation (``-t``); None lets llama.cpp choose (one per
+            physical core). On a machine that also runs other busy threads, fewer threads than
+            cores avoids a large slowdown (see the README's performance notes).
+        gpu_layers: Layers to offload to a GPU (``-ngl``); None keeps llama.cpp's default.
+        host: Address to listen on. The default serves this machine only.
+        port: TCP port; 0 picks a free one (read it back from ``LlamaServer.port``).
+        memory_limit: Bytes the model, KV cache and compute buffers may use together; checked
+            with llama.cpp's own dry-run estimate before anything is loaded.
+        parallel: Slots, i.e. requests decoded together (``-np``); they share the context.
+        api_key: Require this key (``Authorization: Bearer KEY``) on every endpoint but /health.
+        embeddings: Serve the embeddings endpoints (``--embeddings``).
+        extra_args: Further llama-server flags, as separate strings.
+    """
+
+    model_path: str | os.PathLike[str]
+    context_size: int = 4096
+    batch_size: int = 512
+    threads: int | None = None
+    gpu_layers: int | None = None
+    host: str = "127.0.0.1"
+    port: int = 0
+    memory_limit: int | None = None
+    parallel: int = 4
+    api_key: str | None = None
+    embeddings: bool = False
+    extra_args: Sequence[str] = field(default_factory=tuple)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.model_path, (str, os.PathLike)) or not str(self.model_path):
+            raise ConfigError(f"model_path must be a non-empty path, got {self.model_path!r}")
+        object.__setattr__(self, "model_path", str(Path(self.model_path)))
+        _int_field("context_size", self.context_size, minimum=0)
+        _int_field("batch_size", self.batch_size, minimum=1)
+        _int_field("threads", self.threads, minimum=1, optional=True)
+        _int_field("gpu_layers", self.gpu_layers, minimum=-1, optional=True)
+        _int_field("port", self.port, minimum=0, maximum=65535)
+        _int_field("memory_limit", self.memory_limit, minimum=1, optional=True)
+        _int_field("parallel", self.parallel, minimum=1)
+        if not isinstance(self.host, str) or not self.host.strip():
+            raise ConfigError(f"host must be a non-empty string, got {self.host!r}")
+        if self.api_key is not None and (not isinstance(self.api_key, str) or not self.api_key):
+            raise ConfigError("api_key must be None or a non-empty string")
+        if not isinstance(self.embeddings, bool):
+            raise ConfigError(f"embeddings must be a bool, got {self.embeddings!r}")
+        if isinstance(self.extra_args, (str, bytes)) or not isinstance(self.extra_args, Sequence):
+            raise ConfigError("extra_args must be a sequence of strings, e.g. ('--temp', '0.2')")
+        extra = tuple(self.extra_args)
+        for arg in extra:
+            if not isinstance(arg, str):
+                raise ConfigError(f"extra_args must hold strings only, got {arg!r}")
+            flag = arg.split("=", 1)[0] if arg.startswith("--") else arg
+            if flag in _FIELD_FLAGS:
+                raise ConfigError(f"{arg!r} in extra_args: set ServerConfig.{_FIELD_FLAGS[flag]} instead")
+        object.__setattr__(self, "extra_args", extra)
+        from ._native import core  # late: keeps `import llamaproc.config` light for tooling
+
+        core.validate_server_args(self.to_argv())
+
+    def to_argv(self) -> list[str]:
+        """The llama-server flags for this configuration (no program name)."""
+        argv = ["--model", str(self.model_path), "--ctx-size", str(self.context_size),
+                "--batch-size", str(self.batch_size), "--host", self.host, "--port", str(self.port),
+                "--parallel", str(self.parallel)]
+        if self.parallel > 1:
+            argv.append("--kv-unified")  # one shared KV pool: any request may use the whole context
+        if self.threads is not None:
+            argv += ["--threads", str(self.threads)]
+        if self.gpu_layers is not None:
+            argv += ["--gpu-layers", str(self.gpu_layers)]
+        if self.api_key is not None:
+            argv += ["--api-key", self.api_key]
+        if self.embeddings:
+            argv.append("--embeddings")
+        return argv + list(self.extra_args)
+
+    def replace(self, **changes: object) -> ServerConfig:
+        """A copy with some fields changed (validated again)."""
+        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
