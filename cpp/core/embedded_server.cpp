@@ -348,6 +348,7 @@ void EmbeddedServer::run_server_thread() {
         routes_->update_meta(*ctx_server_);
         ctx_http_->is_ready.store(true);
         load_progress_ = 1.0f;
+        loop_running_ = true;  // set before READY is visible; start_loop() follows at once
         {
             std::lock_guard<std::mutex> lock(mutex_);
             if (state_ == ServerState::starting) {
@@ -356,10 +357,9 @@ void EmbeddedServer::run_server_thread() {
         }
         cv_.notify_all();
         if (!stopping_->load()) {
-            loop_running_ = true;
             ctx_server_->start_loop();  // returns once terminate() is called
-            loop_running_ = false;
         }
+        loop_running_ = false;
         if (!stopping_->load()) {
             fail(ErrorKind::internal, "the inference loop stopped unexpectedly");
         }

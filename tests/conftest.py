@@ -1,0 +1,63 @@
+"""Shared fixtures: a tiny generated model for unit tests, the real SmolLM2 for integration."""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+import pytest
+
+from llamaproc import LlamaServer, ServerConfig
+from llamaproc.testing import make_tiny_model
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_tiny_model(tmp_path_factory.mktemp("models") / "tiny.gguf")
+
+
+@pytest.fixture(scope="session")
+def smollm2_model() -> Path:
+    """The real SmolLM2-135M-Instruct Q4_1, fetched once into the user cache."""
+    from llamaproc.models import fetch_model
+
+    return fetch_model(quiet=True)
+
+
+def tiny_config(model: Path, **changes) -> ServerConfig:
+    """Small and single-threaded: tests run beside other work on a 2-core machine."""
+    fields = dict(model_path=model, context_size=512, threads=1, parallel=2)
+    fields.update(changes)
+    return ServerConfig(**fields)
+
+
+@pytest.fixture
+def tiny_server(tiny_model: Path):
+    server = LlamaServer.start(tiny_config(tiny_model))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(autouse=True)
+def _no_leaked_servers():
+    """Every test stops what it starts: no server threads outlive a test."""
+    yield
+    from llamaproc import server as server_mod
+
+    running = [s for s in list(server_mod._live_servers) if s.status.value in ("starting", "ready")]
+    for s in running:
+        s.stop()
+    assert not running, f"test left servers running: {running}"
+
+
+def thread_count() -> int:
+    """Native and Python threads of this process (Linux: /proc/self/task)."""
+    return len(os.listdir("/proc/self/task")) if os.path.isdir("/proc/self/task") else threading.active_count()
+
+
+def rss_bytes() -> int:
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")

@@ -1,0 +1,134 @@
+"""No input ends the host process: each bad input raises a typed error, and afterwards the
+same process still starts and serves a good model."""
+
+from __future__ import annotations
+
+import socket
+import struct
+
+import pytest
+
+from conftest import tiny_config
+from http_client import post
+from llamaproc import LlamaServer, ServerConfig, ServerStatus, errors
+
+
+def _still_serves(model) -> None:
+    with LlamaServer.start(tiny_config(model)) as server:
+        status, body = post(server.url + "/completion", {"prompt": "ok", "n_predict": 4})
+        assert status == 200 and body["tokens_predicted"] == 4
+
+
+def _start(path, **changes):
+    return LlamaServer.start(tiny_config(path, **changes))
+
+
+def test_missing_file(tiny_model, tmp_path):
+    with pytest.raises(errors.ModelLoadError, match="does not exist") as info:
+        _start(tmp_path / "absent.gguf")
+    assert "absent.gguf" in str(info.value)
+    _still_serves(tiny_model)
+
+
+def test_directory_instead_of_file(tiny_model, tmp_path):
+    with pytest.raises(errors.ModelLoadError, match="not a regular file"):
+        _start(tmp_path)
+
+
+def test_not_a_gguf_file(tiny_model, tmp_path):
+    path = tmp_path / "notes.gguf"
+    path.write_text("these are not weights\n" * 100)
+    with pytest.raises(errors.ModelLoadError, match="not a GGUF file"):
+        _start(path)
+    _still_serves(tiny_model)
+
+
+def test_empty_file(tiny_model, tmp_path):
+    path = tmp_path / "empty.gguf"
+    path.write_bytes(b"")
+    with pytest.raises(errors.ModelLoadError, match="not a GGUF file"):
+        _start(path)
+
+
+@pytest.mark.parametrize("fraction", [0.001, 0.01, 0.2, 0.5, 0.999])
+def test_truncated_file(tiny_model, tmp_path, fraction):
+    data = tiny_model.read_bytes()
+    path = tmp_path / "truncated.gguf"
+    path.write_bytes(data[: max(24, int(len(data) * fraction))])
+    with pytest.raises(errors.ModelLoadError) as info:
+        _start(path)
+    assert "truncated.gguf" in str(info.value)
+    assert info.value.log_tail, "the native log tail is attached"
+    _still_serves(tiny_model)
+
+
+def test_corrupt_header(tiny_model, tmp_path):
+    data = bytearray(tiny_model.read_bytes())
+    # absurd tensor count right after magic and version
+    data[8:16] = struct.pack("<Q", 1 << 60)
+    path = tmp_path / "corrupt.gguf"
+    path.write_bytes(bytes(data))
+    with pytest.raises(errors.ModelLoadError):
+        _start(path)
+    _still_serves(tiny_model)
+
+
+def test_random_bytes_after_magic(tiny_model, tmp_path):
+    import random
+
+    rnd = random.Random(1)
+    path = tmp_path / "noise.gguf"
+    path.write_bytes(b"GGUF" + bytes(rnd.getrandbits(8) for _ in range(4096)))
+    with pytest.raises(errors.ModelLoadError):
+        _start(path)
+    _still_serves(tiny_model)
+
+
+def test_unsupported_architecture(tiny_model, tmp_path):
+    data = tiny_model.read_bytes()
+    path = tmp_path / "alien.gguf"
+    # same length as "llama" so offsets stay valid
+    path.write_bytes(data.replace(b"\x05\x00\x00\x00\x00\x00\x00\x00llama", b"\x05\x00\x00\x00\x00\x00\x00\x00xyzzy", 1))
+    with pytest.raises(errors.ModelLoadError) as info:
+        _start(path)
+    assert "xyzzy" in " ".join(info.value.log_tail)
+    _still_serves(tiny_model)
+
+
+def test_port_already_in_use(tiny_model):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(errors.StartupError, match=str(port)):
+            _start(tiny_model, port=port)
+    _still_serves(tiny_model)
+
+
+def test_memory_limit_too_small_loads_nothing(tiny_model):
+    with pytest.raises(errors.ResourceError, match="memory_limit=1000") as info:
+        _start(tiny_model, memory_limit=1000)
+    message = str(info.value)
+    assert "needs about" in message and "nothing was loaded" in message
+    _still_serves(tiny_model)
+
+
+def test_memory_limit_that_fits_starts(tiny_model):
+    with LlamaServer.start(tiny_config(tiny_model, memory_limit=2**30)) as server:
+        assert server.status is ServerStatus.READY
+
+
+def test_bad_request_bodies_get_http_errors_and_the_server_lives_on(tiny_server):
+    url = tiny_server.url
+    assert post(url + "/v1/chat/completions", {"messages": "not a list"})[0] in (400, 500)
+    assert post(url + "/v1/chat/completions", {"messages": [{"role": "user"}]})[0] in (400, 500)
+    assert post(url + "/completion", {"prompt": "x", "n_predict": "many"})[0] in (400, 500)
+    assert post(url + "/detokenize", {"tokens": [10**9, -5]})[0] in (200, 400, 500)
+    assert post(url + "/tokenize", {"content": 42})[0] in (400, 500)
+    assert post(url + "/completion", {"prompt": "x", "n_predict": 2})[0] == 200
+    assert tiny_server.status is ServerStatus.READY
+
+
+def test_config_error_is_a_value_error(tiny_model):
+    with pytest.raises(ValueError):
+        ServerConfig(model_path=tiny_model, port=-5)
