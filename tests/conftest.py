@@ -44,10 +44,12 @@ def tiny_server(tiny_model: Path):
 @pytest.fixture(autouse=True)
 def _no_leaked_servers():
     """Every test stops what it starts: no server threads outlive a test."""
-    yield
     from llamaproc import server as server_mod
 
-    running = [s for s in list(server_mod._live_servers) if s.status.value in ("starting", "ready")]
+    before = set(server_mod._live_servers)
+    yield
+    running = [s for s in list(server_mod._live_servers)
+               if s not in before and s.status.value in ("starting", "ready")]
     for s in running:
         s.stop()
     assert not running, f"test left servers running: {running}"

@@ -1,0 +1,114 @@
+"""python -m llamaproc serve|info, as a service manager would run it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from http_client import get, post
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _serve(*args: str, env: dict | None = None) -> tuple[subprocess.Popen, int]:
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "llamaproc", "serve", *args, "--port", str(port)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, **(env or {})})
+    return proc, port
+
+
+def _wait_healthy(proc: subprocess.Popen, port: int, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()
+        try:
+            if get(f"http://127.0.0.1:{port}/health", timeout=2)[0] == 200:
+                return
+        except OSError:
+            pass
+        time.sleep(0.05)
+    proc.kill()
+    raise AssertionError("server did not become healthy")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_serve_stops_cleanly_on_signal(tiny_model, sig):
+    proc, port = _serve(str(tiny_model), "-t", "1", "-c", "256")
+    try:
+        _wait_healthy(proc, port)
+        assert post(f"http://127.0.0.1:{port}/completion", {"prompt": "a", "n_predict": 2})[0] == 200
+        sent = time.monotonic()
+        proc.send_signal(sig)
+        out, err = proc.communicate(timeout=10)
+        assert time.monotonic() - sent < 10
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
+    assert "stopped" in err
+
+
+def test_serve_accepts_llama_server_flags_and_env_defaults(tiny_model):
+    proc, port = _serve("-m", str(tiny_model), "--threads", "1", env={"LLAMA_ARG_CTX_SIZE": "768"})
+    try:
+        _wait_healthy(proc, port)
+        status, props = get(f"http://127.0.0.1:{port}/props")
+        assert status == 200
+        assert props["default_generation_settings"]["n_ctx"] == 768
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=10)
+
+
+def test_serve_with_a_bad_model_exits_with_a_message(tmp_path):
+    proc, _ = _serve(str(tmp_path / "missing.gguf"))
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 2
+    assert "does not exist" in err
+
+
+def test_serve_help_lists_our_options_and_llama_servers():
+    result = subprocess.run([sys.executable, "-m", "llamaproc", "serve", "--help"], capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0
+    assert "llamaproc options" in result.stdout
+    for flag in ("--ctx-size", "--parallel", "--api-key", "--n-gpu-layers"):
+        assert flag in result.stdout
+
+
+def test_info_reports_commit_backends_and_devices():
+    result = subprocess.run([sys.executable, "-m", "llamaproc", "info"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "llama.cpp commit 0c1e57098" in result.stdout
+    assert "CPU" in result.stdout
+    import json
+
+    facts = json.loads(subprocess.run([sys.executable, "-m", "llamaproc", "info", "--json"], capture_output=True,
+                                      text=True, timeout=60).stdout)
+    assert facts["backends"][0]["name"] == "CPU"
+    assert facts["devices"]
+
+
+@pytest.mark.smollm2
+def test_serve_without_a_model_serves_the_default_model(smollm2_model):
+    # smollm2_model has filled the user cache: serve finds it there
+    proc, port = _serve("-t", "1", "-c", "512")
+    try:
+        _wait_healthy(proc, port)
+        status, body = post(f"http://127.0.0.1:{port}/v1/chat/completions",
+                            {"messages": [{"role": "user", "content": "Say hi"}], "max_tokens": 8})
+        assert status == 200 and body["choices"][0]["message"]["content"]
+        assert "SmolLM2" in get(f"http://127.0.0.1:{port}/v1/models")[1]["data"][0]["id"]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=10)
