@@ -132,3 +132,11 @@ def test_bad_request_bodies_get_http_errors_and_the_server_lives_on(tiny_server)
 def test_config_error_is_a_value_error(tiny_model):
     with pytest.raises(ValueError):
         ServerConfig(model_path=tiny_model, port=-5)
+
+
+def test_a_failed_ggml_assertion_on_a_guarded_thread_raises_instead_of_aborting():
+    from llamaproc._native import core
+
+    with pytest.raises(errors.NativeError, match="failed assertion: .*boom"):
+        core._trigger_ggml_abort("boom")
+    assert any("boom" in line for line in core.process_log_tail(5))

@@ -2,6 +2,9 @@
 #include "bindings.h"
 
 #include "errors.h"
+#include "native_log.h"
+
+#include "ggml.h"
 
 #include <nanobind/stl/string.h>
 #include <nanobind/stl/vector.h>
@@ -29,7 +32,16 @@ void raise_python(const llamaproc::Error & e) {
 
 }  // namespace
 
-void init_errors(nb::module_ &) {
+void init_errors(nb::module_ & m) {
+    m.def(
+        "_trigger_ggml_abort",
+        [](const std::string & message) {
+            // exercises the abort guard: a GGML_ABORT on a guarded thread must unwind, not abort()
+            llamaproc::ThreadLogScope scope(std::make_shared<llamaproc::LogTail>());
+            ggml_abort(__FILE__, __LINE__, "%s", message.c_str());
+        },
+        nb::call_guard<nb::gil_scoped_release>(), nb::arg("message"),
+        "Test hook: call ggml_abort() on a guarded thread; raises NativeError instead of aborting.");
     nb::register_exception_translator([](const std::exception_ptr & p, void *) {
         try {
             std::rethrow_exception(p);

@@ -62,6 +62,8 @@ void set_sink(nb::object fn, int min_level) {
 }  // namespace
 
 void init_logging(nb::module_ & m) {
+    // from import on, llama.cpp logs through us and a failed GGML_ASSERT on a guarded thread throws
+    llamaproc::install_native_log_hooks();
     m.def("set_log_sink", &set_sink, nb::arg("sink").none(), nb::arg("min_level"),
           "Send native log lines at `min_level` (a logging level number) or above to `sink(level, line)`;"
           " None discards them.");
