@@ -58,6 +58,19 @@ def chat(url: str, max_tokens: int) -> int:
         return json.load(res)["usage"]["completion_tokens"]
 
 
+LONG_PROMPT = " ".join(f"Line {i}: the keeper lit lamp number {i} and watched the waves." for i in range(40))
+
+
+def server_timings(url: str, max_tokens: int) -> tuple[float, float, int]:
+    """Prompt and generation tokens/s as the server itself times them (~512-token prompt)."""
+    body = json.dumps({"prompt": LONG_PROMPT, "n_predict": max_tokens, "ignore_eos": True, "cache_prompt": False,
+                       "temperature": 0}).encode()
+    req = urllib.request.Request(url + "/completion", data=body, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=600) as res:
+        t = json.load(res)["timings"]
+    return t["prompt_per_second"], t["predicted_per_second"], t["prompt_n"]
+
+
 def generation_rate(url: str, clients: int, max_tokens: int) -> float:
     """Aggregate generated tokens per second of `clients` concurrent requests."""
     counts = [0] * clients
@@ -155,6 +168,9 @@ def main() -> int:
             record(side, "start_to_ready_s", side.start())
             record(side, "rss_after_load_mib", side.rss / 2**20)
             chat(side.url, 8)  # warm-up
+            pp, tg, n_prompt = server_timings(side.url, args.tokens)
+            record(side, f"server_pp{n_prompt}_tok_s", pp)
+            record(side, f"server_tg{args.tokens}_tok_s", tg)
             record(side, "single_tok_s", generation_rate(side.url, 1, args.tokens))
             for n in clients:
                 if n > 1:

@@ -90,7 +90,7 @@ void init_server(nb::module_ & m) {
                 }
                 return load ? load_to_dict(*load) : nb::none();
             },
-            nb::arg("timeout"), "Slot usage as the inference loop reports it; None if it did not answer in time.")
+            nb::arg("timeout"), "Slot usage as the inference loop reports it; None when it did not answer in time.")
         .def(
             "query_metrics",
             [](ServerHandle & h, double timeout) -> nb::object {

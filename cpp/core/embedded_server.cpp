@@ -16,6 +16,10 @@
 #include <fstream>
 #include <sys/stat.h>
 
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
+
 namespace llamaproc {
 
 namespace {
@@ -435,6 +439,10 @@ void EmbeddedServer::stop() {
         ctx_server_.reset();  // frees the model, the context and the KV cache
     }
     runtime_.reset();
+#if defined(__GLIBC__)
+    // the model, KV cache and per-thread arenas were freed; hand the pages back to the OS
+    malloc_trim(0);
+#endif
     if (!failed) {
         state_ = ServerState::stopped;
     }
