@@ -9,3 +9,4 @@ void init_errors(nb::module_ & m);
 void init_logging(nb::module_ & m);
 void init_server(nb::module_ & m);
 void init_info(nb::module_ & m);
+void init_models(nb::module_ & m);

@@ -7,4 +7,5 @@ NB_MODULE(_core, m) {
     init_logging(m);
     init_server(m);
     init_info(m);
+    init_models(m);
 }

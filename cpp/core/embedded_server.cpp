@@ -2,6 +2,7 @@
 
 #include "argv_parser.h"
 #include "errors.h"
+#include "gguf_file.h"
 
 #include "server-common.h"
 #include "server-context.h"
@@ -13,8 +14,6 @@
 #include <chrono>
 #include <cstdio>
 #include <cstring>
-#include <fstream>
-#include <sys/stat.h>
 
 #if defined(__GLIBC__)
 #include <malloc.h>
@@ -107,32 +106,6 @@ void EmbeddedServer::prepare_params() {
     params_.load_progress_callback_user_data = this;
 }
 
-// Catch the common mistakes before llama.cpp sees the file, with a message naming it.
-void EmbeddedServer::check_model_file() const {
-    const std::string & path = params_.model.path;
-    struct stat st {};
-    if (::stat(path.c_str(), &st) != 0) {
-        throw Error(ErrorKind::model_load, "model file '" + path + "' does not exist");
-    }
-    if (!S_ISREG(st.st_mode)) {
-        throw Error(ErrorKind::model_load, "model path '" + path + "' is not a regular file");
-    }
-    std::ifstream in(path, std::ios::binary);
-    if (!in) {
-        throw Error(ErrorKind::model_load, "model file '" + path + "' cannot be read: " + std::strerror(errno));
-    }
-    char magic[4] = {};
-    in.read(magic, sizeof magic);
-    if (in.gcount() < 4 || std::memcmp(magic, "GGUF", 4) != 0) {
-        throw Error(ErrorKind::model_load,
-                    "model file '" + path + "' is not a GGUF file (it does not start with the GGUF magic)");
-    }
-    if (st.st_size < 24) {
-        throw Error(ErrorKind::model_load, "model file '" + path + "' is truncated: " +
-                                               std::to_string(st.st_size) + " bytes, shorter than a GGUF header");
-    }
-}
-
 void EmbeddedServer::start() {
     std::unique_lock<std::shared_mutex> lifecycle(lifecycle_mutex_);
     if (state_ != ServerState::created) {
@@ -142,7 +115,7 @@ void EmbeddedServer::start() {
     try {
         params_ = parse_server_args(options_.args, options_.use_env);
         prepare_params();
-        check_model_file();
+        check_gguf_file(params_.model.path);  // common mistakes, named, before llama.cpp sees the file
         runtime_ = std::make_unique<ProcessRuntime>();
 
         ctx_server_ = std::make_unique<server_context>();

@@ -91,7 +91,6 @@ public:
 
 private:
     void prepare_params();
-    void check_model_file() const;
     void register_routes();
     void run_server_thread();
     void fail(ErrorKind kind, const std::string & message);

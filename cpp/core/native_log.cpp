@@ -28,6 +28,7 @@ std::atomic<int> g_min_level{static_cast<int>(LogLevel::warning)};
 LogTail g_process_tail(400);
 
 thread_local std::shared_ptr<LogTail> t_server_tail;
+thread_local LineObserver t_observer;
 thread_local std::string t_partial;  // text of the current line so far
 thread_local LogLevel t_partial_level = LogLevel::info;
 
@@ -42,7 +43,11 @@ void emit(LogLevel level, std::string line) {
     if (t_server_tail) {
         t_server_tail->push(line);
     }
-    if (static_cast<int>(level) < g_min_level.load(std::memory_order_relaxed)) {
+    const bool forward = static_cast<int>(level) >= g_min_level.load(std::memory_order_relaxed);
+    if (t_observer) {
+        t_observer(line);  // may throw: the caller asked to abandon the native call
+    }
+    if (!forward) {
         return;
     }
     std::shared_ptr<const LogSink> sink;
@@ -74,8 +79,9 @@ void append_text(ggml_log_level ggml_level, const char * text) {
     }
     for (const char * p = text; *p; ++p) {
         if (*p == '\n') {
-            emit(t_partial_level, std::move(t_partial));
-            t_partial.clear();
+            std::string line;
+            line.swap(t_partial);  // emit() may throw (a line observer): leave no half state
+            emit(t_partial_level, std::move(line));
         } else {
             t_partial.push_back(*p);
         }
@@ -112,11 +118,14 @@ std::vector<std::string> LogTail::lines(std::size_t max_lines) const {
     return std::vector<std::string>(lines_.end() - static_cast<std::ptrdiff_t>(n), lines_.end());
 }
 
-ThreadLogScope::ThreadLogScope(std::shared_ptr<LogTail> tail) : previous_(std::move(t_server_tail)) {
+ThreadLogScope::ThreadLogScope(std::shared_ptr<LogTail> tail, LineObserver observer)
+    : previous_(std::move(t_server_tail)), previous_observer_(std::move(t_observer)) {
     t_server_tail = std::move(tail);
+    t_observer = std::move(observer);
 }
 
 ThreadLogScope::~ThreadLogScope() {
+    t_observer = std::move(previous_observer_);  // never throw from here
     if (!t_partial.empty()) {
         emit(t_partial_level, std::move(t_partial));
         t_partial.clear();

@@ -30,17 +30,21 @@ private:
     std::size_t capacity_;
 };
 
-// Lines logged on the current thread while an instance lives also go to `tail`; and a
-// failed GGML_ASSERT on this thread throws NativeAbort instead of aborting the process.
+using LineObserver = std::function<void(const std::string & line)>;
+
+// Lines logged on the current thread while an instance lives also go to `tail` (and to
+// `observer`, which may throw to abandon the native call in progress); and a failed
+// GGML_ASSERT on this thread throws NativeAbort instead of aborting the process.
 class ThreadLogScope {
 public:
-    explicit ThreadLogScope(std::shared_ptr<LogTail> tail);
+    explicit ThreadLogScope(std::shared_ptr<LogTail> tail, LineObserver observer = nullptr);
     ~ThreadLogScope();
     ThreadLogScope(const ThreadLogScope &) = delete;
     ThreadLogScope & operator=(const ThreadLogScope &) = delete;
 
 private:
     std::shared_ptr<LogTail> previous_;
+    LineObserver previous_observer_;
 };
 
 // Installs the llama/ggml log callbacks and the ggml abort callback (idempotent).

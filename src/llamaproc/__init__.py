@@ -16,6 +16,9 @@ from importlib.metadata import PackageNotFoundError, version
 from . import errors
 from ._logging import sync_log_level
 from .config import ServerConfig
+from .evaluation import Evaluator, QualityStats
+from .gguf_info import ModelInfo, inspect
+from .quantization import QuantizeResult, QuantType, quantize
 from .server import HealthReport, HealthStatus, LlamaServer, ServerMetrics, ServerStatus
 
 try:
@@ -31,6 +34,13 @@ __all__ = [
     "HealthReport",
     "ServerMetrics",
     "errors",
+    "quantize",
+    "QuantType",
+    "QuantizeResult",
+    "inspect",
+    "ModelInfo",
+    "Evaluator",
+    "QualityStats",
     "sync_log_level",
     "__version__",
 ]

@@ -1,7 +1,9 @@
-"""Command line: ``python -m llamaproc serve|info``.
+"""Command line: ``python -m llamaproc serve|info|quantize|inspect``.
 
     python -m llamaproc serve [MODEL.gguf] [llama-server flags...]
     python -m llamaproc info [--json]
+    python -m llamaproc quantize SRC DST TYPE [--threads N] [--allow-requantize] [--imatrix F] [--overwrite]
+    python -m llamaproc inspect FILE [--json]
 
 ``serve`` runs the embedded server in the foreground. It takes llama-server's own flags (and
 its ``LLAMA_ARG_*`` environment defaults), so ``llama-server -m m.gguf --port 8080`` becomes
@@ -143,7 +145,70 @@ def info(argv: Sequence[str]) -> int:
     return 0
 
 
-COMMANDS = {"serve": serve, "info": info}
+def quantize_cmd(argv: Sequence[str]) -> int:
+    import argparse
+
+    from .quantization import QuantType, quantize
+
+    parser = argparse.ArgumentParser(prog="python -m llamaproc quantize",
+                                     description="Quantize a GGUF model with llama.cpp's quantizer.")
+    parser.add_argument("src")
+    parser.add_argument("dst")
+    parser.add_argument("type", help="one of: " + ", ".join(QuantType.__members__))
+    parser.add_argument("--threads", type=int)
+    parser.add_argument("--allow-requantize", action="store_true")
+    parser.add_argument("--imatrix")
+    parser.add_argument("--overwrite", action="store_true")
+    args = parser.parse_args(argv)
+    bar = _LoadBar(f"quantizing to {args.type.upper()}")
+    try:
+        result = quantize(args.src, args.dst, args.type, threads=args.threads, allow_requantize=args.allow_requantize,
+                          imatrix=args.imatrix, overwrite=args.overwrite,
+                          progress=lambda done, total, _name: bar(done / total))
+    except KeyboardInterrupt:
+        print("\ncancelled; nothing written", file=sys.stderr)
+        return 130
+    except LlamaProcError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    mix = ", ".join(f"{k} {v}" for k, v in result.info.tensor_types.items())
+    print(f"{result.destination}: {result.qtype.name}, {result.destination_bytes / 2**20:.1f} MiB "
+          f"({result.ratio:.2f} of the source), {result.info.bits_per_weight:.2f} bits/weight, "
+          f"{result.seconds:.1f} s; tensor types: {mix}")
+    return 0
+
+
+def inspect_cmd(argv: Sequence[str]) -> int:
+    from .gguf_info import inspect
+
+    paths = [a for a in argv if not a.startswith("-")]
+    if len(paths) != 1:
+        print("usage: python -m llamaproc inspect FILE [--json]", file=sys.stderr)
+        return 2
+    try:
+        info = inspect(paths[0])
+    except LlamaProcError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if "--json" in argv:
+        print(json.dumps(info.to_dict(), indent=2))
+        return 0
+    rows = [("file", str(info.path)), ("architecture", info.architecture), ("name", info.name or "-"),
+            ("parameters", f"{info.parameters:,}"), ("file type", info.file_type or "-"),
+            ("size", f"{info.file_bytes / 2**20:.1f} MiB ({info.bits_per_weight:.2f} bits/weight)"),
+            ("context length", str(info.context_length)), ("layers", str(info.layers)),
+            ("embedding size", str(info.embedding_size)), ("vocabulary", str(info.vocab_size)),
+            ("chat template", "yes" if info.has_chat_template else "no"), ("GGUF version", str(info.gguf_version))]
+    width = max(len(k) for k, _ in rows)
+    for key, value in rows:
+        print(f"{key:<{width}}  {value}")
+    print(f"{'tensor types':<{width}}  count      MiB")
+    for ttype, count in info.tensor_types.items():
+        print(f"{'':<{width}}  {ttype:<6} {count:5d} {info.tensor_type_bytes[ttype] / 2**20:8.2f}")
+    return 0
+
+
+COMMANDS = {"serve": serve, "info": info, "quantize": quantize_cmd, "inspect": inspect_cmd}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

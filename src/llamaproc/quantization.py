@@ -1,0 +1,153 @@
+"""Quantization: llama.cpp's quantizer as a function, with progress, cancellation and
+atomic output (a failed or cancelled run leaves nothing at ``dst``)."""
+
+from __future__ import annotations
+
+import enum
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from ._native import core
+from .errors import ConfigError, ModelLoadError
+from .gguf_info import ModelInfo, inspect
+
+
+class QuantType(enum.Enum):
+    """llama.cpp's model file types (``llama_ftype``), named as users know them.
+
+    ``QuantType.parse("q4_k_m")`` accepts any case and the ``MOSTLY_`` prefix.
+    """
+
+    F32 = 0
+    F16 = 1
+    Q4_0 = 2
+    Q4_1 = 3
+    Q8_0 = 7
+    Q5_0 = 8
+    Q5_1 = 9
+    Q2_K = 10
+    Q3_K_S = 11
+    Q3_K_M = 12
+    Q3_K_L = 13
+    Q4_K_S = 14
+    Q4_K_M = 15
+    Q5_K_S = 16
+    Q5_K_M = 17
+    Q6_K = 18
+    IQ2_XXS = 19
+    IQ2_XS = 20
+    Q2_K_S = 21
+    IQ3_XS = 22
+    IQ3_XXS = 23
+    IQ1_S = 24
+    IQ4_NL = 25
+    IQ3_S = 26
+    IQ3_M = 27
+    IQ2_S = 28
+    IQ2_M = 29
+    IQ4_XS = 30
+    IQ1_M = 31
+    BF16 = 32
+    TQ1_0 = 36
+    TQ2_0 = 37
+    MXFP4_MOE = 38
+
+    @classmethod
+    def parse(cls, value: str | QuantType | int) -> QuantType:
+        """The type named by ``value`` (case-insensitive); ConfigError lists the valid names."""
+        if isinstance(value, QuantType):
+            return value
+        if isinstance(value, int) and not isinstance(value, bool):
+            try:
+                return cls(value)
+            except ValueError:
+                pass
+        elif isinstance(value, str):
+            key = value.strip().upper().replace("-", "_")
+            key = key.removeprefix("MOSTLY_").removeprefix("ALL_")
+            if key in cls.__members__:
+                return cls[key]
+        raise ConfigError(f"unknown quantization type {value!r}; valid: {', '.join(cls.__members__)}")
+
+    @property
+    def needs_imatrix(self) -> bool:
+        """The very low-bit types that llama.cpp refuses to make without an importance matrix."""
+        return self in (QuantType.IQ1_S, QuantType.IQ1_M, QuantType.IQ2_XXS, QuantType.IQ2_XS, QuantType.IQ2_S)
+
+
+@dataclass(frozen=True)
+class QuantizeResult:
+    """What :func:`quantize` produced."""
+
+    source: Path
+    destination: Path
+    qtype: QuantType
+    source_bytes: int
+    destination_bytes: int
+    seconds: float
+    info: ModelInfo  #: the new file, as :func:`inspect` reads it (tensor type mix included)
+
+    @property
+    def ratio(self) -> float:
+        """Destination size over source size."""
+        return self.destination_bytes / self.source_bytes if self.source_bytes else 0.0
+
+
+def quantize(src: str | os.PathLike[str], dst: str | os.PathLike[str], qtype: str | QuantType, *,
+             threads: int | None = None, allow_requantize: bool = False,
+             imatrix: str | os.PathLike[str] | None = None, overwrite: bool = False,
+             progress: Callable[[int, int, str], object] | None = None) -> QuantizeResult:
+    """Quantize the GGUF model ``src`` to ``qtype``, writing ``dst``.
+
+    The GIL is released while llama.cpp works. ``progress(done, total, tensor_name)`` is called
+    after each tensor (it may return False to cancel); Ctrl-C cancels too. Output goes to a
+    temporary file next to ``dst`` that replaces ``dst`` only when complete.
+
+    Args:
+        src: Source model (F32/F16/BF16, or any type with ``allow_requantize``).
+        dst: Output path.
+        qtype: Target type, e.g. ``"Q4_K_M"`` or ``QuantType.Q8_0``.
+        threads: Quantization threads (default: one per hardware thread).
+        allow_requantize: Allow a source whose tensors are already quantized (quality suffers:
+            the result is a re-quantized copy).
+        imatrix: Importance matrix file (from llama.cpp's imatrix tool) for better low-bit types.
+        overwrite: Replace an existing ``dst``.
+        progress: Per-tensor callback, see above.
+
+    Raises:
+        ConfigError: unknown type, ``dst`` exists (without overwrite), ``src == dst``, a type that
+            needs an importance matrix without one, or bad ``threads``.
+        ModelLoadError: the source is missing, not GGUF, corrupt, or cannot be quantized.
+    """
+    qt = QuantType.parse(qtype)
+    src_path, dst_path = Path(src), Path(dst)
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise ConfigError(f"threads must be None or a positive int, got {threads!r}")
+    if not src_path.is_file():
+        raise ModelLoadError(f"model file '{src_path}' does not exist")
+    if dst_path.exists() and src_path.resolve() == dst_path.resolve():
+        raise ConfigError(f"source and destination are the same file: '{src_path}'")
+    if dst_path.exists() and not overwrite:
+        raise ConfigError(f"'{dst_path}' exists; pass overwrite=True to replace it")
+    if qt.needs_imatrix and imatrix is None:
+        raise ConfigError(f"{qt.name} needs an importance matrix: pass imatrix=PATH")
+    if imatrix is not None and not Path(imatrix).is_file():
+        raise ConfigError(f"importance matrix '{imatrix}' does not exist")
+    dst_path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{dst_path.name}.", suffix=".partial", dir=dst_path.parent)
+    os.close(fd)
+    started = time.perf_counter()
+    try:
+        core.quantize(str(src_path), tmp_name, qt.value, threads or 0, allow_requantize,
+                      "" if imatrix is None else str(imatrix), progress)
+        os.replace(tmp_name, dst_path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+    seconds = time.perf_counter() - started
+    return QuantizeResult(src_path, dst_path, qt, src_path.stat().st_size, dst_path.stat().st_size, seconds,
+                          inspect(dst_path))

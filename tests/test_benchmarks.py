@@ -1,0 +1,45 @@
+"""Smoke runs of the benchmarks on the tiny model: their quick paths run and write
+well-formed outputs (the figures themselves are for humans, not assertions)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+def test_quantization_benchmark_quick(tiny_model, tmp_path):
+    out = tmp_path / "quant"
+    r = subprocess.run([sys.executable, str(BENCH / "bench_quant.py"), "--quick", "--model", str(tiny_model),
+                        "--types", "F16,Q8_0,Q4_0", "--ctx", "64", "--eval-tokens", "96", "--threads", "1",
+                        "--out", str(out)], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = list(csv.DictReader((out / "quant.csv").read_text().splitlines()))
+    assert [row["type"] for row in rows] == ["F16", "Q8_0", "Q4_0"]
+    f16 = rows[0]
+    assert float(f16["mean_kl"]) < 1e-6 and float(f16["top1_agreement"]) == 1.0
+    assert all(float(row["pp_tok_s"]) > 0 and float(row["tg_tok_s"]) > 0 for row in rows)
+    assert float(rows[1]["size_mib"]) > float(rows[2]["size_mib"])
+    table = (out / "quant.md").read_text()
+    assert "| Q4_0 |" in table and "dequantized" not in table  # the tiny source is F32
+    for png in ("quality_vs_size.png", "speed_vs_size.png"):
+        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_peers_benchmark_quick(tiny_model, tmp_path):
+    out = tmp_path / "peers.json"
+    r = subprocess.run([sys.executable, str(BENCH / "bench_peers.py"), "--quick", "--model", str(tiny_model),
+                        "--no-upstream", "--threads", "1", "--parallel", "2", "--json", str(out)],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    data = json.loads(out.read_text())
+    med = data["median"]["llamaproc"]
+    for key in ("start_to_ready_s", "rss_after_load_mib", "ttft_p50_ms", "ttft_p95_ms", "single_tok_s",
+                "aggregate_2_tok_s", "roofline_fraction"):
+        assert med[key] > 0, key
+    assert data["bandwidth_Bps"] > 1e8
+    assert "roofline" in r.stdout
