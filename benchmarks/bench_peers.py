@@ -117,15 +117,19 @@ def memory_bandwidth(seconds: float = 1.5, mib: int = 256, threads: int = 2) -> 
     return sum(moved) / (time.perf_counter() - started)
 
 
-def wait_health(url: str, proc: subprocess.Popen) -> None:
+def wait_ready(url: str, proc: subprocess.Popen, path: str, timeout: float = 300.0) -> None:
+    deadline = time.monotonic() + timeout
     while True:
         try:
-            with urllib.request.urlopen(url + "/health", timeout=1) as r:
+            with urllib.request.urlopen(url + path, timeout=1) as r:
                 if r.status == 200:
                     return
         except OSError:
             if proc.poll() is not None:
                 raise RuntimeError(f"{proc.args[0]} exited during startup with code {proc.returncode}")
+            if time.monotonic() > deadline:
+                proc.kill()
+                raise RuntimeError(f"{proc.args[0]} did not answer {path} within {timeout:g} s")
             time.sleep(0.01)
 
 
@@ -149,8 +153,8 @@ class Embedded:
 
 
 class Process:
-    def __init__(self, name: str, argv: list[str]) -> None:
-        self.name, self.argv = name, argv
+    def __init__(self, name: str, argv: list[str], ready_path: str = "/health") -> None:
+        self.name, self.argv, self.ready_path = name, argv, ready_path
 
     def start(self) -> float:
         port = free_port()
@@ -158,7 +162,7 @@ class Process:
         self.proc = subprocess.Popen(self.argv + ["--port", str(port)], stdout=subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL)
         self.url = f"http://127.0.0.1:{port}"
-        wait_health(self.url, self.proc)
+        wait_ready(self.url, self.proc, self.ready_path)
         took = time.perf_counter() - t0
         self.rss = rss_of(self.proc.pid)
         return took
@@ -180,6 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="1 round, short requests, 1,2 clients")
     parser.add_argument("--no-upstream", action="store_true", help="skip (b)")
     parser.add_argument("--upstream-bin", type=Path, help="use this llama-server binary for (b)")
+    parser.add_argument("--no-llama-cpp-python", action="store_true", help="skip (c)")
     parser.add_argument("--json", type=Path, help="write the raw figures here")
     args = parser.parse_args(argv)
     rounds = args.rounds or (1 if args.quick else 3)
@@ -196,10 +201,13 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_upstream:
         binary = args.upstream_bin or build_upstream() / "llama-server"
         sides.append(Process("llama-server", [str(binary), *flags]))
-    if importlib.util.find_spec("llama_cpp") is not None:
+    if args.no_llama_cpp_python:
+        pass
+    elif importlib.util.find_spec("llama_cpp") is not None:
+        # it has no /health: it is ready once /v1/models answers
         sides.append(Process("llama-cpp-python", [sys.executable, "-m", "llama_cpp.server", "--model", str(model),
                                                   "--n_threads", str(args.threads), "--n_ctx", str(ctx),
-                                                  "--host", "127.0.0.1"]))
+                                                  "--host", "127.0.0.1"], ready_path="/v1/models"))
     else:
         notes.append("(c) llama-cpp-python: skipped, llama_cpp is not installed. Its stock native build dies with "
                      "SIGILL on this CPU (gcc-12/AMX); to include it: CMAKE_ARGS=\"-DCMAKE_CXX_FLAGS=-include "

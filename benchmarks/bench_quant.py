@@ -10,8 +10,9 @@ copy of it, and the report says so). Each level is quantized from that reference
 
 * file size, bits per weight, and the actual tensor type mix (llamaproc.inspect);
 * load time: LlamaServer.start() until ready;
-* prompt processing tokens/s (512-token prompt) and generation tokens/s (128 tokens), as the
-  embedded server times them (/completion timings), best of --repeats runs;
+* prompt processing tokens/s (512-token prompt) and generation tokens/s (128 tokens from a
+  one-token prompt), as the embedded server times them (/completion timings) — the same two
+  figures as llama-bench's pp512 and tg128 — best of --repeats runs;
 * quality on the evaluation text: perplexity, mean KL divergence of the full next-token
   distribution from the reference (nats), its 99th percentile, and top-1 agreement, over
   chunks of --ctx tokens with the second half of each chunk scored (as llama-perplexity does).
@@ -50,7 +51,17 @@ def evaluation_text() -> tuple[str, str]:
     return text, hashlib.sha256(text.encode()).hexdigest()
 
 
+def _complete(url: str, prompt: list[int], n_predict: int) -> dict:
+    body = json.dumps({"prompt": prompt, "n_predict": n_predict, "ignore_eos": True, "cache_prompt": False,
+                       "temperature": 0}).encode()
+    req = urllib.request.Request(url + "/completion", body, {"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=600) as res:
+        return json.load(res)["timings"]
+
+
 def measure_speed(path: Path, prompt_tokens: list[int], threads: int, n_predict: int, repeats: int) -> dict:
+    """Load time, then llama-bench's two figures through the server: pp (the 512-token prompt)
+    and tg (n_predict tokens from a one-token prompt, i.e. from an empty context)."""
     cfg = ServerConfig(model_path=path, threads=threads, parallel=1, context_size=2048, batch_size=512)
     t0 = time.perf_counter()
     server = LlamaServer.start(cfg)
@@ -58,13 +69,8 @@ def measure_speed(path: Path, prompt_tokens: list[int], threads: int, n_predict:
     pp, tg = [], []
     try:
         for _ in range(repeats):
-            body = json.dumps({"prompt": prompt_tokens, "n_predict": n_predict, "ignore_eos": True,
-                               "cache_prompt": False, "temperature": 0}).encode()
-            req = urllib.request.Request(server.url + "/completion", body, {"Content-Type": "application/json"})
-            with urllib.request.urlopen(req, timeout=600) as res:
-                timings = json.load(res)["timings"]
-            pp.append(timings["prompt_per_second"])
-            tg.append(timings["predicted_per_second"])
+            pp.append(_complete(server.url, prompt_tokens, 1)["prompt_per_second"])
+            tg.append(_complete(server.url, prompt_tokens[:1], n_predict)["predicted_per_second"])
     finally:
         server.stop()
     return {"load_s": load_s, "pp_tok_s": max(pp), "tg_tok_s": max(tg)}
@@ -193,8 +199,8 @@ def main(argv: list[str] | None = None) -> int:
            "not against the original F16 weights." if source_info.file_type not in ("F16", "F32", "BF16") else "."),
         f"Evaluation text: `pydoc_data.topics` of Python {platform.python_version()} (sha256 {text_sha[:16]}…), "
         f"{len(chunks)} chunks of {args.ctx} tokens, second half of each scored: {rows[0]['scored_tokens']} tokens.",
-        f"Speed: embedded server, {args.threads} threads, 512-token prompt, {n_predict} generated tokens, "
-        f"best of {repeats}. Machine: {platform.machine()}, {platform.processor() or 'cpu'}.",
+        f"Speed: embedded server, {args.threads} threads; pp = 512-token prompt, tg = {n_predict} tokens "
+        f"generated from a one-token prompt (llama-bench's pp512/tg{n_predict}); best of {repeats}.",
         "",
         "| type | MiB | bits/w | load s | pp512 t/s | tg t/s | PPL | mean KL | KL p99 | top-1 % | tensor types |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",

@@ -33,7 +33,7 @@ def test_quantization_benchmark_quick(tiny_model, tmp_path):
 def test_peers_benchmark_quick(tiny_model, tmp_path):
     out = tmp_path / "peers.json"
     r = subprocess.run([sys.executable, str(BENCH / "bench_peers.py"), "--quick", "--model", str(tiny_model),
-                        "--no-upstream", "--threads", "1", "--parallel", "2", "--json", str(out)],
+                        "--no-upstream", "--no-llama-cpp-python", "--threads", "1", "--parallel", "2", "--json", str(out)],
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     data = json.loads(out.read_text())
