@@ -11,6 +11,8 @@
 #include "server-stream.h"
 #include "server-tools.h"
 
+#include "ggml-backend.h"
+
 #include <chrono>
 #include <cstdio>
 #include <cstring>
@@ -63,6 +65,16 @@ struct GuardedResponse : server_http_res {
     }
 };
 
+bool has_gpu_device() {
+    for (size_t i = 0; i < ggml_backend_dev_count(); ++i) {
+        const auto type = ggml_backend_dev_type(ggml_backend_dev_get(i));
+        if (type == GGML_BACKEND_DEVICE_TYPE_GPU || type == GGML_BACKEND_DEVICE_TYPE_IGPU) {
+            return true;
+        }
+    }
+    return false;
+}
+
 }  // namespace
 
 EmbeddedServer::EmbeddedServer(ServerOptions options) : options_(std::move(options)) {}
@@ -102,6 +114,12 @@ void EmbeddedServer::prepare_params() {
     if (params_.model_alias.empty() && !name.empty()) {
         params_.model_alias.insert(name);
     }
+    // fit_params adapts *unset* values (auto context size, GPU layers) to device memory. With an
+    // explicit context and no GPU there is nothing it can change, and its dry-run load of the
+    // model costs about a third of the start time: skip it then.
+    if (params_.fit_params && params_.n_ctx > 0 && !has_gpu_device()) {
+        params_.fit_params = false;
+    }
     params_.load_progress_callback = &EmbeddedServer::on_load_progress;
     params_.load_progress_callback_user_data = this;
 }
@@ -114,9 +132,9 @@ void EmbeddedServer::start() {
     state_ = ServerState::starting;
     try {
         params_ = parse_server_args(options_.args, options_.use_env);
-        prepare_params();
         check_gguf_file(params_.model.path);  // common mistakes, named, before llama.cpp sees the file
         runtime_ = std::make_unique<ProcessRuntime>();
+        prepare_params();
 
         ctx_server_ = std::make_unique<server_context>();
         mcp_ = std::make_unique<server_mcp>();
