@@ -9,8 +9,9 @@ AMX fix (benchmarks/upstream.py builds it into build/ on demand); (c) llama-cpp-
 server (``python -m llama_cpp.server``) when llama_cpp is importable, else skipped with a note.
 Every side gets the same model, threads, slots and context.
 
-Workloads, per round and side (sides alternate order each round): start call to ready (/health
-200; subprocesses are polled every 10 ms); single-stream generation (128 tokens, wall clock);
+Workloads, per round (all sides up at once, each workload run on the sides in turn, the order
+reversed every round): start call to ready (/health 200; subprocesses are polled every 10 ms);
+single-stream generation (128 tokens, wall clock);
 aggregate generation with 1/4/8/16 concurrent clients; time to first token p50/p95 (streamed,
 sequential requests); RSS after load. The machine's memory bandwidth is measured in the same
 run (2 threads copying 256 MiB buffers) and single-stream speed is reported as a fraction of
@@ -222,19 +223,26 @@ def main(argv: list[str] | None = None) -> int:
     bandwidths = []
     for rnd in range(rounds):
         bandwidths.append(memory_bandwidth(seconds=0.5 if args.quick else 1.5))
-        for side in sides if rnd % 2 == 0 else list(reversed(sides)):
+        order = sides if rnd % 2 == 0 else list(reversed(sides))
+        # every side is up for the whole round; each workload then runs on the sides in turn, so
+        # slow drifts of the machine's speed hit all sides alike
+        for side in order:
             record(side, "start_to_ready_s", side.start())
             record(side, "rss_after_load_mib", side.rss / 2**20)
             chat(side.url, 4)  # warm-up
-            ttfts = sorted(time_to_first_token(side.url) for _ in range(ttft_n))
-            record(side, "ttft_p50_ms", 1000 * float(np.percentile(ttfts, 50)))
-            record(side, "ttft_p95_ms", 1000 * float(np.percentile(ttfts, 95)))
-            record(side, "single_tok_s", generation_rate(side.url, 1, tokens))
+        try:
+            for side in order:
+                ttfts = sorted(time_to_first_token(side.url) for _ in range(ttft_n))
+                record(side, "ttft_p50_ms", 1000 * float(np.percentile(ttfts, 50)))
+                record(side, "ttft_p95_ms", 1000 * float(np.percentile(ttfts, 95)))
             for n in clients:
-                if n > 1:
-                    record(side, f"aggregate_{n}_tok_s", generation_rate(side.url, n, tokens))
-            side.stop()
-            print(f"round {rnd + 1}/{rounds}: {side.name} done", file=sys.stderr, flush=True)
+                key = "single_tok_s" if n == 1 else f"aggregate_{n}_tok_s"
+                for side in order:
+                    record(side, key, generation_rate(side.url, n, tokens))
+        finally:
+            for side in order:
+                side.stop()
+        print(f"round {rnd + 1}/{rounds} done", file=sys.stderr, flush=True)
 
     med = {s.name: {k: statistics.median(v) for k, v in figures[s.name].items()} for s in sides}
     bandwidth = statistics.median(bandwidths)
