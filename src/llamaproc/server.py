@@ -131,13 +131,18 @@ class LlamaServer:
         """Prepare a server without starting it; most code calls :meth:`start` instead."""
         if not isinstance(config, ServerConfig):
             raise TypeError(f"config must be a ServerConfig, got {type(config).__name__}")
-        self._config: ServerConfig | None = config
-        self._argv = config.to_argv()
-        self._use_env = False
-        self._memory_limit = config.memory_limit or 0
+        self._prepare(config.to_argv(), config=config, use_env=False, memory_limit=config.memory_limit or 0,
+                      port=config.port, host=config.host)
+
+    def _prepare(self, argv: list[str], *, config: ServerConfig | None, use_env: bool, memory_limit: int,
+                 port: int, host: str) -> None:
+        self._config = config
+        self._argv = argv
+        self._use_env = use_env
+        self._memory_limit = memory_limit
         self._native: core.EmbeddedServer | None = None
-        self._port = config.port
-        self._host = config.host
+        self._port = port
+        self._host = host
         self._lock = threading.RLock()
 
     @classmethod
@@ -150,16 +155,10 @@ class LlamaServer:
         ``use_env`` (the default, as for llama-server) ``LLAMA_ARG_*`` environment variables
         supply defaults. Raises like :meth:`start`.
         """
+        argv = [str(a) for a in args]
+        core.validate_server_args(argv, use_env)
         server = cls.__new__(cls)
-        server._config = None
-        server._argv = [str(a) for a in args]
-        server._use_env = use_env
-        server._memory_limit = 0
-        server._native = None
-        server._port = 0
-        server._host = "127.0.0.1"
-        server._lock = threading.RLock()
-        core.validate_server_args(server._argv, use_env)
+        server._prepare(argv, config=None, use_env=use_env, memory_limit=0, port=0, host="127.0.0.1")
         server._start(timeout=timeout, progress=progress)
         return server
 
