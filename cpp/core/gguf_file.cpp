@@ -14,7 +14,7 @@
 
 namespace llamaproc {
 
-void check_gguf_file(const std::string & path) {
+uint64_t check_gguf_file(const std::string & path) {
     struct stat st {};
     if (::stat(path.c_str(), &st) != 0) {
         throw Error(ErrorKind::model_load, "model file '" + path + "' does not exist");
@@ -36,6 +36,7 @@ void check_gguf_file(const std::string & path) {
         throw Error(ErrorKind::model_load, "model file '" + path + "' is truncated: " +
                                                std::to_string(st.st_size) + " bytes, shorter than a GGUF header");
     }
+    return static_cast<uint64_t>(st.st_size);
 }
 
 namespace {
@@ -61,7 +62,7 @@ GgufScalar scalar_value(const gguf_context * ctx, int64_t id) {
 }  // namespace
 
 GgufHeader read_gguf_header(const std::string & path) {
-    check_gguf_file(path);
+    const uint64_t file_size = check_gguf_file(path);
     auto tail = std::make_shared<LogTail>(20);
     ThreadLogScope scope(tail);  // gguf's parse errors are log lines: keep them for the message
     gguf_init_params params{/*no_alloc =*/true, /*ctx =*/nullptr};
@@ -76,10 +77,7 @@ GgufHeader read_gguf_header(const std::string & path) {
     }
     GgufHeader header;
     header.version = gguf_get_version(ctx.get());
-    struct stat st {};
-    if (::stat(path.c_str(), &st) == 0) {
-        header.file_size = static_cast<uint64_t>(st.st_size);
-    }
+    header.file_size = file_size;
     for (int64_t i = 0; i < gguf_get_n_kv(ctx.get()); ++i) {
         const std::string key = gguf_get_key(ctx.get(), i);
         if (gguf_get_kv_type(ctx.get(), i) == GGUF_TYPE_ARRAY) {

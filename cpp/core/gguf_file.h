@@ -11,8 +11,8 @@
 namespace llamaproc {
 
 // Throws Error(model_load) naming the file when it is missing, not a regular file,
-// unreadable, not GGUF, or shorter than a GGUF header.
-void check_gguf_file(const std::string & path);
+// unreadable, not GGUF, or shorter than a GGUF header. Returns the file's size.
+uint64_t check_gguf_file(const std::string & path);
 
 struct GgufTensor {
     std::string name;

@@ -68,7 +68,6 @@ class QualityStats:
     n: int = 0
     nll_sum: float = 0.0
     ref_nll_sum: float = 0.0
-    kl_sum: float = 0.0
     kl_values: list[np.ndarray] = field(default_factory=list, repr=False)
     top1_same: int = 0
 
@@ -78,8 +77,7 @@ class QualityStats:
         ref = ref_logprobs.astype(np.float64)
         cur = logprobs.astype(np.float64)
         kl = np.sum(np.exp(ref) * (ref - cur), axis=1)
-        self.kl_values.append(kl.astype(np.float32))
-        self.kl_sum += float(kl.sum())
+        self.kl_values.append(kl)
         self.nll_sum += float(-cur[rows, targets].sum())
         self.ref_nll_sum += float(-ref[rows, targets].sum())
         self.top1_same += int(np.sum(ref.argmax(axis=1) == cur.argmax(axis=1)))
@@ -95,7 +93,7 @@ class QualityStats:
 
     @property
     def mean_kl(self) -> float:
-        return self.kl_sum / self.n if self.n else float("nan")
+        return float(np.concatenate(self.kl_values).mean()) if self.kl_values else float("nan")
 
     @property
     def kl_p99(self) -> float:

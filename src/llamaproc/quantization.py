@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ._native import core
-from .errors import ConfigError, ModelLoadError
+from .errors import ConfigError
 from .gguf_info import ModelInfo, inspect
 
 
@@ -127,8 +127,6 @@ def quantize(src: str | os.PathLike[str], dst: str | os.PathLike[str], qtype: st
     src_path, dst_path = Path(src), Path(dst)
     if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
         raise ConfigError(f"threads must be None or a positive int, got {threads!r}")
-    if not src_path.is_file():
-        raise ModelLoadError(f"model file '{src_path}' does not exist")
     if dst_path.exists() and src_path.resolve() == dst_path.resolve():
         raise ConfigError(f"source and destination are the same file: '{src_path}'")
     if dst_path.exists() and not overwrite:
