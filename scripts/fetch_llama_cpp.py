@@ -4,7 +4,8 @@
 The pinned source is the ``vendor/llama.cpp`` folder of the PyPI sdist
 ``llama-cpp-python==0.3.36`` (llama.cpp commit 0c1e57098). The sdist is fetched
 with pip (so pip's configured index and cache are used), its SHA-256 is checked,
-and only that folder is extracted. Run it from anywhere::
+and only that folder is extracted. The small patches in ``patches/`` (each says why) are then
+applied in name order. Run it from anywhere::
 
     python scripts/fetch_llama_cpp.py            # no-op when already present
     python scripts/fetch_llama_cpp.py --force    # re-extract
@@ -37,6 +38,7 @@ STAMP = ".llamaproc-source"
 
 ROOT = Path(__file__).resolve().parent.parent
 DEST = ROOT / "vendor" / "llama.cpp"
+PATCHES = ROOT / "patches"
 
 
 def sha256_of(path: Path) -> str:
@@ -59,6 +61,55 @@ def download_sdist(into: Path) -> Path:
     if not found:
         raise SystemExit(f"pip did not produce the {SDIST_NAME} sdist in {into}")
     return found[0]
+
+
+def patch_set() -> list[Path]:
+    return sorted(PATCHES.glob("*.patch")) if PATCHES.is_dir() else []
+
+
+def stamp_text() -> str:
+    lines = [f"sdist={SDIST_NAME}=={SDIST_VERSION}", f"sha256={SDIST_SHA256}", f"commit={LLAMA_CPP_COMMIT}"]
+    lines += [f"patch={p.name} {sha256_of(p)}" for p in patch_set()]
+    return "\n".join(lines) + "\n"
+
+
+def apply_patch(patch: Path, root: Path) -> None:
+    """Apply a unified diff whose context must match exactly (no fuzz): a patch that no longer
+    fits the source fails loudly instead of half-applying."""
+    files: dict[str, list[tuple[int, list[str], list[str]]]] = {}
+    lines = patch.read_text().splitlines()
+    i, target = 0, None
+    while i < len(lines):
+        line = lines[i]
+        if line.startswith("+++ "):
+            target = line[4:].split("\t")[0].removeprefix("b/")
+            files.setdefault(target, [])
+        elif line.startswith("@@ ") and target is not None:
+            start = int(line.split()[1].split(",")[0].lstrip("-"))
+            old: list[str] = []
+            new: list[str] = []
+            i += 1
+            while i < len(lines) and lines[i][:1] in (" ", "-", "+", "\\") and not lines[i].startswith(("--- ", "+++ ")):
+                tag, text = lines[i][:1], lines[i][1:]
+                if tag in (" ", "-"):
+                    old.append(text)
+                if tag in (" ", "+"):
+                    new.append(text)
+                i += 1
+            files[target].append((start, old, new))
+            continue
+        i += 1
+    for name, hunks in files.items():
+        path = root / name
+        source = path.read_text().split("\n")
+        offset = 0
+        for start, old, new in hunks:
+            at = start - 1 + offset
+            if source[at:at + len(old)] != old:
+                raise SystemExit(f"{patch.name}: hunk at {name}:{start} does not match the source")
+            source[at:at + len(old)] = new
+            offset += len(new) - len(old)
+        path.write_text("\n".join(source))
 
 
 def extract(sdist: Path, dest: Path) -> int:
@@ -85,8 +136,9 @@ def extract(sdist: Path, dest: Path) -> int:
                 shutil.copyfileobj(src, out)
             os.chmod(target, 0o755 if member.mode & 0o111 else 0o644)
             count += 1
-    (staging / STAMP).write_text(
-        f"sdist={SDIST_NAME}=={SDIST_VERSION}\nsha256={SDIST_SHA256}\ncommit={LLAMA_CPP_COMMIT}\n")
+    for patch in patch_set():
+        apply_patch(patch, staging)
+    (staging / STAMP).write_text(stamp_text())
     shutil.rmtree(dest, ignore_errors=True)
     staging.rename(dest)
     return count
@@ -98,7 +150,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sdist", type=Path, help="use this already-downloaded sdist")
     args = parser.parse_args(argv)
 
-    if (DEST / STAMP).is_file() and not args.force:
+    stamp = DEST / STAMP
+    if stamp.is_file() and stamp.read_text() == stamp_text() and not args.force:
         print(f"llama.cpp {LLAMA_CPP_COMMIT} already in {DEST}")
         return 0
     with tempfile.TemporaryDirectory(prefix="llamaproc-fetch-") as tmp:
@@ -107,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         if actual != SDIST_SHA256:
             raise SystemExit(f"{sdist.name}: sha256 {actual} does not match the pinned {SDIST_SHA256}")
         n = extract(sdist, DEST)
-    print(f"llama.cpp {LLAMA_CPP_COMMIT}: {n} files in {DEST}")
+    print(f"llama.cpp {LLAMA_CPP_COMMIT}: {n} files in {DEST}, {len(patch_set())} patches applied")
     return 0
 
 

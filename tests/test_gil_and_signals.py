@@ -46,7 +46,7 @@ def _progress_during(fn) -> tuple[int, float]:
 
 def test_python_threads_run_while_a_request_is_served(tiny_model):
     with LlamaServer.start(tiny_config(tiny_model, context_size=2048)) as server:
-        native = server._native
+        native = server._run.native
 
         def long_request() -> None:
             status, _ = post(server.url + "/completion", {"prompt": "x", "n_predict": 400, "ignore_eos": True})
@@ -103,7 +103,8 @@ def test_ctrl_c_raises_keyboard_interrupt_and_with_stops_the_server(tiny_model):
     assert result.returncode == 0, result.stderr
     words = result.stdout.split()
     assert words[:2] == ["interrupted", "stopped"], result.stdout
-    assert int(words[2]) <= 2, "only the main thread and the finished timer's remains are left"
+    # the main thread, the finished timer's remains, and llamaproc's log delivery thread
+    assert int(words[2]) <= 3, result.stdout
 
 
 @pytest.mark.smollm2
@@ -121,7 +122,7 @@ def test_ctrl_c_during_model_load_cancels_it(smollm2_model):
     """)
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("interrupted"), result.stdout
-    assert int(result.stdout.split()[1]) <= 2
+    assert int(result.stdout.split()[1]) <= 3  # main, timer remains, log delivery thread
 
 
 def test_no_output_on_stderr_by_default(tiny_model):

@@ -35,13 +35,19 @@ void raise_python(const llamaproc::Error & e) {
 void init_errors(nb::module_ & m) {
     m.def(
         "_trigger_ggml_abort",
-        [](const std::string & message) {
-            // exercises the abort guard: a GGML_ABORT on a guarded thread must unwind, not abort()
+        [](const std::string & message) -> std::string {
+            // exercises the abort guard: a GGML_ABORT on a guarded thread must unwind, not abort(),
+            // and must pass through a `catch (const std::exception &)` as llama.cpp has ~20 of
             llamaproc::ThreadLogScope scope(std::make_shared<llamaproc::LogTail>());
-            ggml_abort(__FILE__, __LINE__, "%s", message.c_str());
+            try {
+                ggml_abort(__FILE__, __LINE__, "%s", message.c_str());
+            } catch (const std::exception & e) {
+                return std::string("swallowed by a std::exception handler: ") + e.what();
+            }
         },
         nb::call_guard<nb::gil_scoped_release>(), nb::arg("message"),
-        "Test hook: call ggml_abort() on a guarded thread; raises NativeError instead of aborting.");
+        "Test hook: call ggml_abort() on a guarded thread inside a catch (std::exception&) block; "
+        "raises NativeError instead of aborting.");
     nb::register_exception_translator([](const std::exception_ptr & p, void *) {
         try {
             std::rethrow_exception(p);

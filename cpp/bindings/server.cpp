@@ -2,9 +2,10 @@
 // threads runs without the GIL.
 #include "bindings.h"
 
-#include "embedded_server.h"
+#include "server/embedded_server.h"
 
 #include <nanobind/stl/optional.h>
+#include <nanobind/stl/tuple.h>
 #include <nanobind/stl/string.h>
 #include <nanobind/stl/vector.h>
 
@@ -41,6 +42,27 @@ const char * state_name(llamaproc::ServerState s) {
     }
 }
 
+const char * error_kind_name(llamaproc::ErrorKind kind) {
+    switch (kind) {
+        case llamaproc::ErrorKind::config: return "config";
+        case llamaproc::ErrorKind::model_load: return "model_load";
+        case llamaproc::ErrorKind::startup: return "startup";
+        case llamaproc::ErrorKind::resource: return "resource";
+        case llamaproc::ErrorKind::not_running: return "not_running";
+        default: return "internal";
+    }
+}
+
+llamaproc::FaultKind fault_kind(const std::string & name) {
+    using llamaproc::FaultKind;
+    for (FaultKind k : {FaultKind::loop_dies, FaultKind::assert_in_request, FaultKind::load_fails, FaultKind::slow_load}) {
+        if (name == llamaproc::fault_name(k)) {
+            return k;
+        }
+    }
+    throw nb::value_error(("unknown fault '" + name + "'").c_str());
+}
+
 nb::object load_to_dict(const llamaproc::SlotLoad & load) {
     nb::dict d;
     d["n_slots"] = load.n_slots;
@@ -59,17 +81,32 @@ void init_server(nb::module_ & m) {
         .def("start", [](ServerHandle & h) { h.server->start(); }, release(),
              "Parse flags, check the model file, bind, start serving; the model loads in the background.")
         .def("wait_ready", [](ServerHandle & h, double timeout) { return h.server->wait_ready(timeout); }, release(),
-             nb::arg("timeout"), "True once ready, False on timeout; raises if startup failed.")
+             nb::arg("timeout"), "True once ready, False on timeout; raises if the model failed or the server stopped.")
+        .def("restart_instance", [](ServerHandle & h) { h.server->restart_instance(); }, release(),
+             "Replace the model instance with a fresh load of the same model, on the same port; returns at once.")
         .def("stop", [](ServerHandle & h) { h.server->stop(); }, release(),
              "End in-flight requests, join all native threads and free the model. Idempotent.")
+        .def("wait_change", [](ServerHandle & h, uint64_t seen, double timeout) { return h.server->wait_change(seen, timeout); },
+             release(), nb::arg("seen"), nb::arg("timeout"),
+             "Block until the state changed since counter `seen` (or the timeout); returns the counter.")
         .def_prop_ro("state", [](ServerHandle & h) { return state_name(h.server->state()); })
         .def_prop_ro("port", [](ServerHandle & h) { return h.server->port(); })
         .def_prop_ro("host", [](ServerHandle & h) { return h.server->host(); })
         .def_prop_ro("load_progress", [](ServerHandle & h) { return h.server->load_progress(); })
         .def_prop_ro("loop_running", [](ServerHandle & h) { return h.server->loop_running(); })
-        .def_prop_ro("memory_estimate",
+        .def_prop_ro("abandoned_instances", [](ServerHandle & h) { return h.server->abandoned_instances(); })
+        .def_prop_ro("failure",
                      [](ServerHandle & h) -> nb::object {
-                         auto e = h.server->memory_estimate();
+                         auto f = h.server->failure();
+                         if (!f) {
+                             return nb::none();
+                         }
+                         return nb::make_tuple(error_kind_name(f->kind), f->message);
+                     },
+                     "(error kind, message) of the model instance's failure, or None.")
+        .def_prop_ro("memory",
+                     [](ServerHandle & h) -> nb::object {
+                         auto e = h.server->memory();
                          if (!e) {
                              return nb::none();
                          }
@@ -77,9 +114,31 @@ void init_server(nb::module_ & m) {
                          d["model"] = e->model_bytes;
                          d["context"] = e->context_bytes;
                          d["compute"] = e->compute_bytes;
+                         d["prompt_cache_limit"] = e->prompt_cache_limit_bytes;
                          return d;
-                     })
+                     },
+                     "Bytes the loaded model holds (model, context, compute, prompt_cache_limit); None before load.")
+        .def_prop_ro("request_counts",
+                     [](ServerHandle & h) {
+                         const auto c = h.server->request_counts();
+                         using O = llamaproc::RequestOutcome;
+                         nb::dict d;
+                         d["ok"] = c.by_outcome[static_cast<int>(O::ok)];
+                         d["client_error"] = c.by_outcome[static_cast<int>(O::client_error)];
+                         d["server_error"] = c.by_outcome[static_cast<int>(O::server_error)];
+                         d["unavailable"] = c.by_outcome[static_cast<int>(O::unavailable)];
+                         d["stream_failed"] = c.by_outcome[static_cast<int>(O::stream_failed)];
+                         return d;
+                     },
+                     "HTTP requests answered since start, by outcome.")
         .def("log_tail", [](ServerHandle & h, size_t n) { return h.server->log_tail(n); }, nb::arg("max_lines") = 40)
+        .def(
+            "inject_fault",
+            [](ServerHandle & h, const std::string & kind, int times, int param) {
+                h.server->inject_fault(fault_kind(kind), times, param);
+            },
+            nb::arg("kind"), nb::arg("times") = 1, nb::arg("param") = 0,
+            "Tests only: arm a fault (loop_dies, assert_in_request, load_fails, slow_load) `times` times.")
         .def(
             "query_load",
             [](ServerHandle & h, double timeout) -> nb::object {
@@ -94,7 +153,7 @@ void init_server(nb::module_ & m) {
         .def(
             "query_metrics",
             [](ServerHandle & h, double timeout) -> nb::object {
-                std::optional<llamaproc::ServerMetrics> m;
+                std::optional<llamaproc::LoopMetrics> m;
                 {
                     nb::gil_scoped_release r;
                     m = h.server->query_metrics(timeout);

@@ -33,9 +33,16 @@ private:
 
 // Thrown from ggml's abort callback on threads that llamaproc guards (see native_log.h),
 // so that a failed GGML_ASSERT unwinds to a catch site instead of killing the process.
-class NativeAbort : public std::runtime_error {
+// Deliberately not a std::exception: llama.cpp's own `catch (const std::exception &)` sites
+// must not swallow it and carry on with a half-updated state. Only llamaproc's catch sites
+// (which mark the server FAILED) see it.
+class NativeAbort {
 public:
-    using std::runtime_error::runtime_error;
+    explicit NativeAbort(std::string message) : message_(std::move(message)) {}
+    const char * what() const noexcept { return message_.c_str(); }
+
+private:
+    std::string message_;
 };
 
 }  // namespace llamaproc

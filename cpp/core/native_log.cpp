@@ -7,24 +7,34 @@
 #include "log.h"
 
 #include <atomic>
+#include <chrono>
+#include <condition_variable>
 #include <cstdarg>
 #include <cstdio>
+#include <cstdlib>
+#include <exception>
+#include <type_traits>
 
 namespace llamaproc {
 
 namespace {
 
-struct SinkState {
+// Lines waiting for the consumer (the Python logger's delivery thread).
+struct LogQueue {
+    static constexpr std::size_t capacity = 20000;
     std::mutex mutex;
-    std::shared_ptr<const LogSink> sink;  // copied out under the lock, called without it
+    std::condition_variable cv;
+    std::deque<LogRecord> records;
+    uint64_t dropped = 0;
+    uint64_t wakeups = 0;
 };
 
-SinkState & sink_state() {
-    static SinkState state;
-    return state;
+LogQueue & log_queue() {
+    static LogQueue * queue = new LogQueue();  // never destroyed: native threads may log at exit
+    return *queue;
 }
 
-std::atomic<int> g_min_level{static_cast<int>(LogLevel::warning)};
+std::atomic<int> g_min_level{static_cast<int>(LogLevel::error) + 100};  // nothing until asked
 LogTail g_process_tail(400);
 
 thread_local std::shared_ptr<LogTail> t_server_tail;
@@ -50,14 +60,36 @@ void emit(LogLevel level, std::string line) {
     if (!forward) {
         return;
     }
-    std::shared_ptr<const LogSink> sink;
+    LogQueue & q = log_queue();
     {
-        std::lock_guard<std::mutex> lock(sink_state().mutex);
-        sink = sink_state().sink;
+        std::lock_guard<std::mutex> lock(q.mutex);
+        if (q.records.size() >= LogQueue::capacity) {
+            q.records.pop_front();
+            ++q.dropped;
+        }
+        q.records.push_back(LogRecord{level, std::move(line)});
     }
-    if (sink && *sink) {
-        (*sink)(level, line);
+    q.cv.notify_one();
+}
+
+// ggml installs a terminate handler that forks gdb on the process to print a backtrace. In
+// a host process that is never wanted: say what happened and abort.
+[[noreturn]] void on_terminate() {
+    std::string what = "no active exception";
+    if (auto current = std::current_exception()) {
+        try {
+            std::rethrow_exception(current);
+        } catch (const std::exception & e) {
+            what = e.what();
+        } catch (const NativeAbort & e) {
+            what = std::string("ggml assertion: ") + e.what();
+        } catch (...) {
+            what = "unknown exception";
+        }
     }
+    std::fprintf(stderr, "llamaproc: std::terminate called (%s); aborting\n", what.c_str());
+    std::fflush(stderr);
+    std::abort();
 }
 
 LogLevel from_ggml(ggml_log_level level) {
@@ -139,6 +171,7 @@ void install_native_log_hooks() {
         llama_log_set(on_llama_log, nullptr);
         ggml_log_set(on_llama_log, nullptr);
         ggml_set_abort_callback(on_ggml_abort);
+        std::set_terminate(on_terminate);
 #if LLAMAPROC_WRAPS_COMMON_LOG
         // every common_log_add() call now comes to us (see the --wrap in CMakeLists.txt);
         // the common_log worker thread has nothing left to print.
@@ -147,13 +180,36 @@ void install_native_log_hooks() {
     });
 }
 
-void set_log_sink(LogSink sink, LogLevel min_level) {
-    auto shared = sink ? std::make_shared<const LogSink>(std::move(sink)) : nullptr;
+bool wait_for_log_records(double timeout_s) {
+    LogQueue & q = log_queue();
+    std::unique_lock<std::mutex> lock(q.mutex);
+    const uint64_t wakeups = q.wakeups;
+    q.cv.wait_for(lock, std::chrono::duration<double>(timeout_s),
+                  [&] { return !q.records.empty() || q.wakeups != wakeups; });
+    return !q.records.empty();
+}
+
+std::vector<LogRecord> take_log_records() {
+    LogQueue & q = log_queue();
+    std::lock_guard<std::mutex> lock(q.mutex);
+    std::vector<LogRecord> out(std::make_move_iterator(q.records.begin()), std::make_move_iterator(q.records.end()));
+    q.records.clear();
+    return out;
+}
+
+uint64_t dropped_log_records() {
+    LogQueue & q = log_queue();
+    std::lock_guard<std::mutex> lock(q.mutex);
+    return q.dropped;
+}
+
+void wake_log_consumers() {
+    LogQueue & q = log_queue();
     {
-        std::lock_guard<std::mutex> lock(sink_state().mutex);
-        sink_state().sink = std::move(shared);
+        std::lock_guard<std::mutex> lock(q.mutex);
+        ++q.wakeups;
     }
-    set_log_min_level(min_level);
+    q.cv.notify_all();
 }
 
 void set_log_min_level(LogLevel min_level) {
@@ -181,6 +237,18 @@ std::vector<std::string> process_log_tail(std::size_t max_lines) {
 #if LLAMAPROC_WRAPS_COMMON_LOG
 // The linker routes every call of common_log_add() from llama.cpp's common and server code
 // here (-Wl,--wrap=<mangled name>), so server log lines reach Python instead of stderr.
+// The wrap names a mangled symbol: if llama.cpp changed common_log_add's signature, the wrap
+// would silently do nothing and every server line would be lost (common_log is paused). Two
+// checks make that a build failure instead: the signature is asserted here, and the
+// reference to __real_<name> below only links when --wrap found that exact symbol.
+static_assert(std::is_same_v<decltype(&common_log_add), void (*)(common_log *, ggml_log_level, const char *, ...)>,
+              "common_log_add changed: update the mangled name wrapped in CMakeLists.txt");
+extern "C" void LLAMAPROC_COMMON_LOG_ADD_REAL(struct common_log *, enum ggml_log_level level, const char * fmt, ...);
+extern "C" {
+void (*volatile llamaproc_common_log_add_real)(struct common_log *, enum ggml_log_level, const char *, ...) =
+    &LLAMAPROC_COMMON_LOG_ADD_REAL;
+}
+
 extern "C" void LLAMAPROC_COMMON_LOG_ADD_WRAPPER(struct common_log *, enum ggml_log_level level, const char * fmt, ...) {
     char stack_buf[512];
     va_list args;

@@ -15,7 +15,10 @@ namespace llamaproc {
 // Python's logging levels, so the binding can pass them through unchanged.
 enum class LogLevel : int { debug = 10, info = 20, warning = 30, error = 40 };
 
-using LogSink = std::function<void(LogLevel, const std::string & line)>;
+struct LogRecord {
+    LogLevel level;
+    std::string line;
+};
 
 // The last lines one server (or the whole process) logged.
 class LogTail {
@@ -50,10 +53,19 @@ private:
 // Installs the llama/ggml log callbacks and the ggml abort callback (idempotent).
 void install_native_log_hooks();
 
-// Lines at `min_level` or above go to `sink`; an empty sink restores the default (discard).
-void set_log_sink(LogSink sink, LogLevel min_level);
+// Lines at `min_level` or above are queued for delivery (to the Python logger). Native
+// threads only append to the queue: they never wait for its consumer (or the GIL). A full
+// queue drops its oldest lines and counts them.
 void set_log_min_level(LogLevel min_level);
 LogLevel log_min_level();
+// Waits up to `timeout_s` until lines are queued (or the consumers are woken); true if some are.
+bool wait_for_log_records(double timeout_s);
+// Takes the queued lines (never waits).
+std::vector<LogRecord> take_log_records();
+// Lines dropped because the queue was full.
+uint64_t dropped_log_records();
+// Wakes every take_log_records() waiter (shutdown of the consumer).
+void wake_log_consumers();
 
 // Feed raw native log text (possibly partial lines) at a ggml_log_level.
 void log_native_ggml_text(int ggml_level, const char * text);

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import ConfigError
+from .recovery import RestartPolicy
 
 # Flags that a typed field of ServerConfig sets; giving them in extra_args too is ambiguous.
 _FIELD_FLAGS: dict[str, str] = {
@@ -61,6 +62,9 @@ class ServerConfig:
         api_key: Require this key (``Authorization: Bearer KEY``) on every endpoint but /health.
         embeddings: Serve the embeddings endpoints (``--embeddings``).
         extra_args: Further llama-server flags, as separate strings.
+        restart: Restart automatically when the model fails after the server was ready (see
+            :class:`~llamaproc.recovery.RestartPolicy`); None (the default) leaves a failed
+            server FAILED until it is stopped.
     """
 
     model_path: str | os.PathLike[str]
@@ -75,8 +79,11 @@ class ServerConfig:
     api_key: str | None = None
     embeddings: bool = False
     extra_args: Sequence[str] = field(default_factory=tuple)
+    restart: RestartPolicy | None = None
 
     def __post_init__(self) -> None:
+        if self.restart is not None and not isinstance(self.restart, RestartPolicy):
+            raise ConfigError(f"restart must be a RestartPolicy or None, got {self.restart!r}")
         if not isinstance(self.model_path, (str, os.PathLike)) or not str(self.model_path):
             raise ConfigError(f"model_path must be a non-empty path, got {self.model_path!r}")
         object.__setattr__(self, "model_path", str(Path(self.model_path)))

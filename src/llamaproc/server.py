@@ -6,16 +6,20 @@ import asyncio
 import atexit
 import enum
 import http.client
+import logging
+import os
 import threading
 import time
 import weakref
+from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from . import _logging
+from . import _logging, errors
 from ._native import core
 from .config import ServerConfig
 from .errors import LlamaProcError, ServerNotRunningError, StartupError, attach_log_tail
+from .recovery import EventKind, RestartBudget, RestartPolicy, ServerEvent
 
 
 class ServerStatus(enum.Enum):
@@ -25,7 +29,7 @@ class ServerStatus(enum.Enum):
     READY = "ready"  #: model loaded, serving requests
     STOPPING = "stopping"  #: stop() in progress
     STOPPED = "stopped"  #: stopped; threads joined, model freed
-    FAILED = "failed"  #: startup failed, or the inference loop died
+    FAILED = "failed"  #: startup failed, or the model failed after it was ready (see recovery)
 
 
 _STATUS_OF_STATE = {
@@ -74,10 +78,13 @@ class HealthReport:
 
 @dataclass(frozen=True)
 class ServerMetrics:
-    """Counters since the server started, as the inference loop reports them.
+    """What the server did and holds, from the inference loop and the HTTP front.
 
-    ``prometheus`` holds the same in Prometheus' text format (what llama-server's /metrics
-    endpoint serves when started with ``--metrics``).
+    Token counters are cumulative since the model was (re)loaded; request counts and
+    restarts since :meth:`LlamaServer.start`. ``recent_*`` rates are over the last
+    ``window_s`` seconds of wall time (sampled once a second). ``prometheus`` holds llama.cpp's
+    counters in Prometheus' text format (what llama-server's /metrics serves with
+    ``--metrics``).
     """
 
     slots_total: int
@@ -90,28 +97,79 @@ class ServerMetrics:
     generation_seconds: float
     decode_calls: int
     prometheus: str
+    #: HTTP requests answered, by outcome: ok, client_error, server_error, unavailable (503),
+    #: stream_failed (a stream ended by a failure).
+    requests: dict[str, int] = field(default_factory=dict)
+    recent_requests_per_second: float = 0.0
+    recent_tokens_per_second: float = 0.0  #: generated tokens per wall-clock second
+    window_s: float = 0.0
+    rss_bytes: int = 0  #: resident memory of the whole process
+    model_bytes: int = 0  #: weights held by this server (host memory, incl. repacked copies)
+    kv_cache_bytes: int = 0  #: KV cache and other per-context state
+    compute_bytes: int = 0  #: compute buffers
+    prompt_cache_limit_bytes: int = 0  #: cap of the RAM prompt cache (grows up to it under load)
+    restarts: int = 0
+    failures: int = 0
 
     @property
     def prompt_tokens_per_second(self) -> float:
+        """Prompt evaluation speed (tokens per second of prompt evaluation)."""
         return self.prompt_tokens / self.prompt_seconds if self.prompt_seconds > 0 else 0.0
 
     @property
     def generation_tokens_per_second(self) -> float:
+        """Decode speed (generated tokens per second of generation)."""
         return self.generated_tokens / self.generation_seconds if self.generation_seconds > 0 else 0.0
+
+    @property
+    def memory_bytes(self) -> int:
+        """Model + KV cache + compute buffers + the prompt cache's cap: the most this server uses."""
+        return self.model_bytes + self.kv_cache_bytes + self.compute_bytes + self.prompt_cache_limit_bytes
 
 
 _live_servers: weakref.WeakSet[LlamaServer] = weakref.WeakSet()
+_log = logging.getLogger("llamaproc")
+
+_ERROR_OF_KIND: dict[str, type[LlamaProcError]] = {
+    "config": errors.ConfigError,
+    "model_load": errors.ModelLoadError,
+    "startup": errors.StartupError,
+    "resource": errors.ResourceError,
+    "not_running": errors.ServerNotRunningError,
+    "internal": errors.NativeError,
+}
 
 
 @atexit.register
 def _stop_all_at_exit() -> None:
-    # native threads must not outlive the interpreter: stop what the program left running
+    # native threads must not outlive the interpreter: stop what the program left running,
+    # every one of them, whatever goes wrong with one
     for server in list(_live_servers):
         try:
             server.stop()
-        except LlamaProcError:
+        except BaseException:  # noqa: BLE001 - at exit, keep going
             pass
-    core._interpreter_exiting()
+
+
+def _rss_bytes() -> int:
+    try:
+        with open("/proc/self/statm") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        import resource  # not on Windows; peak instead of current elsewhere
+
+        return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+
+
+class _Run:
+    """One start of a server: its native object, its watchdog and its samples."""
+
+    def __init__(self, native: core.EmbeddedServer) -> None:
+        self.native = native
+        self.stop_event = threading.Event()
+        self.watchdog: threading.Thread | None = None
+        # (monotonic time, requests answered, generated tokens) once a second, for rates
+        self.samples: deque[tuple[float, int, int]] = deque(maxlen=600)
 
 
 class LlamaServer:
@@ -125,40 +183,56 @@ class LlamaServer:
     Several servers can run at once, each with its own model and port. The GIL is released
     while models load, while requests are served and while stopping. No signal handlers are
     installed: Ctrl-C raises KeyboardInterrupt as usual and ``with`` stops the server.
+
+    Every method may be called from any thread; ``stop()`` is bounded in every state (during
+    a load it cancels the load). If the model fails after the server was ready, the server goes
+    FAILED and, with ``ServerConfig.restart`` set, restarts itself (see :mod:`llamaproc.recovery`).
     """
 
-    def __init__(self, config: ServerConfig) -> None:
+    def __init__(self, config: ServerConfig, *, on_event: Callable[[ServerEvent], None] | None = None) -> None:
         """Prepare a server without starting it; most code calls :meth:`start` instead."""
         if not isinstance(config, ServerConfig):
             raise TypeError(f"config must be a ServerConfig, got {type(config).__name__}")
         self._prepare(config.to_argv(), config=config, use_env=False, memory_limit=config.memory_limit or 0,
-                      port=config.port, host=config.host)
+                      port=config.port, host=config.host, restart=config.restart, on_event=on_event)
 
     def _prepare(self, argv: list[str], *, config: ServerConfig | None, use_env: bool, memory_limit: int,
-                 port: int, host: str) -> None:
+                 port: int, host: str, restart: RestartPolicy | None,
+                 on_event: Callable[[ServerEvent], None] | None) -> None:
+        if restart is not None and not isinstance(restart, RestartPolicy):
+            raise TypeError(f"restart must be a RestartPolicy or None, got {type(restart).__name__}")
         self._config = config
         self._argv = argv
         self._use_env = use_env
         self._memory_limit = memory_limit
-        self._native: core.EmbeddedServer | None = None
         self._port = port
         self._host = host
-        self._lock = threading.RLock()
+        self._restart_policy = restart
+        self._on_event = on_event
+        self._lock = threading.Lock()  # guards _run; never held while loading, waiting or stopping
+        self._run: _Run | None = None
+        self._events: deque[ServerEvent] = deque(maxlen=1000)
+        self._pending_faults: list[tuple[str, int, int]] = []
+        self._restarts = 0
+        self._failures = 0
 
     @classmethod
     def from_args(cls, args: Sequence[str], *, use_env: bool = True, timeout: float = 600.0,
-                  progress: Callable[[float], None] | None = None) -> LlamaServer:
+                  progress: Callable[[float], None] | None = None, restart: RestartPolicy | None = None,
+                  on_event: Callable[[ServerEvent], None] | None = None) -> LlamaServer:
         """Start a server from a llama-server command line (flags only, no program name).
 
         An existing ``llama-server -m model.gguf --port 8080 ...`` works unchanged as
         ``LlamaServer.from_args(["-m", "model.gguf", "--port", "8080", ...])``. With
         ``use_env`` (the default, as for llama-server) ``LLAMA_ARG_*`` environment variables
-        supply defaults. Raises like :meth:`start`.
+        supply defaults. ``restart`` and ``on_event`` are as for :meth:`start`. Raises like
+        :meth:`start`.
         """
         argv = [str(a) for a in args]
         core.validate_server_args(argv, use_env)
         server = cls.__new__(cls)
-        server._prepare(argv, config=None, use_env=use_env, memory_limit=0, port=0, host="127.0.0.1")
+        server._prepare(argv, config=None, use_env=use_env, memory_limit=0, port=0, host="127.0.0.1",
+                        restart=restart, on_event=on_event)
         server._start(timeout=timeout, progress=progress)
         return server
 
@@ -166,70 +240,110 @@ class LlamaServer:
 
     @classmethod
     def start(cls, config: ServerConfig, *, timeout: float = 600.0,
-              progress: Callable[[float], None] | None = None) -> LlamaServer:
+              progress: Callable[[float], None] | None = None,
+              on_event: Callable[[ServerEvent], None] | None = None) -> LlamaServer:
         """Start a server and return it once /health answers 200.
 
         Args:
-            config: What to serve.
+            config: What to serve (``config.restart`` sets the restart policy).
             timeout: Seconds to wait for the model to load before giving up.
-            progress: Called with the load fraction (0..1) while the model loads.
+            progress: Called with the load fraction (0..1), rising, while the model loads.
+            on_event: Called with each :class:`~llamaproc.recovery.ServerEvent` (from a
+                background thread for events after start; exceptions it raises are logged).
 
         Raises:
             ConfigError: a flag or value is invalid.
             ModelLoadError: the model file is missing, not GGUF, corrupt or unsupported.
             StartupError: the address cannot be bound (port in use) or the timeout passed.
             ResourceError: the configuration needs more than ``config.memory_limit`` bytes.
+            ServerNotRunningError: ``stop()`` was called from another thread meanwhile.
         """
-        server = cls(config)
+        server = cls(config, on_event=on_event)
         server._start(timeout=timeout, progress=progress)
         return server
 
     def _start(self, *, timeout: float, progress: Callable[[float], None] | None) -> None:
+        _logging.sync_log_level()
         with self._lock:
-            if self._native is not None and self.status in (ServerStatus.STARTING, ServerStatus.READY):
+            previous = self._run
+            if previous is not None and previous.native.state in ("created", "starting", "ready"):
                 raise LlamaProcError("the server is already running")
-            _logging.sync_log_level()
-            argv = list(self._argv)
-            if self._port:
-                argv += ["--port", str(self._port)]  # the last --port wins: restart() keeps the port
-            native = core.EmbeddedServer(argv, use_env=self._use_env, memory_limit=self._memory_limit)
-            native.start()  # raises ConfigError / ModelLoadError / StartupError right away
-            self._native = native
-            _live_servers.add(self)
+        if previous is not None:
+            self._stop_run(previous)  # a FAILED server still holds its port
+        argv = list(self._argv)
+        if self._port:
+            argv += ["--port", str(self._port)]  # the last --port wins: restart() keeps the port
+        native = core.EmbeddedServer(argv, use_env=self._use_env, memory_limit=self._memory_limit)
+        with self._lock:
+            if self._run is not previous:
+                raise LlamaProcError("the server was started by another thread meanwhile")
+            for fault in self._pending_faults:
+                native.inject_fault(*fault)
+            self._pending_faults.clear()
             try:
-                deadline = time.monotonic() + timeout
-                # short waits: Ctrl-C (KeyboardInterrupt) gets through while the model loads
-                while not native.wait_ready(0.1):
-                    if progress is not None:
-                        progress(native.load_progress)
-                    if time.monotonic() > deadline:
-                        raise attach_log_tail(
-                            StartupError(f"the model did not load within {timeout:g} s. "
-                                         "Hint: raise the timeout for large models or slow disks"),
-                            native.log_tail())
-                if progress is not None:
-                    progress(1.0)
+                native.start()  # binds; raises ConfigError / ModelLoadError / StartupError right away
             except BaseException:
-                native.stop()
+                _logging.flush_logs()
                 raise
-            self._port = native.port  # restart() binds the same port again
-            self._host = native.host
+            run = self._run = _Run(native)
+            _live_servers.add(self)
+        self._emit(ServerEvent(EventKind.STARTED, time.time()))
+        try:
+            self._await_ready(run, timeout, progress)
+        except BaseException:
+            self._stop_run(run, emit=False)
+            raise
+        self._port = native.port  # restart() binds the same port again
+        self._host = native.host
+        self._emit(ServerEvent(EventKind.READY, time.time()))
+        run.watchdog = threading.Thread(target=self._watch, args=(run,), name=f"llamaproc-watchdog:{self._port}",
+                                        daemon=True)
+        run.watchdog.start()
+        _logging.flush_logs()
+
+    @staticmethod
+    def _await_ready(run: _Run, timeout: float, progress: Callable[[float], None] | None) -> None:
+        native = run.native
+        deadline = time.monotonic() + timeout
+        # short waits: Ctrl-C (KeyboardInterrupt) gets through while the model loads
+        while not native.wait_ready(0.05 if progress is not None else 0.1):
+            if progress is not None:
+                progress(native.load_progress)
+            if time.monotonic() > deadline:
+                raise attach_log_tail(
+                    StartupError(f"the model did not load within {timeout:g} s. "
+                                 "Hint: raise the timeout for large models or slow disks"),
+                    native.log_tail())
+        if progress is not None:
+            progress(1.0)
 
     def stop(self) -> None:
         """Stop serving: in-flight requests end (streams close cleanly), every native thread is
-        joined and the model and KV cache are freed. Idempotent; bounded by about one second
-        plus the time of the decode step in progress."""
+        joined and the model and KV cache are freed. Idempotent, callable from any thread, and
+        bounded in every state: during a load it cancels the load, during a restart backoff it
+        returns at once; otherwise about one second plus the decode step in progress."""
         with self._lock:
-            native = self._native
-            if native is not None:
-                native.stop()
-            _live_servers.discard(self)
+            run = self._run
+        if run is not None:
+            self._stop_run(run)
+        _live_servers.discard(self)
+
+    def _stop_run(self, run: _Run, *, emit: bool = True) -> None:
+        with self._lock:
+            first = not run.stop_event.is_set()
+            run.stop_event.set()
+        run.native.stop()
+        watchdog = run.watchdog
+        if watchdog is not None and watchdog is not threading.current_thread():
+            watchdog.join()
+        _logging.flush_logs()
+        if first and emit:
+            self._emit(ServerEvent(EventKind.STOPPED, time.time()))
 
     def restart(self, *, timeout: float = 600.0) -> None:
         """Stop, then start again with the same configuration on the same port."""
-        with self._lock:
-            self.stop()
-            self._start(timeout=timeout, progress=None)
+        self.stop()
+        self._start(timeout=timeout, progress=None)
 
     def __enter__(self) -> LlamaServer:
         if self.status is not ServerStatus.READY:
@@ -241,6 +355,79 @@ class LlamaServer:
 
     def __repr__(self) -> str:
         return f"<LlamaServer {self.status.value} {self.url}>"
+
+    # -- failure and recovery -------------------------------------------------------------
+
+    def _emit(self, event: ServerEvent) -> None:
+        self._events.append(event)
+        if self._on_event is not None:
+            try:
+                self._on_event(event)
+            except Exception:
+                _log.exception("the on_event callback raised on %s", event.kind.name)
+
+    def events(self) -> list[ServerEvent]:
+        """The lifecycle events so far (the last 1000), oldest first."""
+        return list(self._events)
+
+    def _failure_error(self, native: core.EmbeddedServer) -> LlamaProcError:
+        kind, message = native.failure or ("internal", "the model failed")
+        return attach_log_tail(_ERROR_OF_KIND.get(kind, errors.NativeError)(message), native.log_tail())
+
+    def _watch(self, run: _Run) -> None:
+        """The watchdog: samples metrics, reports failures, and restarts per the policy."""
+        native = run.native
+        policy = self._restart_policy
+        budget = RestartBudget(policy) if policy is not None else None
+        seen = 0
+        last_sample = 0.0
+        while not run.stop_event.is_set():
+            seen = native.wait_change(seen, 1.0)
+            if run.stop_event.is_set():
+                return
+            if time.monotonic() - last_sample >= 0.9:
+                last_sample = time.monotonic()
+                self._sample(run)
+            if native.state != "failed":
+                continue
+            error = self._failure_error(native)
+            self._failures += 1
+            self._emit(ServerEvent(EventKind.FAILED, time.time(), cause=str(error), error=error))
+            if budget is None:
+                return  # no policy: stay FAILED until stop()
+            attempt = budget.next_attempt()
+            if attempt is None:
+                self._emit(ServerEvent(EventKind.GAVE_UP, time.time(), cause=str(error), error=error))
+                return
+            delay = policy.delay(attempt) if policy is not None else 0.0
+            self._emit(ServerEvent(EventKind.RESTARTING, time.time(), attempt=attempt, delay_s=delay))
+            if run.stop_event.wait(delay):
+                return
+            budget.record()
+            self._restarts += 1
+            run.samples.clear()  # token counters start again with the new instance
+            native.restart_instance()
+            if run.stop_event.is_set():
+                return
+            self._emit(ServerEvent(EventKind.STARTED, time.time(), attempt=attempt))
+            while not run.stop_event.is_set():
+                try:
+                    if native.wait_ready(0.25):
+                        self._emit(ServerEvent(EventKind.READY, time.time(), attempt=attempt))
+                        break
+                except ServerNotRunningError:
+                    return
+                except LlamaProcError:
+                    break  # failed again: the next turn reports it
+            seen = 0
+
+    def _sample(self, run: _Run) -> None:
+        native = run.native
+        if native.state != "ready":
+            return
+        m = native.query_metrics(0.25)
+        if m is not None:
+            run.samples.append((time.monotonic(), sum(native.request_counts.values()), m["generated_tokens"]))
 
     # -- state ----------------------------------------------------------------------------
 
@@ -256,10 +443,10 @@ class LlamaServer:
 
     @property
     def status(self) -> ServerStatus:
-        native = self._native
-        if native is None:
+        run = self._run
+        if run is None:
             return ServerStatus.STOPPED
-        return _STATUS_OF_STATE[native.state]
+        return _STATUS_OF_STATE[run.native.state]
 
     @property
     def port(self) -> int:
@@ -276,16 +463,40 @@ class LlamaServer:
         """Base URL for clients, e.g. ``http://127.0.0.1:8080``."""
         return f"http://{_client_host(self._host)}:{self._port}"
 
+    @property
+    def failure(self) -> LlamaProcError | None:
+        """Why the server is FAILED (the error ``start()`` would raise), or None."""
+        run = self._run
+        if run is None or run.native.state != "failed":
+            return None
+        return self._failure_error(run.native)
+
     def log_tail(self, max_lines: int = 40) -> list[str]:
         """The last native log lines of this server, whatever the logging level."""
-        native = self._native
-        return native.log_tail(max_lines) if native is not None else []
+        run = self._run
+        return run.native.log_tail(max_lines) if run is not None else []
+
+    def inject_fault(self, kind: str, *, times: int = 1, param: int = 0) -> None:
+        """Tests only: make this server fail through the paths real failures take.
+
+        Kinds: ``"loop_dies"`` (the inference loop stops at once), ``"assert_in_request"`` (a
+        GGML_ASSERT fires on the loop thread when it starts the next request),
+        ``"load_fails"`` (the next ``times`` model loads fail), ``"slow_load"`` (each
+        load-progress step of the next load sleeps ``param`` ms). On a server that is not
+        running, the fault is armed for its next start.
+        """
+        with self._lock:
+            run = self._run
+            if run is None or run.native.state in ("stopped", "stopping"):
+                self._pending_faults.append((kind, times, param))
+                return
+        run.native.inject_fault(kind, times, param)
 
     def _require_ready(self) -> core.EmbeddedServer:
-        native = self._native
-        if native is None or native.state != "ready":
+        run = self._run
+        if run is None or run.native.state != "ready":
             raise ServerNotRunningError(f"the server is {self.status.value}; start() it first")
-        return native
+        return run.native
 
     # -- health and metrics ---------------------------------------------------------------
 
@@ -293,7 +504,7 @@ class LlamaServer:
         """Check the server the way a client and an operator would.
 
         Rules:
-            * UNHEALTHY: not started, stopped, failed, the inference loop is not running, or
+            * UNHEALTHY: not started, stopped, failed (the detail says why), restarting, or
               ``GET /health`` does not answer 200 within ``timeout``.
             * DEGRADED: /health answers, but every slot is busy and requests are waiting for
               one, or the inference loop did not answer a status query within ``timeout``
@@ -308,12 +519,13 @@ class LlamaServer:
             return HealthReport(status, detail, load.get("n_slots", 0), load.get("n_processing", 0),
                                 load.get("n_deferred", 0), time.monotonic() - started)
 
-        native = self._native
+        run = self._run
         status = self.status
-        if native is None or status is not ServerStatus.READY:
-            return report(HealthStatus.UNHEALTHY, f"server is {status.value}")
-        if not native.loop_running:
-            return report(HealthStatus.UNHEALTHY, "the inference loop is not running")
+        if run is None or status is not ServerStatus.READY:
+            failure = self.failure
+            detail = f"server is {status.value}" + (f": {failure}" if failure is not None else "")
+            return report(HealthStatus.UNHEALTHY, detail)
+        native = run.native
         _logging.sync_log_level()
         try:
             code = _http_status(_client_host(self._host), self._port, "/health", timeout)
@@ -332,29 +544,51 @@ class LlamaServer:
         return report(HealthStatus.HEALTHY,
                       f"serving; {load['n_processing']} of {load['n_slots']} slots busy", load)
 
-    def metrics(self, timeout: float = 5.0) -> ServerMetrics:
-        """Token counts and timings since start, from the inference loop.
+    def metrics(self, timeout: float = 5.0, *, window_s: float = 60.0) -> ServerMetrics:
+        """Counters, memory and recent rates of a READY server.
+
+        Args:
+            timeout: Seconds to wait for the inference loop (it answers between decode steps).
+            window_s: The span of the ``recent_*`` rates.
 
         Raises:
             ServerNotRunningError: the server is not READY.
-            LlamaProcError: the loop did not answer within ``timeout``.
+            StartupError: the loop did not answer within ``timeout``.
         """
         native = self._require_ready()
         _logging.sync_log_level()
         m = native.query_metrics(timeout)
         if m is None:
-            raise LlamaProcError(f"the inference loop did not answer within {timeout:g} s")
+            raise StartupError(f"the inference loop did not answer within {timeout:g} s. "
+                               "Hint: it answers between decode steps; raise the timeout for long prompts")
+        counts = dict(native.request_counts)
+        now = (time.monotonic(), sum(counts.values()), m["generated_tokens"])
+        run = self._run
+        samples = [s for s in (run.samples if run is not None else ()) if now[0] - s[0] <= window_s]
+        rps = tps = span = 0.0
+        if samples and now[0] - samples[0][0] > 0:
+            oldest = samples[0]
+            span = now[0] - oldest[0]
+            rps = (now[1] - oldest[1]) / span
+            tps = max(0, now[2] - oldest[2]) / span
+        memory = native.memory or {}
         load = m["load"]
         return ServerMetrics(load["n_slots"], load["n_processing"], load["n_deferred"], m["prompt_tokens"],
                              m["prompt_seconds"], m["prompt_tokens_cached"], m["generated_tokens"],
-                             m["generation_seconds"], m["decode_calls"], m["prometheus"])
+                             m["generation_seconds"], m["decode_calls"], m["prometheus"],
+                             requests=counts, recent_requests_per_second=rps, recent_tokens_per_second=tps,
+                             window_s=span, rss_bytes=_rss_bytes(), model_bytes=memory.get("model", 0),
+                             kv_cache_bytes=memory.get("context", 0), compute_bytes=memory.get("compute", 0),
+                             prompt_cache_limit_bytes=memory.get("prompt_cache_limit", 0),
+                             restarts=self._restarts, failures=self._failures)
 
     # -- asyncio twins --------------------------------------------------------------------
 
     @classmethod
-    async def astart(cls, config: ServerConfig, *, timeout: float = 600.0) -> LlamaServer:
+    async def astart(cls, config: ServerConfig, *, timeout: float = 600.0,
+                     on_event: Callable[[ServerEvent], None] | None = None) -> LlamaServer:
         """:meth:`start` without blocking the event loop."""
-        return await asyncio.to_thread(cls.start, config, timeout=timeout)
+        return await asyncio.to_thread(cls.start, config, timeout=timeout, on_event=on_event)
 
     async def astop(self) -> None:
         await asyncio.to_thread(self.stop)
@@ -399,4 +633,4 @@ def _http_status(host: str, port: int, path: str, timeout: float) -> int:
         conn.close()
 
 
-__all__ = ["LlamaServer", "ServerStatus", "HealthStatus", "HealthReport", "ServerMetrics", "StartupError"]
+__all__ = ["LlamaServer", "ServerStatus", "HealthStatus", "HealthReport", "ServerMetrics"]

@@ -1,0 +1,331 @@
+#include "server/embedded_server.h"
+
+#include "argv_parser.h"
+#include "errors.h"
+#include "gguf_file.h"
+
+#include "ggml-backend.h"
+
+#include <chrono>
+
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
+
+namespace llamaproc {
+
+namespace {
+
+using clock = std::chrono::steady_clock;
+
+clock::time_point deadline_after(double seconds) {
+    return clock::now() + std::chrono::duration_cast<clock::duration>(std::chrono::duration<double>(seconds));
+}
+
+bool has_gpu_device() {
+    for (size_t i = 0; i < ggml_backend_dev_count(); ++i) {
+        const auto type = ggml_backend_dev_type(ggml_backend_dev_get(i));
+        if (type == GGML_BACKEND_DEVICE_TYPE_GPU || type == GGML_BACKEND_DEVICE_TYPE_IGPU) {
+            return true;
+        }
+    }
+    return false;
+}
+
+}  // namespace
+
+EmbeddedServer::EmbeddedServer(ServerOptions options) : options_(std::move(options)) {}
+
+EmbeddedServer::~EmbeddedServer() {
+    stop();
+}
+
+std::string EmbeddedServer::host() const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return params_.hostnames.empty() ? std::string("127.0.0.1") : params_.hostnames.front();
+}
+
+int EmbeddedServer::port() const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return phase_ == Phase::created || phase_ == Phase::start_failed ? 0 : params_.port;
+}
+
+std::shared_ptr<ModelInstance> EmbeddedServer::current() const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return instance_;
+}
+
+float EmbeddedServer::load_progress() const {
+    auto inst = current();
+    return inst ? inst->load_progress() : 0.0f;
+}
+
+std::optional<InstanceMemory> EmbeddedServer::memory() const {
+    auto inst = current();
+    return inst ? inst->memory() : std::nullopt;
+}
+
+std::optional<Failure> EmbeddedServer::failure() const {
+    auto inst = current();
+    return inst ? inst->failure() : std::nullopt;
+}
+
+RequestCounts EmbeddedServer::request_counts() const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return front_ ? front_->counts() : RequestCounts{};
+}
+
+std::vector<std::string> EmbeddedServer::log_tail(std::size_t max_lines) const {
+    return tail_->lines(max_lines);
+}
+
+int EmbeddedServer::abandoned_instances() const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return abandoned_;
+}
+
+ServerState EmbeddedServer::state() const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    switch (phase_) {
+        case Phase::created: return ServerState::created;
+        case Phase::stopping: return ServerState::stopping;
+        case Phase::stopped: return ServerState::stopped;
+        case Phase::start_failed: return ServerState::failed;
+        case Phase::running: break;
+    }
+    if (!instance_) {
+        return ServerState::starting;
+    }
+    switch (instance_->state()) {
+        case InstanceState::ready: return ServerState::ready;
+        case InstanceState::failed: return ServerState::failed;
+        default: return ServerState::starting;  // loading, or the old one being replaced
+    }
+}
+
+void EmbeddedServer::changed() {
+    {
+        std::lock_guard<std::mutex> lock(mutex_);
+        ++change_seq_;
+    }
+    cv_.notify_all();
+}
+
+uint64_t EmbeddedServer::wait_change(uint64_t seen, double timeout_s) {
+    std::unique_lock<std::mutex> lock(mutex_);
+    cv_.wait_until(lock, deadline_after(timeout_s), [&] { return change_seq_ != seen; });
+    return change_seq_;
+}
+
+// What llama_server() does to the parsed flags before it builds the server.
+void EmbeddedServer::prepare_params() {
+    if (params_.ui_mcp_proxy) {
+        throw Error(ErrorKind::config,
+                    "--ui-mcp-proxy: the web UI's CORS proxy forwards requests to any URL; llamaproc serves no web "
+                    "UI and does not run that proxy. Remove the flag (or LLAMA_ARG_UI_MCP_PROXY)");
+    }
+    if (params_.embedding && params_.n_batch > params_.n_ubatch) {
+        params_.n_batch = params_.n_ubatch;  // embeddings need the whole input in one ubatch
+    }
+    if (params_.n_parallel < 0) {
+        params_.n_parallel = 4;
+        params_.kv_unified = true;
+    }
+    const bool pool_auto_sized = params_.kv_unified_per_slot > 0 && params_.n_ctx == 0 &&
+                                 (uint32_t) params_.fit_params_min_ctx != UINT32_MAX;
+    if (pool_auto_sized) {
+        params_.n_ctx = params_.n_parallel * params_.kv_unified_per_slot;
+    }
+    const std::string name = params_.model.get_name();
+    if (params_.model_alias.empty() && !name.empty()) {
+        params_.model_alias.insert(name);
+    }
+    // fit_params adapts *unset* values (auto context size, GPU layers) to device memory. With an
+    // explicit context and no GPU there is nothing it can change, and its dry-run load of the
+    // model costs about a third of the start time: skip it then.
+    if (params_.fit_params && params_.n_ctx > 0 && !has_gpu_device()) {
+        params_.fit_params = false;
+    }
+}
+
+std::shared_ptr<ModelInstance> EmbeddedServer::make_instance() {
+    return std::make_shared<ModelInstance>(params_, options_.memory_limit, tail_, faults_, [this] { changed(); });
+}
+
+void EmbeddedServer::start() {
+    std::lock_guard<std::mutex> lifecycle(lifecycle_mutex_);
+    {
+        std::lock_guard<std::mutex> lock(mutex_);
+        if (phase_ != Phase::created) {
+            throw Error(ErrorKind::internal, "an EmbeddedServer starts once; create a new one to start again");
+        }
+    }
+    try {
+        common_params parsed = parse_server_args(options_.args, options_.use_env);
+        check_gguf_file(parsed.model.path);  // common mistakes, named, before llama.cpp sees the file
+        runtime_ = std::make_unique<ProcessRuntime>();
+        {
+            std::lock_guard<std::mutex> lock(mutex_);
+            params_ = std::move(parsed);
+        }
+        prepare_params();
+        front_ = std::make_unique<HttpFront>(params_, tail_);
+        front_->start();
+        auto inst = make_instance();
+        {
+            std::lock_guard<std::mutex> lock(mutex_);
+            params_.port = front_->port();
+            instance_ = inst;
+            phase_ = Phase::running;
+        }
+        front_->set_instance(inst);
+        inst->start();
+    } catch (...) {
+        // undo whatever was built, in the right order, then report
+        if (front_) {
+            front_->begin_stop();
+            front_->stop_and_join();
+        }
+        std::shared_ptr<ModelInstance> inst;
+        {
+            std::lock_guard<std::mutex> lock(mutex_);
+            inst = std::move(instance_);
+            phase_ = Phase::start_failed;
+        }
+        if (inst) {
+            inst->shutdown();
+        }
+        front_.reset();
+        runtime_.reset();
+        changed();
+        throw;
+    }
+    changed();
+}
+
+bool EmbeddedServer::wait_ready(double timeout_s) {
+    std::unique_lock<std::mutex> lock(mutex_);
+    const auto deadline = deadline_after(timeout_s);
+    auto settled = [this] {
+        if (phase_ != Phase::running) {
+            return true;
+        }
+        if (!instance_) {
+            return false;  // being replaced
+        }
+        const InstanceState s = instance_->state();
+        return s == InstanceState::ready || s == InstanceState::failed;
+    };
+    cv_.wait_until(lock, deadline, settled);
+    const Phase phase = phase_;
+    auto inst = instance_;
+    lock.unlock();
+    if (phase != Phase::running) {
+        throw Error(ErrorKind::not_running, "the server was stopped before it became ready");
+    }
+    switch (inst ? inst->state() : InstanceState::loading) {
+        case InstanceState::ready: return true;
+        case InstanceState::failed: {
+            const auto f = inst->failure();
+            throw Error(f ? f->kind : ErrorKind::internal, f ? f->message : "the model failed", tail_->lines());
+        }
+        default: return false;
+    }
+}
+
+void EmbeddedServer::restart_instance() {
+    std::lock_guard<std::mutex> lifecycle(lifecycle_mutex_);
+    std::shared_ptr<ModelInstance> old = current();
+    {
+        std::lock_guard<std::mutex> lock(mutex_);
+        if (phase_ != Phase::running) {
+            return;
+        }
+    }
+    front_->set_instance(nullptr);  // requests get 503 "Loading model" meanwhile
+    if (old && !old->shutdown()) {
+        std::lock_guard<std::mutex> lock(mutex_);
+        ++abandoned_;
+    }
+    auto fresh = make_instance();
+    {
+        std::lock_guard<std::mutex> lock(mutex_);
+        instance_ = fresh;
+    }
+    front_->set_instance(fresh);
+    changed();
+    fresh->start();
+#if defined(__GLIBC__)
+    malloc_trim(0);  // hand the old model's pages back to the OS
+#endif
+}
+
+void EmbeddedServer::stop() {
+    std::shared_ptr<ModelInstance> inst;
+    {
+        std::lock_guard<std::mutex> lock(mutex_);
+        if (phase_ != Phase::running) {
+            if (phase_ == Phase::created) {
+                phase_ = Phase::stopped;
+            }
+            return;
+        }
+        phase_ = Phase::stopping;
+    }
+    changed();
+    if (front_) {
+        front_->begin_stop();  // handlers see this first and let go
+    }
+    if (auto loading = current()) {
+        loading->shutdown();  // a load in progress is cancelled before we wait for the lock
+    }
+    std::lock_guard<std::mutex> lifecycle(lifecycle_mutex_);
+    {
+        std::lock_guard<std::mutex> lock(mutex_);
+        inst = std::move(instance_);
+    }
+    front_->set_instance(nullptr);
+    if (inst && !inst->shutdown()) {
+        std::lock_guard<std::mutex> lock(mutex_);
+        ++abandoned_;
+    }
+    inst.reset();
+    front_->stop_and_join();
+    runtime_.reset();
+#if defined(__GLIBC__)
+    // the model, KV cache and per-thread arenas were freed; hand the pages back to the OS
+    malloc_trim(0);
+#endif
+    {
+        std::lock_guard<std::mutex> lock(mutex_);
+        phase_ = Phase::stopped;
+    }
+    changed();
+}
+
+void EmbeddedServer::inject_fault(FaultKind kind, int times, int param) {
+    faults_->arm(kind, times, param);
+    if (kind == FaultKind::loop_dies) {
+        if (auto inst = current(); inst && inst->state() == InstanceState::ready && faults_->take(kind)) {
+            inst->kill_loop();
+        }
+    }
+}
+
+std::optional<LoopMetrics> EmbeddedServer::query_metrics(double timeout_s) {
+    auto inst = current();
+    if (!inst || state() != ServerState::ready) {
+        return std::nullopt;
+    }
+    return inst->query_metrics(timeout_s);
+}
+
+std::optional<SlotLoad> EmbeddedServer::query_load(double timeout_s) {
+    auto metrics = query_metrics(timeout_s);
+    if (!metrics) {
+        return std::nullopt;
+    }
+    return metrics->load;
+}
+
+}  // namespace llamaproc

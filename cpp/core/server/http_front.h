@@ -1,0 +1,75 @@
+// HttpFront: llama.cpp's HTTP server (server_http_context: listener, thread pool, API key,
+// CORS) with every llama-server route, each sent to the current model instance.
+//
+// Every handler is guarded: it answers 503 at once when no instance is ready (loading,
+// failed, stopping), holds a lease on the instance for the life of the response (streams
+// included), lets go when the instance fails or the server stops, turns a failed native
+// assertion into HTTP 500 plus a FAILED instance, and counts the outcome.
+#pragma once
+
+#include "native_log.h"
+#include "server/model_instance.h"
+
+#include "common.h"
+
+#include <array>
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+
+struct server_http_context;
+struct server_tools;
+class server_mcp;
+
+namespace llamaproc {
+
+enum class RequestOutcome { ok, client_error, server_error, unavailable, stream_failed, count_ };
+
+struct RequestCounts {
+    std::array<uint64_t, static_cast<int>(RequestOutcome::count_)> by_outcome{};
+};
+
+class HttpFront {
+public:
+    // `params` must outlive the front.
+    HttpFront(const common_params & params, std::shared_ptr<LogTail> tail);
+    ~HttpFront();
+    HttpFront(const HttpFront &) = delete;
+    HttpFront & operator=(const HttpFront &) = delete;
+
+    // Binds and starts the HTTP threads. Throws Error(startup) or Error(config).
+    void start();
+    int port() const;
+
+    // The instance requests go to (null: none, requests get 503 "Loading model").
+    void set_instance(std::shared_ptr<ModelInstance> instance);
+    std::shared_ptr<ModelInstance> instance() const;
+
+    // From now on new requests get 503 and waiting handlers let go.
+    void begin_stop();
+    // Closes the listener and joins the HTTP threads (after begin_stop()).
+    void stop_and_join();
+
+    RequestCounts counts() const;
+
+private:
+    void register_routes();
+    void count(RequestOutcome outcome);
+
+    const common_params & params_;
+    std::shared_ptr<LogTail> tail_;
+    std::shared_ptr<std::atomic<bool>> stopping_ = std::make_shared<std::atomic<bool>>(false);
+
+    mutable std::mutex mutex_;  // guards instance_
+    std::shared_ptr<ModelInstance> instance_;
+
+    std::array<std::atomic<uint64_t>, static_cast<int>(RequestOutcome::count_)> counts_{};
+
+    // declaration order = reverse destruction order: HTTP first
+    std::unique_ptr<server_mcp> mcp_;
+    std::unique_ptr<server_tools> tools_;
+    std::unique_ptr<server_http_context> http_;
+};
+
+}  // namespace llamaproc

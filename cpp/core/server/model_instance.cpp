@@ -1,0 +1,384 @@
+#include "server/model_instance.h"
+
+#include "server-common.h"
+#include "server-context.h"
+
+#include "ggml.h"
+#include "llama-ext.h"  // llama_get_memory_breakdown (llama.cpp's staging API, also used by fit.cpp)
+
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <sstream>
+
+#if defined(__unix__) || defined(__APPLE__)
+#include <unistd.h>
+#endif
+
+namespace llamaproc {
+
+namespace {
+
+using clock = std::chrono::steady_clock;
+constexpr uint64_t MiB = 1024 * 1024;
+
+// Without a memory_limit the prompt cache may use this share of the memory available at
+// load time (llama-server's fixed 8 GiB default is the cap).
+constexpr uint64_t PROMPT_CACHE_SHARE_OF_AVAILABLE = 10;  // percent
+
+// How long a shutdown waits for in-flight handlers to let go (they poll every second).
+constexpr auto LEASE_WAIT = std::chrono::seconds(30);
+// How long the teardown of an instance that hit a native assertion may take before it is
+// abandoned (its worker threads may be blocked for good).
+constexpr auto POISONED_TEARDOWN_WAIT = std::chrono::seconds(5);
+
+std::string mib_text(uint64_t bytes) {
+    char buf[64];
+    std::snprintf(buf, sizeof(buf), "%llu bytes (%.1f MiB)", static_cast<unsigned long long>(bytes),
+                  static_cast<double>(bytes) / MiB);
+    return buf;
+}
+
+}  // namespace
+
+uint64_t available_memory_bytes() {
+    std::ifstream meminfo("/proc/meminfo");
+    std::string key;
+    uint64_t kib = 0;
+    std::string unit;
+    while (meminfo >> key >> kib >> unit) {
+        if (key == "MemAvailable:") {
+            return kib * 1024;
+        }
+    }
+#if defined(_SC_AVPHYS_PAGES)
+    const long pages = sysconf(_SC_AVPHYS_PAGES);
+    const long page = sysconf(_SC_PAGESIZE);
+    if (pages > 0 && page > 0) {
+        return static_cast<uint64_t>(pages) * static_cast<uint64_t>(page);
+    }
+#endif
+    return 0;
+}
+
+ModelInstance::ModelInstance(common_params params, uint64_t memory_limit, std::shared_ptr<LogTail> tail,
+                             std::shared_ptr<FaultPlan> faults, ChangeCallback on_change)
+    : params_(std::move(params)),
+      memory_limit_(memory_limit),
+      tail_(std::move(tail)),
+      faults_(std::move(faults)),
+      on_change_(std::move(on_change)) {
+    params_.load_progress_callback = &ModelInstance::on_load_progress;
+    params_.load_progress_callback_user_data = this;
+}
+
+ModelInstance::~ModelInstance() {
+    shutdown();
+}
+
+void ModelInstance::start() {
+    std::lock_guard<std::mutex> once(shutdown_mutex_);
+    if (shut_down_) {
+        return;  // shut down before it started (a stop() racing a restart)
+    }
+    runtime_ = std::make_shared<ProcessRuntime>();
+    ctx_server_ = std::make_unique<server_context>();
+    routes_ = std::make_unique<server_routes>(params_, *ctx_server_);
+    routes_->init_routes();
+    thread_ = std::thread(&ModelInstance::run, this);
+}
+
+InstanceState ModelInstance::state() const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return state_;
+}
+
+std::optional<Failure> ModelInstance::failure() const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return failure_;
+}
+
+std::optional<InstanceMemory> ModelInstance::memory() const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return memory_;
+}
+
+bool ModelInstance::acquire() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (state_ != InstanceState::ready || down_->load()) {
+        return false;
+    }
+    ++leases_;
+    return true;
+}
+
+void ModelInstance::release() {
+    {
+        std::lock_guard<std::mutex> lock(mutex_);
+        --leases_;
+    }
+    cv_.notify_all();
+}
+
+void ModelInstance::set_state(InstanceState s) {
+    {
+        std::lock_guard<std::mutex> lock(mutex_);
+        state_ = s;
+    }
+    cv_.notify_all();
+    if (on_change_) {
+        on_change_();
+    }
+}
+
+void ModelInstance::fail(ErrorKind kind, const std::string & message, bool poisoned) {
+    {
+        std::lock_guard<std::mutex> lock(mutex_);
+        if (state_ == InstanceState::failed || state_ == InstanceState::stopped) {
+            return;  // the first cause is the one kept
+        }
+        failure_ = Failure{kind, message};
+        state_ = InstanceState::failed;
+    }
+    if (poisoned) {
+        poisoned_ = true;
+    }
+    down_->store(true);  // waiting handlers let go, streams end with an error chunk
+    log_line(LogLevel::error, message);
+    cv_.notify_all();
+    if (on_change_) {
+        on_change_();
+    }
+}
+
+void ModelInstance::fail_from_request(const std::string & what) {
+    fail(ErrorKind::internal, "llama.cpp hit a failed assertion while serving a request: " + what, true);
+    if (ctx_server_) {
+        ctx_server_->terminate();  // the loop must not go on with a half-updated state
+    }
+}
+
+void ModelInstance::kill_loop() {
+    if (!acquire()) {
+        return;
+    }
+    // READY is set just before start_loop(), which resets the queue's running flag: repeat
+    // until the loop has really returned (the instance then fails)
+    const auto deadline = clock::now() + std::chrono::seconds(5);
+    while (state() == InstanceState::ready && clock::now() < deadline) {
+        ctx_server_->terminate();
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    release();
+}
+
+bool ModelInstance::on_load_progress(float progress, void * self) {
+    auto * inst = static_cast<ModelInstance *>(self);
+    inst->load_progress_.store(progress);
+    if (inst->slow_load_ms_ > 0) {
+        // sleep in short steps so that stop() still cancels promptly
+        const auto until = clock::now() + std::chrono::milliseconds(inst->slow_load_ms_);
+        while (clock::now() < until && !inst->stop_requested_.load()) {
+            std::this_thread::sleep_for(std::chrono::milliseconds(2));
+        }
+    }
+    return !inst->stop_requested_.load();  // false cancels the load
+}
+
+// Lines logged on the loop thread pass here: the "assert while serving a request" fault
+// fires from the line llama.cpp logs when a slot starts a task, i.e. inside the loop's own
+// frames, so the assertion unwinds through llama.cpp exactly as a real one would.
+void ModelInstance::on_loop_line(const std::string & line) {
+    if (line.find("processing task") != std::string::npos && faults_->take(FaultKind::assert_in_request)) {
+        ggml_abort(__FILE__, __LINE__, "injected fault: GGML_ASSERT failed while serving a request");
+    }
+}
+
+void ModelInstance::prepare_prompt_cache(const MemoryEstimate * need) {
+    const bool is_default = params_.cache_ram_mib == common_params{}.cache_ram_mib;
+    if (is_default) {
+        const uint64_t share = available_memory_bytes() / 100 * PROMPT_CACHE_SHARE_OF_AVAILABLE;
+        uint64_t cache = std::min<uint64_t>(static_cast<uint64_t>(params_.cache_ram_mib) * MiB, share);
+        if (need != nullptr) {
+            const uint64_t room = memory_limit_ > need->total() ? memory_limit_ - need->total() : 0;
+            cache = std::min(cache, room);
+        }
+        params_.cache_ram_mib = static_cast<int32_t>(cache / MiB);  // 0 disables the cache
+    } else if (need != nullptr) {
+        if (params_.cache_ram_mib < 0) {
+            throw Error(ErrorKind::config, "--cache-ram -1 (no limit) cannot be combined with memory_limit");
+        }
+        const uint64_t cache = static_cast<uint64_t>(params_.cache_ram_mib) * MiB;
+        if (need->total() + cache > memory_limit_) {
+            throw Error(ErrorKind::resource,
+                        "model '" + params_.model.path + "' needs about " + mib_text(need->total()) +
+                            " and --cache-ram asks for " + mib_text(cache) + " more, over memory_limit=" +
+                            mib_text(memory_limit_) + "; nothing was loaded. Hint: lower --cache-ram or leave it unset");
+        }
+    }
+}
+
+void ModelInstance::run() {
+    ThreadLogScope scope(tail_, [this](const std::string & line) { on_loop_line(line); });
+    const std::string & path = params_.model.path;
+    bool loaded = false;
+    try {
+        if (faults_->take(FaultKind::load_fails)) {
+            throw Error(ErrorKind::model_load, "injected fault: failed to load model '" + path + "'");
+        }
+        std::optional<MemoryEstimate> need;
+        if (memory_limit_ > 0) {
+            need = estimate_memory(params_);
+            if (need->total() > memory_limit_) {
+                throw Error(ErrorKind::resource,
+                            "model '" + path + "' with this configuration needs about " + mib_text(need->total()) +
+                                " (weights " + mib_text(need->model_bytes) + ", context " +
+                                mib_text(need->context_bytes) + ", compute " + mib_text(need->compute_bytes) +
+                                "), more than memory_limit=" + mib_text(memory_limit_) +
+                                "; nothing was loaded. Hint: lower context_size or parallel, or use a smaller quantization");
+            }
+        }
+        prepare_prompt_cache(need ? &*need : nullptr);
+        slow_load_ms_ = faults_->take(FaultKind::slow_load) ? faults_->param(FaultKind::slow_load) : 0;
+        if (!stop_requested_.load()) {
+            const bool ok = ctx_server_->load_model(params_);
+            if (!ok && !stop_requested_.load()) {
+                throw Error(ErrorKind::model_load, "failed to load model '" + path + "'; see the log lines attached");
+            }
+            loaded = ok;
+        }
+        if (loaded && !stop_requested_.load()) {
+            routes_->update_meta(*ctx_server_);
+            InstanceMemory mem;
+            for (const auto & [type, data] : llama_get_memory_breakdown(ctx_server_->get_llama_context())) {
+                mem.model_bytes += data.model;
+                mem.context_bytes += data.context;
+                mem.compute_bytes += data.compute;
+            }
+            mem.prompt_cache_limit_bytes = params_.cache_ram_mib > 0 ? static_cast<uint64_t>(params_.cache_ram_mib) * MiB : 0;
+            {
+                std::lock_guard<std::mutex> lock(mutex_);
+                memory_ = mem;
+            }
+            load_progress_ = 1.0f;
+            loop_running_ = true;
+            set_state(InstanceState::ready);
+            ctx_server_->start_loop();  // returns once terminate() is called
+            loop_running_ = false;
+            if (!stop_requested_.load()) {
+                fail(ErrorKind::internal, "the inference loop stopped unexpectedly");
+            }
+        }
+    } catch (const Error & e) {
+        fail(e.kind(), e.what());
+    } catch (const NativeAbort & e) {
+        fail(ErrorKind::internal,
+             std::string(loaded ? "llama.cpp hit a failed assertion in the inference loop: "
+                                : "llama.cpp hit a failed assertion while loading the model: ") + e.what(),
+             true);
+    } catch (const std::exception & e) {
+        fail(loaded ? ErrorKind::internal : ErrorKind::model_load,
+             (loaded ? std::string("the inference loop failed: ") : "failed to load model '" + path + "': ") + e.what());
+    }
+    loop_running_ = false;
+    thread_done_ = true;
+    cv_.notify_all();
+}
+
+std::optional<LoopMetrics> ModelInstance::query_metrics(double timeout_s) {
+    if (!acquire()) {
+        return std::nullopt;
+    }
+    struct Release {
+        ModelInstance * inst;
+        ~Release() { inst->release(); }
+    } release{this};
+    ThreadLogScope scope(tail_);
+    server_response_reader reader = ctx_server_->get_response_reader();
+    server_task task(SERVER_TASK_TYPE_METRICS);
+    task.id = reader.get_new_id();
+    task.metrics_reset_bucket = false;
+    reader.post_task(std::move(task), true);
+    const auto deadline = clock::now() + std::chrono::duration_cast<clock::duration>(std::chrono::duration<double>(timeout_s));
+    server_task_result_ptr result = reader.next([&] { return clock::now() >= deadline || down_->load(); });
+    auto * m = dynamic_cast<server_task_result_metrics *>(result.get());
+    if (m == nullptr) {
+        return std::nullopt;
+    }
+    LoopMetrics out;
+    out.load.n_slots = params_.n_parallel;
+    out.load.n_processing = m->n_processing_slots;
+    out.load.n_deferred = m->n_tasks_deferred;
+    out.prompt_tokens = m->metrics.prompt.count;
+    out.prompt_seconds = m->metrics.prompt.time / 1e6;
+    out.prompt_tokens_cached = m->metrics.n_prompt_cached;
+    out.generated_tokens = m->metrics.predict.count;
+    out.generation_seconds = m->metrics.predict.time / 1e6;
+    out.decode_calls = m->metrics.n_decode;
+    out.prometheus = m->to_metrics();
+    return out;
+}
+
+bool ModelInstance::shutdown() {
+    std::lock_guard<std::mutex> once(shutdown_mutex_);
+    if (shut_down_) {
+        return freed_;
+    }
+    shut_down_ = true;
+    stop_requested_ = true;  // cancels a load in progress (the progress callback returns false)
+    down_->store(true);      // waiting handlers and streams let go within one polling interval
+    if (thread_.joinable()) {
+        ThreadLogScope scope(tail_);
+        // terminate() until the thread is out: it may be between load_model() and
+        // start_loop(), and start_loop() would otherwise reset the queue's running flag
+        while (!thread_done_.load()) {
+            ctx_server_->terminate();
+            std::unique_lock<std::mutex> lock(mutex_);
+            cv_.wait_for(lock, std::chrono::milliseconds(5), [this] { return thread_done_.load(); });
+        }
+        thread_.join();
+    }
+    bool leases_gone;
+    {
+        std::unique_lock<std::mutex> lock(mutex_);
+        leases_gone = cv_.wait_for(lock, LEASE_WAIT, [this] { return leases_ == 0; });
+    }
+    freed_ = false;
+    if (!leases_gone) {
+        log_line(LogLevel::error, "model instance shutdown: requests still hold it after 30 s; its memory is left allocated");
+        (void) ctx_server_.release();  // freeing under a live handler would crash the host
+        (void) routes_.release();
+    } else if (poisoned_.load()) {
+        // after a native assertion, ggml's worker threads may wait forever in a barrier and
+        // freeing the context would join them: free on a helper thread, abandon it if stuck
+        auto done = std::make_shared<std::atomic<bool>>(false);
+        std::thread reaper([routes = std::move(routes_), ctx = std::move(ctx_server_), runtime = runtime_, done]() mutable {
+            routes.reset();
+            ctx.reset();
+            runtime.reset();
+            done->store(true);
+        });
+        const auto deadline = clock::now() + POISONED_TEARDOWN_WAIT;
+        while (!done->load() && clock::now() < deadline) {
+            std::this_thread::sleep_for(std::chrono::milliseconds(5));
+        }
+        if (done->load()) {
+            reaper.join();
+            freed_ = true;
+        } else {
+            log_line(LogLevel::error,
+                     "model instance shutdown: after a native assertion llama.cpp's threads did not stop within 5 s; "
+                     "they and the model's memory are abandoned");
+            reaper.detach();
+        }
+    } else {
+        routes_.reset();
+        ctx_server_.reset();  // frees the model, the context and the KV cache
+        freed_ = true;
+    }
+    runtime_.reset();
+    set_state(InstanceState::stopped);
+    return freed_;
+}
+
+}  // namespace llamaproc

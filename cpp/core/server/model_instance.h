@@ -1,0 +1,151 @@
+// ModelInstance: one loaded model and its inference loop (llama.cpp's server_context and
+// server_routes) on a native thread. An HTTP front (http_front.h) sends requests to it; the
+// single-model server is a front with one instance, replaced in place on restart.
+//
+//   start()      load on the instance thread (returns at once), then run the loop
+//   lease()      keep the instance alive and unfreed while a handler or response uses it
+//   shutdown()   stop the loop, let waiting handlers go, wait for leases, free the model
+//
+// A failure (the load fails, the loop dies, a native assert) makes the instance FAILED: its
+// handlers let go at once and new requests are refused by the front. It never recovers by
+// itself; the owner replaces it.
+#pragma once
+
+#include "errors.h"
+#include "faults.h"
+#include "memory_estimate.h"
+#include "native_log.h"
+#include "process_state.h"
+
+#include "common.h"
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+
+struct server_context;
+struct server_routes;
+
+namespace llamaproc {
+
+enum class InstanceState { loading, ready, failed, stopped };
+
+struct Failure {
+    ErrorKind kind = ErrorKind::internal;
+    std::string message;
+};
+
+// The inference loop's view of its slots, answered by the loop itself.
+struct SlotLoad {
+    int n_slots = 0;
+    int n_processing = 0;  // slots busy with a request
+    int n_deferred = 0;    // requests waiting for a free slot
+};
+
+// Cumulative counters since the instance started (llama-server's /metrics, as numbers).
+struct LoopMetrics {
+    SlotLoad load;
+    uint64_t prompt_tokens = 0;       // prompt tokens evaluated (cache hits excluded)
+    double prompt_seconds = 0;        // time spent evaluating them
+    uint64_t prompt_tokens_cached = 0;
+    uint64_t generated_tokens = 0;
+    double generation_seconds = 0;
+    uint64_t decode_calls = 0;
+    std::string prometheus;           // the same in Prometheus text format
+};
+
+// What the loaded instance holds, measured by llama.cpp after the load.
+struct InstanceMemory {
+    uint64_t model_bytes = 0;    // weights (host copies: mmap'ed, repacked or AMX)
+    uint64_t context_bytes = 0;  // KV cache and other per-context state
+    uint64_t compute_bytes = 0;  // compute buffers
+    uint64_t prompt_cache_limit_bytes = 0;  // upper bound of the RAM prompt cache (--cache-ram)
+};
+
+class ModelInstance {
+public:
+    using ChangeCallback = std::function<void()>;
+
+    // `params` are final (parsed and prepared); `on_change` is called (without locks held)
+    // after every state change.
+    ModelInstance(common_params params, uint64_t memory_limit, std::shared_ptr<LogTail> tail,
+                  std::shared_ptr<FaultPlan> faults, ChangeCallback on_change);
+    ~ModelInstance();
+    ModelInstance(const ModelInstance &) = delete;
+    ModelInstance & operator=(const ModelInstance &) = delete;
+
+    void start();
+
+    InstanceState state() const;
+    std::optional<Failure> failure() const;
+    float load_progress() const { return load_progress_.load(); }
+    std::optional<InstanceMemory> memory() const;
+    const common_params & params() const { return params_; }
+
+    // Requests. A lease is refused (false) unless the instance is READY.
+    bool acquire();
+    void release();
+    // True once the instance failed or is shutting down: waiting handlers must let go.
+    const std::shared_ptr<std::atomic<bool>> & down_flag() const { return down_; }
+    server_routes & routes() { return *routes_; }
+    // A failed native assertion hit a request handler: the instance is no longer trusted.
+    void fail_from_request(const std::string & what);
+    // Kills the inference loop as a real loop failure would (fault injection).
+    void kill_loop();
+
+    std::optional<LoopMetrics> query_metrics(double timeout_s);
+
+    // Stops the loop, waits for every lease and frees the model. Idempotent. Returns false if
+    // the native teardown did not finish in time and was abandoned (only possible after a
+    // native assertion left llama.cpp's worker threads blocked): its memory is then leaked.
+    bool shutdown();
+
+private:
+    void run();
+    void fail(ErrorKind kind, const std::string & message, bool poisoned = false);
+    void set_state(InstanceState s);
+    void prepare_prompt_cache(const MemoryEstimate * need);
+    void on_loop_line(const std::string & line);
+    static bool on_load_progress(float progress, void * self);
+
+    common_params params_;
+    const uint64_t memory_limit_;
+    std::shared_ptr<LogTail> tail_;
+    std::shared_ptr<FaultPlan> faults_;
+    ChangeCallback on_change_;
+    std::shared_ptr<ProcessRuntime> runtime_;
+
+    std::unique_ptr<server_context> ctx_server_;
+    std::unique_ptr<server_routes> routes_;
+    std::thread thread_;
+
+    mutable std::mutex mutex_;  // guards state_, failure_, memory_, leases_
+    std::condition_variable cv_;
+    InstanceState state_ = InstanceState::loading;
+    std::optional<Failure> failure_;
+    std::optional<InstanceMemory> memory_;
+    int leases_ = 0;
+
+    std::atomic<float> load_progress_{0.0f};
+    int slow_load_ms_ = 0;  // the slow_load fault, taken for this instance's load
+    std::atomic<bool> stop_requested_{false};
+    std::atomic<bool> loop_running_{false};
+    std::atomic<bool> thread_done_{false};
+    std::atomic<bool> poisoned_{false};  // a native assert unwound through llama.cpp
+    std::shared_ptr<std::atomic<bool>> down_ = std::make_shared<std::atomic<bool>>(false);
+
+    std::mutex shutdown_mutex_;
+    bool shut_down_ = false;
+    bool freed_ = true;
+};
+
+// Bytes of memory the OS reports as available to new allocations (MemAvailable on Linux).
+uint64_t available_memory_bytes();
+
+}  // namespace llamaproc
