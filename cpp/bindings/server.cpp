@@ -4,6 +4,8 @@
 
 #include "server/embedded_server.h"
 
+#include "common.h"
+
 #include <nanobind/stl/optional.h>
 #include <nanobind/stl/tuple.h>
 #include <nanobind/stl/string.h>
@@ -75,6 +77,9 @@ nb::object load_to_dict(const llamaproc::SlotLoad & load) {
 
 void init_server(nb::module_ & m) {
     using release = nb::call_guard<nb::gil_scoped_release>;
+    m.def("physical_cores", &common_cpu_get_num_math, "Physical (performance) cores, as llama.cpp counts them.");
+    m.def("default_threads", &llamaproc::default_threads,
+          "Decode threads of a server whose flags set none: one per physical core but one.");
     nb::class_<ServerHandle>(m, "EmbeddedServer", "llama.cpp's HTTP server on native threads in this process.")
         .def(nb::init<std::vector<std::string>, bool, uint64_t>(), nb::arg("args"), nb::arg("use_env") = false,
              nb::arg("memory_limit") = 0)

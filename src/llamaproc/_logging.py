@@ -29,12 +29,16 @@ _thread_lock = threading.Lock()
 _closing = threading.Event()
 
 
-def _deliver() -> int:
-    with _deliver_lock:
+def _deliver(lock_timeout: float = -1) -> int:
+    if not _deliver_lock.acquire(timeout=lock_timeout):
+        return 0  # the delivery thread is busy in a (slow) handler: it will get these too
+    try:
         records = core.take_log_records()
         for level, line in records:
             logger.log(level, "%s", line)
         return len(records)
+    finally:
+        _deliver_lock.release()
 
 
 def _deliver_forever() -> None:
@@ -47,8 +51,9 @@ def _deliver_forever() -> None:
 
 
 def flush_logs() -> None:
-    """Deliver the native log lines queued so far to the ``llamaproc`` logger, now."""
-    while _deliver():
+    """Deliver the native log lines queued so far to the ``llamaproc`` logger, now (waiting at
+    most a second for a log handler that is busy on another thread)."""
+    while _deliver(lock_timeout=1.0):
         pass
 
 

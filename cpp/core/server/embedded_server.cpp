@@ -6,7 +6,9 @@
 
 #include "ggml-backend.h"
 
+#include <algorithm>
 #include <chrono>
+#include <cstdlib>
 
 #if defined(__GLIBC__)
 #include <malloc.h>
@@ -32,7 +34,27 @@ bool has_gpu_device() {
     return false;
 }
 
+bool flag_given(const std::vector<std::string> & args, std::initializer_list<const char *> names) {
+    for (const auto & arg : args) {
+        const std::string flag = arg.substr(0, arg.find('='));
+        for (const char * name : names) {
+            if (flag == name) {
+                return true;
+            }
+        }
+    }
+    return false;
+}
+
 }  // namespace
+
+int default_threads() {
+    // One core is left to the host: the Python program around the server has at most one
+    // thread running Python at a time (the GIL), and with every core in ggml's thread pool a
+    // busy host thread deschedules a pool thread that the others then wait for at each
+    // barrier (docs/benchmarks.md, bench_host.py).
+    return std::max(1, common_cpu_get_num_math() - 1);
+}
 
 EmbeddedServer::EmbeddedServer(ServerOptions options) : options_(std::move(options)) {}
 
@@ -135,6 +157,13 @@ void EmbeddedServer::prepare_params() {
                                  (uint32_t) params_.fit_params_min_ctx != UINT32_MAX;
     if (pool_auto_sized) {
         params_.n_ctx = params_.n_parallel * params_.kv_unified_per_slot;
+    }
+    const bool env = options_.use_env;
+    if (!flag_given(options_.args, {"-t", "--threads"}) && !(env && std::getenv("LLAMA_ARG_THREADS"))) {
+        params_.cpuparams.n_threads = default_threads();
+        if (!flag_given(options_.args, {"-tb", "--threads-batch"})) {
+            params_.cpuparams_batch.n_threads = params_.cpuparams.n_threads;
+        }
     }
     const std::string name = params_.model.get_name();
     if (params_.model_alias.empty() && !name.empty()) {

@@ -37,6 +37,9 @@ struct ServerOptions {
     uint64_t memory_limit = 0;       // bytes (weights + KV + compute + prompt cache); 0 = none
 };
 
+// Threads a server decodes with when its flags name none: one per physical core but one.
+int default_threads();
+
 class EmbeddedServer {
 public:
     explicit EmbeddedServer(ServerOptions options);
