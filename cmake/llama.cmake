@@ -53,3 +53,12 @@ set(GGML_NATIVE ON CACHE BOOL "")
 add_subdirectory("${LLAMAPROC_LLAMA_CPP_DIR}" "${CMAKE_BINARY_DIR}/llama.cpp" EXCLUDE_FROM_ALL)
 add_subdirectory("${CMAKE_CURRENT_LIST_DIR}/llama-server" "${CMAKE_BINARY_DIR}/llama-server" EXCLUDE_FROM_ALL)
 include("${CMAKE_CURRENT_LIST_DIR}/amx_fix.cmake")
+
+# patches/ (applied by scripts/fetch_llama_cpp.py to the pinned source): a user-provided
+# checkout may lack them; say what that costs instead of failing.
+file(STRINGS "${LLAMAPROC_LLAMA_CPP_DIR}/tools/server/server-context.cpp" _llamaproc_patch_0001 REGEX "caller_cb")
+if(NOT _llamaproc_patch_0001)
+  message(WARNING "llamaproc: ${LLAMAPROC_LLAMA_CPP_DIR} lacks patches/0001-server-load-progress-callback.patch: "
+                  "start(progress=...) will not report load progress and stop() will not cancel a load in progress "
+                  "(apply it with `patch -p1 < patches/0001-...` in that checkout)")
+endif()

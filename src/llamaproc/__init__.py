@@ -14,11 +14,12 @@ from __future__ import annotations
 from importlib.metadata import PackageNotFoundError, version
 
 from . import errors
-from ._logging import sync_log_level
+from ._logging import flush_logs, sync_log_level
 from .config import ServerConfig
 from .evaluation import Evaluator, QualityStats
 from .gguf_info import ModelInfo, inspect
 from .quantization import QuantizeResult, QuantType, quantize
+from .recovery import EventKind, RestartPolicy, ServerEvent
 from .server import HealthReport, HealthStatus, LlamaServer, ServerMetrics, ServerStatus
 
 try:
@@ -33,6 +34,9 @@ __all__ = [
     "HealthStatus",
     "HealthReport",
     "ServerMetrics",
+    "RestartPolicy",
+    "ServerEvent",
+    "EventKind",
     "errors",
     "quantize",
     "QuantType",
@@ -42,5 +46,6 @@ __all__ = [
     "Evaluator",
     "QualityStats",
     "sync_log_level",
+    "flush_logs",
     "__version__",
 ]
