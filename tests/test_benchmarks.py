@@ -43,3 +43,27 @@ def test_peers_benchmark_quick(tiny_model, tmp_path):
         assert med[key] > 0, key
     assert data["bandwidth_Bps"] > 1e8
     assert "roofline" in r.stdout
+
+
+def test_host_benchmark_quick(tiny_model, tmp_path):
+    out = tmp_path / "host.json"
+    r = subprocess.run([sys.executable, str(BENCH / "bench_host.py"), "--model", str(tiny_model), "--rounds", "1",
+                        "--tokens", "16", "--busy", "0,1", "--json", str(out)], capture_output=True, text=True,
+                       timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    data = json.loads(out.read_text())
+    assert set(data["settings"]) == {"default", "cores", "cores-1"}
+    for setting in data["settings"].values():
+        assert all(v > 0 for v in setting["tok_s"].values())
+        assert setting["threads"] >= 1
+
+
+def test_memory_benchmark_quick(tiny_model, tmp_path):
+    out = tmp_path / "memory.json"
+    r = subprocess.run([sys.executable, str(BENCH / "bench_memory.py"), "--model", str(tiny_model), "--clients", "2",
+                        "--seconds", "2", "--settings", "default,limit", "--threads", "1", "--json", str(out)],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    data = json.loads(out.read_text())
+    assert data["default"]["requests"] > 0 and data["limit"]["requests"] > 0
+    assert 0 < data["limit"]["cache_cap_mib"] <= 64
