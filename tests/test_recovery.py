@@ -273,21 +273,22 @@ def test_the_first_prompt_progress_event_is_delivered(tiny_model):
     server = LlamaServer.start(tiny_config(tiny_model, batch_size=16, context_size=1024))
     try:
         prompt = " ".join(f"w{i}" for i in range(60))
-        body = {"prompt": prompt, "max_tokens": 2, "return_progress": True}
-        conn, res = open_stream(server.url, body)
-        try:
-            events = list(sse_payloads(res))
-        finally:
-            conn.close()
-        progress = [e["prompt_progress"] for e in events if isinstance(e, dict) and "prompt_progress" in e]
-        assert progress, events[:3]
-        assert progress[0]["processed"] == progress[0]["cache"]  # the one sent before any decode
-        total = progress[-1]["total"]
-        assert total > 32  # the prompt spans several 16-token batches
-        assert [p["processed"] for p in progress] == sorted(p["processed"] for p in progress)
-        assert progress[-1]["processed"] == total
-        assert len(progress) == -(-total // 16) + 1
-        assert events[-1] == "[DONE]"
+        for text in (prompt, prompt + " and a few more words at the end of it"):  # the second reuses the cache
+            conn, res = open_stream(server.url, {"prompt": text, "max_tokens": 2, "return_progress": True})
+            try:
+                events = list(sse_payloads(res))
+            finally:
+                conn.close()
+            progress = [e["prompt_progress"] for e in events if isinstance(e, dict) and "prompt_progress" in e]
+            assert progress, events[:3]
+            assert progress[0]["processed"] == progress[0]["cache"]  # the one sent before any decode
+            total, cached = progress[-1]["total"], progress[0]["cache"]
+            assert total - cached > 16  # the new part spans several 16-token batches
+            assert [p["processed"] for p in progress] == sorted(p["processed"] for p in progress)
+            assert progress[-1]["processed"] == total
+            assert len(progress) == -(-(total - cached) // 16) + 1
+            assert events[-1] == "[DONE]"
+        assert cached > 0
     finally:
         server.stop()
 
