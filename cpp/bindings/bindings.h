@@ -10,3 +10,4 @@ void init_logging(nb::module_ & m);
 void init_server(nb::module_ & m);
 void init_info(nb::module_ & m);
 void init_models(nb::module_ & m);
+void init_direct(nb::module_ & m);

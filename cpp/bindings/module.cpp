@@ -5,6 +5,7 @@ NB_MODULE(_core, m) {
     m.doc() = "Native core of llamaproc: llama.cpp's HTTP server on native threads (private API).";
     init_errors(m);
     init_logging(m);
+    init_direct(m);
     init_server(m);
     init_info(m);
     init_models(m);

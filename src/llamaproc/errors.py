@@ -47,6 +47,89 @@ class BuildError(LlamaProcError):
     """The native extension is missing or was built without a needed feature."""
 
 
+class RequestError(LlamaProcError):
+    """A request the server answered with an error (direct calls; the same body HTTP gets).
+
+    Attributes:
+        status_code: The HTTP status the server answered with.
+        type: llama.cpp's error type, e.g. ``invalid_request_error``.
+        message: The server's message.
+        body: The whole error body (a dict).
+    """
+
+    def __init__(self, message: str, *, status_code: int = 0, type: str = "", body: dict | None = None) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.type = type
+        self.message = message
+        self.body = body or {}
+
+
+class BadRequestError(RequestError, ValueError):
+    """The request is invalid (HTTP 400): a bad parameter, malformed messages, ..."""
+
+
+class ContextSizeExceededError(BadRequestError):
+    """The prompt does not fit the context (``n_prompt_tokens`` and ``n_ctx`` are in ``body``)."""
+
+
+class AuthenticationError(RequestError):
+    """HTTP 401."""
+
+
+class PermissionDeniedError(RequestError):
+    """HTTP 403: the feature is disabled on this server."""
+
+
+class NotFoundError(RequestError):
+    """HTTP 404: no such route (or resource)."""
+
+
+class NotSupportedError(RequestError):
+    """HTTP 501: the server was not started for this (e.g. embeddings without ``embeddings=True``)."""
+
+
+class UnavailableError(RequestError):
+    """HTTP 503: the model is loading, failed, or the server is stopping."""
+
+
+class InternalServerError(RequestError):
+    """HTTP 500: the server failed while answering (e.g. a native assertion, now FAILED)."""
+
+
+class RequestTimeoutError(RequestError, TimeoutError):
+    """The call did not finish within its ``timeout``; it was cancelled."""
+
+
+_REQUEST_ERROR_OF_TYPE: dict[str, type[RequestError]] = {
+    "invalid_request_error": BadRequestError,
+    "exceed_context_size_error": ContextSizeExceededError,
+    "authentication_error": AuthenticationError,
+    "permission_error": PermissionDeniedError,
+    "feature_disabled": PermissionDeniedError,
+    "not_found_error": NotFoundError,
+    "not_supported_error": NotSupportedError,
+    "unavailable_error": UnavailableError,
+    "server_error": InternalServerError,
+}
+_REQUEST_ERROR_OF_STATUS: dict[int, type[RequestError]] = {
+    400: BadRequestError, 401: AuthenticationError, 403: PermissionDeniedError, 404: NotFoundError,
+    500: InternalServerError, 501: NotSupportedError, 503: UnavailableError,
+}
+
+
+def request_error(status_code: int, body: object) -> RequestError:
+    """The typed error for an error body the server answered with ``status_code``."""
+    err = body.get("error") if isinstance(body, dict) else None
+    if not isinstance(err, dict):
+        err = {"message": str(body)}
+    kind = str(err.get("type", ""))
+    cls = _REQUEST_ERROR_OF_TYPE.get(kind) or _REQUEST_ERROR_OF_STATUS.get(status_code, RequestError)
+    code = err.get("code", status_code)
+    return cls(str(err.get("message", "")), status_code=int(code) if isinstance(code, int) else status_code,
+               type=kind, body=body if isinstance(body, dict) else {"error": err})
+
+
 def attach_log_tail(error: LlamaProcError, lines: list[str]) -> LlamaProcError:
     """Record ``lines`` on ``error`` and add them as a note shown in tracebacks."""
     if lines and not error.log_tail:
@@ -65,4 +148,14 @@ __all__ = [
     "ServerNotRunningError",
     "NativeError",
     "BuildError",
+    "RequestError",
+    "BadRequestError",
+    "ContextSizeExceededError",
+    "AuthenticationError",
+    "PermissionDeniedError",
+    "NotFoundError",
+    "NotSupportedError",
+    "UnavailableError",
+    "InternalServerError",
+    "RequestTimeoutError",
 ]

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from . import _logging, errors
 from ._native import core
 from .config import ServerConfig
+from .direct.client import AsyncDirectClient, DirectClient, direct_pool
 from .errors import LlamaProcError, ServerNotRunningError, StartupError, attach_log_tail
 from .recovery import EventKind, RestartBudget, RestartPolicy, ServerEvent
 
@@ -491,6 +492,25 @@ class LlamaServer:
                 self._pending_faults.append((kind, times, param))
                 return
         run.native.inject_fault(kind, times, param)
+
+    @property
+    def direct(self) -> DirectClient:
+        """In-process calls to this server, shaped like the OpenAI SDK (see :mod:`llamaproc.direct`)."""
+        client = self.__dict__.get("_direct")
+        if client is None:
+            client = self.__dict__["_direct"] = DirectClient(self)
+        return client
+
+    @property
+    def adirect(self) -> AsyncDirectClient:
+        """:attr:`direct` for asyncio."""
+        client = self.__dict__.get("_adirect")
+        if client is None:
+            with self._lock:
+                client = self.__dict__.get("_adirect")
+                if client is None:
+                    client = self.__dict__["_adirect"] = AsyncDirectClient(self, direct_pool())
+        return client
 
     def _require_ready(self) -> core.EmbeddedServer:
         run = self._run

@@ -5,6 +5,7 @@
 #include "gguf_file.h"
 
 #include "ggml-backend.h"
+#include "server-common.h"
 
 #include <algorithm>
 #include <chrono>
@@ -330,6 +331,25 @@ void EmbeddedServer::stop() {
         phase_ = Phase::stopped;
     }
     changed();
+}
+
+std::shared_ptr<DirectCall> EmbeddedServer::call(const std::string & path, std::string body) {
+    std::shared_ptr<ModelInstance> inst;
+    std::shared_ptr<std::atomic<bool>> stopping;
+    {
+        std::lock_guard<std::mutex> lock(mutex_);
+        if (phase_ == Phase::running && front_) {
+            inst = instance_;
+            stopping = front_->stopping_flag();
+        }
+    }
+    if (!inst || stopping->load() || !inst->acquire()) {
+        auto res = error_response(inst && !stopping->load() ? unavailable_reason(*inst) : "the server is not running",
+                                  ERROR_TYPE_UNAVAILABLE);
+        return DirectCall::finished(res->status, res->data);
+    }
+    return DirectCall::start(std::make_unique<Lease>(inst), find_instance_route(true, path), path, std::move(body), tail_,
+                             std::move(stopping));
 }
 
 void EmbeddedServer::inject_fault(FaultKind kind, int times, int param) {

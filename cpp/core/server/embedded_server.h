@@ -11,6 +11,7 @@
 // Nothing here installs signal handlers, calls exit(), or touches Python.
 #pragma once
 
+#include "direct/direct_call.h"
 #include "errors.h"
 #include "native_log.h"
 #include "server/faults.h"
@@ -76,6 +77,10 @@ public:
     // between decode steps) or the server is not ready.
     std::optional<SlotLoad> query_load(double timeout_s);
     std::optional<LoopMetrics> query_metrics(double timeout_s);
+
+    // POST `path` (any route llama-server serves) with a JSON `body`, in-process, on a worker
+    // thread; never throws. A server that is not ready answers 503, an unknown route 404.
+    std::shared_ptr<DirectCall> call(const std::string & path, std::string body);
 
     // Tests only: make the server misbehave through the paths real failures take.
     void inject_fault(FaultKind kind, int times, int param);

@@ -9,7 +9,6 @@
 #include "server-stream.h"
 #include "server-tools.h"
 
-#include <cctype>
 
 namespace llamaproc {
 
@@ -20,75 +19,7 @@ std::string host_of(const common_params & params) {
 }
 
 using handler_t = server_http_context::handler_t;
-using route_member = handler_t server_routes::*;
 
-// A request as the route handlers see it: the original, with should_stop() also true once the
-// server stops or the instance fails, so that waiting handlers and streams let go. The
-// X-Conversation-Id header is dropped: resumable streams poll only their own session and
-// would keep stop() waiting forever, and their session table is shared by every server in the
-// process. Streams still work; they are just not resumable.
-struct GuardedRequest {
-    std::function<bool()> should_stop;
-    server_http_req req;
-
-    static std::map<std::string, std::string> without_conversation_id(const std::map<std::string, std::string> & headers) {
-        std::map<std::string, std::string> out;
-        for (const auto & [key, value] : headers) {
-            std::string lower = key;
-            for (auto & c : lower) {
-                c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-            }
-            if (lower != "x-conversation-id") {
-                out.emplace(key, value);
-            }
-        }
-        return out;
-    }
-
-    GuardedRequest(const server_http_req & original, std::shared_ptr<std::atomic<bool>> stopping,
-                   std::shared_ptr<std::atomic<bool>> down)
-        : should_stop([orig = &original.should_stop, stopping = std::move(stopping), down = std::move(down)] {
-              return stopping->load() || (down && down->load()) || (*orig && (*orig)());
-          }),
-          req{original.params, without_conversation_id(original.headers), original.path, original.query_string,
-              original.body, original.files, should_stop} {}
-};
-
-server_http_res_ptr error_response(const std::string & message, error_type type) {
-    auto res = std::make_unique<server_http_res>();
-    json err = format_error_response(message, type);
-    res->status = json_value(err, "code", 500);
-    res->data = safe_json_to_str({{"error", err}});
-    return res;
-}
-
-std::string error_chunk(const std::string & message) {
-    return format_oai_sse(json{{"error", format_error_response(message, ERROR_TYPE_UNAVAILABLE)}});
-}
-
-std::string unavailable_reason(const ModelInstance & inst) {
-    switch (inst.state()) {
-        case InstanceState::loading: return "Loading model";
-        case InstanceState::failed: {
-            auto f = inst.failure();
-            return "the model failed and is not serving: " + (f ? f->message : std::string("unknown cause"));
-        }
-        case InstanceState::stopped: return "the model is being replaced";
-        default: return "the model is shutting down";
-    }
-}
-
-// Holds an instance unfreed while a handler or its response uses it.
-struct Lease {
-    std::shared_ptr<ModelInstance> inst;
-    Lease(std::shared_ptr<ModelInstance> i) : inst(std::move(i)) {}
-    Lease(Lease && other) noexcept = default;
-    ~Lease() {
-        if (inst) {
-            inst->release();
-        }
-    }
-};
 
 // Owns what the response refers to until httplib is done. Declaration order is reverse
 // destruction order: the inner response goes first, then the request, then the lease.
@@ -110,66 +41,6 @@ struct GuardedResponse : server_http_res {
     }
 };
 
-RequestOutcome outcome_of(int status) {
-    if (status == 503) {
-        return RequestOutcome::unavailable;
-    }
-    if (status >= 500) {
-        return RequestOutcome::server_error;
-    }
-    if (status >= 400) {
-        return RequestOutcome::client_error;
-    }
-    return RequestOutcome::ok;
-}
-
-struct InstanceRoute {
-    enum { get, post } method;
-    const char * path;
-    route_member member;
-};
-
-// llama-server's routes (tools/server/server.cpp), each answered by the model instance.
-const InstanceRoute k_instance_routes[] = {
-    {InstanceRoute::get, "/health", &server_routes::get_health},
-    {InstanceRoute::get, "/v1/health", &server_routes::get_health},
-    {InstanceRoute::get, "/metrics", &server_routes::get_metrics},
-    {InstanceRoute::get, "/props", &server_routes::get_props},
-    {InstanceRoute::post, "/props", &server_routes::post_props},
-    {InstanceRoute::get, "/models", &server_routes::get_models},
-    {InstanceRoute::get, "/v1/models", &server_routes::get_models},
-    {InstanceRoute::post, "/completion", &server_routes::post_completions},
-    {InstanceRoute::post, "/completions", &server_routes::post_completions},
-    {InstanceRoute::post, "/v1/completions", &server_routes::post_completions_oai},
-    {InstanceRoute::post, "/chat/completions", &server_routes::post_chat_completions},
-    {InstanceRoute::post, "/v1/chat/completions", &server_routes::post_chat_completions},
-    {InstanceRoute::post, "/v1/chat/completions/control", &server_routes::post_control},
-    {InstanceRoute::post, "/v1/responses", &server_routes::post_responses_oai},
-    {InstanceRoute::post, "/responses", &server_routes::post_responses_oai},
-    {InstanceRoute::post, "/v1/audio/transcriptions", &server_routes::post_transcriptions_oai},
-    {InstanceRoute::post, "/audio/transcriptions", &server_routes::post_transcriptions_oai},
-    {InstanceRoute::post, "/v1/messages", &server_routes::post_anthropic_messages},
-    {InstanceRoute::post, "/infill", &server_routes::post_infill},
-    {InstanceRoute::post, "/embedding", &server_routes::post_embeddings},
-    {InstanceRoute::post, "/embeddings", &server_routes::post_embeddings},
-    {InstanceRoute::post, "/v1/embeddings", &server_routes::post_embeddings_oai},
-    {InstanceRoute::post, "/rerank", &server_routes::post_rerank},
-    {InstanceRoute::post, "/reranking", &server_routes::post_rerank},
-    {InstanceRoute::post, "/v1/rerank", &server_routes::post_rerank},
-    {InstanceRoute::post, "/v1/reranking", &server_routes::post_rerank},
-    {InstanceRoute::post, "/tokenize", &server_routes::post_tokenize},
-    {InstanceRoute::post, "/detokenize", &server_routes::post_detokenize},
-    {InstanceRoute::post, "/apply-template", &server_routes::post_apply_template},
-    {InstanceRoute::post, "/chat/completions/input_tokens", &server_routes::post_chat_completions_tok},
-    {InstanceRoute::post, "/v1/chat/completions/input_tokens", &server_routes::post_chat_completions_tok},
-    {InstanceRoute::post, "/responses/input_tokens", &server_routes::post_responses_tok_oai},
-    {InstanceRoute::post, "/v1/responses/input_tokens", &server_routes::post_responses_tok_oai},
-    {InstanceRoute::post, "/v1/messages/count_tokens", &server_routes::post_anthropic_count_tokens},
-    {InstanceRoute::get, "/lora-adapters", &server_routes::get_lora_adapters},
-    {InstanceRoute::post, "/lora-adapters", &server_routes::post_lora_adapters},
-    {InstanceRoute::get, "/slots", &server_routes::get_slots},
-    {InstanceRoute::post, "/slots/:id_slot", &server_routes::post_slots},
-};
 
 }  // namespace
 
@@ -297,26 +168,7 @@ void HttpFront::register_routes() {
             }
             auto lease = std::make_unique<Lease>(inst);
             auto request = std::make_unique<GuardedRequest>(original, stopping_, inst->down_flag());
-            server_http_res_ptr res;
-            try {
-                res = (inst->routes().*member)(request->req);
-            } catch (const NativeAbort & e) {
-                inst->fail_from_request(e.what());
-                count(RequestOutcome::server_error);
-                return error_response(std::string("llama.cpp hit a failed assertion: ") + e.what(), ERROR_TYPE_SERVER);
-            } catch (const std::invalid_argument & e) {
-                count(RequestOutcome::client_error);
-                return error_response(e.what(), ERROR_TYPE_INVALID_REQUEST);
-            } catch (const std::exception & e) {
-                count(RequestOutcome::server_error);
-                return error_response(e.what(), ERROR_TYPE_SERVER);
-            }
-            if (!res->is_stream() && res->data.empty() && inst->down_flag()->load()) {
-                // the handler let go because the instance failed or the server is stopping
-                count(RequestOutcome::unavailable);
-                return error_response(stopping_->load() ? "the server is stopping" : unavailable_reason(*inst),
-                                      ERROR_TYPE_UNAVAILABLE);
-            }
+            server_http_res_ptr res = call_route(*inst, member, request->req);
             count(outcome_of(res->status));
             if (!res->is_stream()) {
                 return res;
@@ -329,24 +181,12 @@ void HttpFront::register_routes() {
             out->tail = tail_;
             out->next = [this, inner_res = res.get(), inst = inst.get(), tail = tail_](std::string & chunk) -> bool {
                 ThreadLogScope scope(tail);
-                try {
-                    const bool more = inner_res->next(chunk);
-                    if (!more && chunk.empty() && inst->state() == InstanceState::failed) {
-                        count(RequestOutcome::stream_failed);
-                        chunk = error_chunk(unavailable_reason(*inst));
-                    }
-                    return more;
-                } catch (const NativeAbort & e) {
-                    inst->fail_from_request(e.what());
+                bool failed = false;
+                const bool more = next_chunk(*inner_res, *inst, chunk, failed);
+                if (failed) {
                     count(RequestOutcome::stream_failed);
-                    chunk = error_chunk(std::string("llama.cpp hit a failed assertion: ") + e.what());
-                    return false;
-                } catch (const std::exception & e) {
-                    log_line(LogLevel::error, std::string("stream ended by an error: ") + e.what());
-                    count(RequestOutcome::stream_failed);
-                    chunk = error_chunk(e.what());
-                    return false;
                 }
+                return more;
             };
             out->inner = std::move(res);
             out->request = std::move(request);
@@ -355,11 +195,11 @@ void HttpFront::register_routes() {
         };
     };
 
-    for (const auto & route : k_instance_routes) {
-        if (route.method == InstanceRoute::get) {
-            http.get(route.path, instance_route(route.member));
-        } else {
+    for (const auto & route : instance_routes()) {
+        if (route.post) {
             http.post(route.path, instance_route(route.member));
+        } else {
+            http.get(route.path, instance_route(route.member));
         }
     }
     // resumable-stream lookups: no session is ever created (see GuardedRequest), so these

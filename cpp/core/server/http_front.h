@@ -9,6 +9,7 @@
 
 #include "native_log.h"
 #include "server/model_instance.h"
+#include "server/route_call.h"
 
 #include "common.h"
 
@@ -23,8 +24,6 @@ struct server_tools;
 class server_mcp;
 
 namespace llamaproc {
-
-enum class RequestOutcome { ok, client_error, server_error, unavailable, stream_failed, count_ };
 
 struct RequestCounts {
     std::array<uint64_t, static_cast<int>(RequestOutcome::count_)> by_outcome{};
@@ -52,6 +51,8 @@ public:
     void stop_and_join();
 
     RequestCounts counts() const;
+    // Set once the front stops: every guarded request (HTTP or direct) lets go.
+    const std::shared_ptr<std::atomic<bool>> & stopping_flag() const { return stopping_; }
 
 private:
     void register_routes();

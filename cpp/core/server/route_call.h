@@ -1,0 +1,79 @@
+// Calling llama.cpp's route handlers (server_routes) safely, for every caller: the HTTP front
+// and direct calls from Python. One place decides what a handler may see and what its
+// failures become.
+#pragma once
+
+#include "server/model_instance.h"
+
+#include "server-http.h"
+
+#include <atomic>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace llamaproc {
+
+enum class RequestOutcome { ok, client_error, server_error, unavailable, stream_failed, count_ };
+
+using route_member = server_http_context::handler_t server_routes::*;
+
+struct InstanceRoute {
+    bool post;
+    const char * path;
+    route_member member;
+};
+
+// llama-server's routes (tools/server/server.cpp) that a model instance answers.
+const std::vector<InstanceRoute> & instance_routes();
+// The handler for `path` ("/v1/chat/completions", ...), or nullptr.
+route_member find_instance_route(bool post, const std::string & path);
+
+// Holds an instance unfreed while a handler or its response uses it (see ModelInstance::acquire()).
+struct Lease {
+    std::shared_ptr<ModelInstance> inst;
+    explicit Lease(std::shared_ptr<ModelInstance> i) : inst(std::move(i)) {}
+    Lease(const Lease &) = delete;
+    Lease & operator=(const Lease &) = delete;
+    ~Lease() {
+        if (inst) {
+            inst->release();
+        }
+    }
+};
+
+// A request as the route handlers see it. should_stop() is also true once `stopping` or
+// `down` is set, so that waiting handlers and streams let go. The X-Conversation-Id header is
+// dropped: resumable streams poll only their own session (stop() would wait for them
+// forever) and their session table is shared by every server in the process. Streams still
+// work; they are just not resumable.
+struct GuardedRequest {
+    std::function<bool()> should_stop;
+    server_http_req req;
+
+    GuardedRequest(const server_http_req & original, std::shared_ptr<std::atomic<bool>> stopping,
+                   std::shared_ptr<std::atomic<bool>> down);
+    // A request made in-process: POST `path` with `body`; `cancelled` also stops it.
+    GuardedRequest(const std::string & path, std::string body, std::shared_ptr<std::atomic<bool>> cancelled,
+                   std::shared_ptr<std::atomic<bool>> stopping, std::shared_ptr<std::atomic<bool>> down);
+};
+
+server_http_res_ptr error_response(const std::string & message, int error_type_value);
+std::string error_chunk(const std::string & message);
+std::string unavailable_reason(const ModelInstance & inst);
+RequestOutcome outcome_of(int status);
+
+// Calls `member` of the instance's routes. Never throws: exceptions become llama.cpp's error
+// bodies (400 for invalid arguments, 500 otherwise), a failed native assertion fails the
+// instance and answers 500, and a handler that let go because the request was stopped
+// answers 503 with the reason.
+server_http_res_ptr call_route(ModelInstance & inst, route_member member, const server_http_req & req);
+
+// Pulls a stream's next chunk like `res.next()`, but never throws. When the stream ends because
+// the instance failed (or a native assertion fires in it), `chunk` carries an SSE error event
+// and `failed` is set.
+bool next_chunk(server_http_res & res, ModelInstance & inst, std::string & chunk, bool & failed);
+
+}  // namespace llamaproc

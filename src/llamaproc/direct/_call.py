@@ -1,0 +1,265 @@
+"""One in-process call: start it on the native side, pull its results, map its errors.
+
+The native worker runs llama.cpp's route handler and queues the response's JSON texts; these
+helpers pull them in short slices with the GIL released (``DirectCall.wait``), so Ctrl-C,
+timeouts and asyncio cancellation get through. No Python code runs on native threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+from ..errors import RequestTimeoutError, ServerNotRunningError, UnavailableError, request_error
+
+if TYPE_CHECKING:
+    from .._native import core
+    from ..server import LlamaServer
+
+T = TypeVar("T")
+SLICE_S = 0.1  # longest uninterrupted native wait of a sync caller (Ctrl-C latency)
+
+
+def start_call(server: LlamaServer, path: str, body: dict[str, Any]) -> core.DirectCall:
+    """Start POST ``path`` on the server's current model; raise if the server is not READY."""
+    native = server._require_ready()
+    return native.call(path, json.dumps(body, ensure_ascii=False))
+
+
+class _Batch:
+    __slots__ = ("payloads", "done", "status", "stream", "end")
+
+    def __init__(self, raw: tuple[list[str], bool, int, bool, str]) -> None:
+        self.payloads, self.done, self.status, self.stream, self.end = raw
+
+
+class _Deadline:
+    def __init__(self, timeout: float | None) -> None:
+        self.at = None if timeout is None else time.monotonic() + timeout
+        self.timeout = timeout
+
+    def left(self, slice_s: float) -> float:
+        if self.at is None:
+            return slice_s
+        return max(0.0, min(slice_s, self.at - time.monotonic()))
+
+    def passed(self) -> bool:
+        return self.at is not None and time.monotonic() >= self.at
+
+
+def _timeout_error(deadline: _Deadline) -> RequestTimeoutError:
+    return RequestTimeoutError(f"the call did not finish within {deadline.timeout:g} s and was cancelled",
+                               status_code=408, type="timeout")
+
+
+def _interrupted(server: LlamaServer) -> Exception:
+    status = server.status.value
+    if status in ("stopping", "stopped"):
+        return ServerNotRunningError(f"the server is {status}: the call was cut short")
+    failure = server.failure
+    return UnavailableError(f"the call was cut short: {failure or 'the model is being replaced'}", status_code=503,
+                            type="unavailable_error")
+
+
+def pull(call: core.DirectCall, deadline: _Deadline, until: Callable[[_Batch], bool], into: deque[str]) -> _Batch:
+    """Wait (in slices) until ``until(batch)``; payloads go to ``into``. Cancels on any exception."""
+    try:
+        while True:
+            batch = _Batch(call.wait(deadline.left(SLICE_S)))
+            into.extend(batch.payloads)
+            if until(batch):
+                return batch
+            if deadline.passed():
+                raise _timeout_error(deadline)
+    except BaseException:
+        call.cancel()
+        raise
+
+
+async def apull(call: core.DirectCall, pool: ThreadPoolExecutor, deadline: _Deadline,
+                until: Callable[[_Batch], bool], into: deque[str]) -> _Batch:
+    """:func:`pull` for asyncio: waits run on ``pool``; task cancellation cancels the call."""
+    loop = asyncio.get_running_loop()
+    try:
+        while True:
+            raw = await loop.run_in_executor(pool, call.wait, deadline.left(1.0))
+            batch = _Batch(raw)
+            into.extend(batch.payloads)
+            if until(batch):
+                return batch
+            if deadline.passed():
+                raise _timeout_error(deadline)
+    except BaseException:
+        call.cancel()  # wakes the pool thread's wait at once
+        raise
+
+
+def _status_known(batch: _Batch) -> bool:
+    return batch.done or batch.status != 0
+
+
+def _has_items(batch: _Batch) -> bool:
+    return batch.done or bool(batch.payloads)
+
+
+def response_body(server: LlamaServer, batch: _Batch, payloads: deque[str]) -> Any:
+    """The body of a finished non-stream call, or the typed error it answered with."""
+    text = payloads.popleft() if payloads else ""
+    body = json.loads(text) if text else {}
+    if batch.status >= 400 or batch.status == 0:
+        if batch.status == 503 and server.status.value != "ready":
+            raise ServerNotRunningError(f"the server is {server.status.value}") from request_error(503, body)
+        raise request_error(batch.status or 500, body)
+    return body
+
+
+def call_once(server: LlamaServer, path: str, body: dict[str, Any], timeout: float | None) -> Any:
+    """A non-streaming call: its decoded body."""
+    call = start_call(server, path, body)
+    payloads: deque[str] = deque()
+    batch = pull(call, _Deadline(timeout), lambda b: b.done, payloads)
+    return response_body(server, batch, payloads)
+
+
+async def acall_once(server: LlamaServer, pool: ThreadPoolExecutor, path: str, body: dict[str, Any],
+                     timeout: float | None) -> Any:
+    call = start_call(server, path, body)
+    payloads: deque[str] = deque()
+    batch = await apull(call, pool, _Deadline(timeout), lambda b: b.done, payloads)
+    return response_body(server, batch, payloads)
+
+
+class Stream(Generic[T]):
+    """The events of a streamed response, pulled as you iterate (like ``openai.Stream``).
+
+    Generation runs in the server's continuous batch whether or not you read; ``break``,
+    :meth:`close`, leaving a ``with`` block or dropping the stream cancels it, and the slot
+    is free after the decode step in progress. An error event raises the typed error after
+    the events before it; a stream cut short by ``stop()`` raises ``ServerNotRunningError``.
+    """
+
+    def __init__(self, server: LlamaServer, call: core.DirectCall, batch: _Batch, payloads: deque[str],
+                 timeout: float | None) -> None:
+        self._server = server
+        self._call = call
+        self._payloads = payloads
+        self._done = batch.done
+        self._end = batch.end
+        self._deadline = _Deadline(timeout)
+        self._closed = False
+
+    @classmethod
+    def open(cls, server: LlamaServer, path: str, body: dict[str, Any], timeout: float | None) -> Stream[Any] | Any:
+        call = start_call(server, path, body)
+        payloads: deque[str] = deque()
+        deadline = _Deadline(timeout)
+        batch = pull(call, deadline, _status_known, payloads)
+        if not batch.stream:  # an error before streaming began (or a route that does not stream)
+            batch = pull(call, deadline, lambda b: b.done, payloads)
+            return response_body(server, batch, payloads)
+        return cls(server, call, batch, payloads, timeout)
+
+    def __iter__(self) -> Iterator[T]:
+        return self
+
+    def __next__(self) -> T:
+        if self._closed:
+            raise StopIteration
+        while not self._payloads:
+            if self._done:
+                self._closed = True
+                if self._end == "interrupted":
+                    raise _interrupted(self._server)
+                raise StopIteration
+            batch = pull(self._call, self._deadline, _has_items, self._payloads)
+            self._done, self._end = batch.done, batch.end
+        event = json.loads(self._payloads.popleft())
+        if isinstance(event, dict) and "error" in event and len(event) == 1:
+            self.close()
+            raise request_error(int(event["error"].get("code", 500) or 500), event)
+        return event
+
+    def close(self) -> None:
+        """Stop generating now (idempotent)."""
+        self._closed = True
+        self._call.cancel()
+
+    def __enter__(self) -> Stream[T]:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        call = getattr(self, "_call", None)
+        if call is not None:
+            call.cancel()
+
+
+class AsyncStream(Generic[T]):
+    """:class:`Stream` for asyncio: ``async for``, ``await aclose()``, ``async with``; cancelling
+    the task that iterates cancels the generation."""
+
+    def __init__(self, server: LlamaServer, pool: ThreadPoolExecutor, call: core.DirectCall, batch: _Batch,
+                 payloads: deque[str], timeout: float | None) -> None:
+        self._server = server
+        self._pool = pool
+        self._call = call
+        self._payloads = payloads
+        self._done = batch.done
+        self._end = batch.end
+        self._deadline = _Deadline(timeout)
+        self._closed = False
+
+    @classmethod
+    async def open(cls, server: LlamaServer, pool: ThreadPoolExecutor, path: str, body: dict[str, Any],
+                   timeout: float | None) -> AsyncStream[Any] | Any:
+        call = start_call(server, path, body)
+        payloads: deque[str] = deque()
+        deadline = _Deadline(timeout)
+        batch = await apull(call, pool, deadline, _status_known, payloads)
+        if not batch.stream:
+            batch = await apull(call, pool, deadline, lambda b: b.done, payloads)
+            return response_body(server, batch, payloads)
+        return cls(server, pool, call, batch, payloads, timeout)
+
+    def __aiter__(self) -> AsyncIterator[T]:
+        return self
+
+    async def __anext__(self) -> T:
+        if self._closed:
+            raise StopAsyncIteration
+        while not self._payloads:
+            if self._done:
+                self._closed = True
+                if self._end == "interrupted":
+                    raise _interrupted(self._server)
+                raise StopAsyncIteration
+            batch = await apull(self._call, self._pool, self._deadline, _has_items, self._payloads)
+            self._done, self._end = batch.done, batch.end
+        event = json.loads(self._payloads.popleft())
+        if isinstance(event, dict) and "error" in event and len(event) == 1:
+            await self.aclose()
+            raise request_error(int(event["error"].get("code", 500) or 500), event)
+        return event
+
+    async def aclose(self) -> None:
+        """Stop generating now (idempotent)."""
+        self._closed = True
+        self._call.cancel()
+
+    async def __aenter__(self) -> AsyncStream[T]:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    def __del__(self) -> None:
+        call = getattr(self, "_call", None)
+        if call is not None:
+            call.cancel()
