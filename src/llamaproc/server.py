@@ -12,7 +12,7 @@ import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from . import _logging
+from . import _logging, flags
 from ._native import core
 from .config import ServerConfig
 from .errors import LlamaProcError, ServerNotRunningError, StartupError, attach_log_tail
@@ -155,10 +155,11 @@ class LlamaServer:
         ``use_env`` (the default, as for llama-server) ``LLAMA_ARG_*`` environment variables
         supply defaults. Raises like :meth:`start`.
         """
-        argv = [str(a) for a in args]
+        argv, log_level = flags.split_process_flags([str(a) for a in args], use_env=use_env)
         core.validate_server_args(argv, use_env)
         server = cls.__new__(cls)
         server._prepare(argv, config=None, use_env=use_env, memory_limit=0, port=0, host="127.0.0.1")
+        server._log_level = log_level  # -v / -lv N: applied to the `llamaproc` logger by _start()
         server._start(timeout=timeout, progress=progress)
         return server
 
@@ -188,6 +189,7 @@ class LlamaServer:
         with self._lock:
             if self._native is not None and self.status in (ServerStatus.STARTING, ServerStatus.READY):
                 raise LlamaProcError("the server is already running")
+            flags.apply_log_level(self._config.log_level if self._config is not None else self._log_level)
             _logging.sync_log_level()
             argv = list(self._argv)
             if self._port:
