@@ -127,6 +127,18 @@ def test_serve_verbosity_prints_debug_lines(tiny_model, args, env):
     assert " DEBUG llamaproc: " in err
 
 
+def test_serve_low_verbosity_quiets_the_cli(tiny_model):
+    # -lv 2 (warnings) is what --quiet does: no info lines, not even the CLI's own
+    proc, port = _serve(str(tiny_model), "-t", "1", "-c", "256", "-lv", "2")
+    try:
+        _wait_healthy(proc, port)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=10)
+    assert proc.returncode == 0, err
+    assert " INFO " not in err and " DEBUG " not in err
+
+
 @pytest.mark.parametrize("args, env, message", [
     (("--log-file", "serve.log"), {}, "--log-file: the native log goes to the 'llamaproc' Python logger"),
     (("--prio", "1"), {}, "--prio: process priority is a process-wide setting"),

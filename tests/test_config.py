@@ -143,13 +143,15 @@ def test_process_wide_flags_are_refused_with_the_reason(tiny_model, args, reason
 
 
 @pytest.mark.parametrize("args, reason", REFUSED, ids=[" ".join(a) for a, _ in REFUSED])
-def test_the_native_parser_refuses_them_too_with_the_same_message(tiny_model, args, reason):
+def test_the_native_parser_refuses_them_too_with_the_same_message(tiny_model, tmp_path, monkeypatch, args, reason):
     # the backstop for anything that reaches _core without going through llamaproc.flags
+    monkeypatch.chdir(tmp_path)  # a handler that ran anyway would write here
     with pytest.raises(errors.ConfigError) as python:
         split_process_flags(args)
     with pytest.raises(errors.ConfigError) as native:
         core.validate_server_args(["-m", str(tiny_model), *args], False)
     assert str(native.value) == str(python.value)
+    assert not list(tmp_path.iterdir())
 
 
 @pytest.mark.parametrize("args", [["-v"], ["--log-verbose"], ["-lv", "5"], ["--log-verbosity", "3"]])
