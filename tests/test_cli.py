@@ -112,3 +112,42 @@ def test_serve_without_a_model_serves_the_default_model(smollm2_model):
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=10)
+
+
+@pytest.mark.parametrize("args, env", [(("-v",), {}), ((), {"LLAMA_ARG_LOG_VERBOSITY": "5"})], ids=["-v", "env"])
+def test_serve_verbosity_prints_debug_lines(tiny_model, args, env):
+    # llama.cpp's -v / LLAMA_ARG_LOG_VERBOSITY map to the log level of the CLI and the `llamaproc` logger
+    proc, port = _serve(str(tiny_model), "-t", "1", "-c", "256", *args, env=env)
+    try:
+        _wait_healthy(proc, port)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=10)
+    assert proc.returncode == 0, err
+    assert " DEBUG llamaproc: " in err
+
+
+def test_serve_low_verbosity_quiets_the_cli(tiny_model):
+    # -lv 2 (warnings) is what --quiet does: no info lines, not even the CLI's own
+    proc, port = _serve(str(tiny_model), "-t", "1", "-c", "256", "-lv", "2")
+    try:
+        _wait_healthy(proc, port)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=10)
+    assert proc.returncode == 0, err
+    assert " INFO " not in err and " DEBUG " not in err
+
+
+@pytest.mark.parametrize("args, env, message", [
+    (("--log-file", "serve.log"), {}, "--log-file: the native log goes to the 'llamaproc' Python logger"),
+    (("--prio", "1"), {}, "--prio: process priority is a process-wide setting"),
+    ((), {"LLAMA_ARG_LOG_FILE": "serve.log"}, "unset the environment variable LLAMA_ARG_LOG_FILE (--log-file)"),
+], ids=["--log-file", "--prio", "LLAMA_ARG_LOG_FILE"])
+def test_serve_refuses_process_wide_flags_with_the_reason(tiny_model, tmp_path, args, env, message):
+    port = _free_port()
+    result = subprocess.run([sys.executable, "-m", "llamaproc", "serve", str(tiny_model), *args, "--port", str(port)],
+                            capture_output=True, text=True, timeout=60, cwd=tmp_path, env={**os.environ, **env})
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert not (tmp_path / "serve.log").exists()

@@ -4,6 +4,9 @@
 #include "argv_parser.h"
 #include "system_info.h"
 
+#include "log.h"
+
+#include <nanobind/stl/map.h>
 #include <nanobind/stl/string.h>
 #include <nanobind/stl/vector.h>
 
@@ -51,4 +54,9 @@ void init_info(nb::module_ & m) {
         [](const std::vector<std::string> & args, bool use_env) { (void) llamaproc::parse_server_args(args, use_env); },
         nb::arg("args"), nb::arg("use_env") = false,
         "Parse llama-server flags the way start() will; raises ConfigError naming the bad flag.");
+    m.def("_server_flag_values", &llamaproc::server_flag_values,
+          "How many values each llama-server flag spelling takes (0, 1 or 2).");
+    m.def(
+        "_native_log_verbosity", [] { return common_log_get_verbosity_thold(); },
+        "llama.cpp's process-wide log threshold (common_log_verbosity_thold); read-only, for tests.");
 }

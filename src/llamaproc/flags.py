@@ -1,0 +1,126 @@
+"""llama-server flags that act on the whole process: mapped to the Python logger, or refused.
+
+Many embedded servers may share one Python process, so a llama-server flag whose handler
+changes process-wide state cannot mean what it means for a separate llama-server:
+
+- ``-v``/``--verbose``/``--log-verbose`` and ``-lv``/``--verbosity``/``--log-verbosity N``
+  (and ``LLAMA_ARG_LOG_VERBOSITY`` where environment defaults apply) are mapped: they are
+  removed from the flags llama.cpp parses (its threshold is one global) and, when the server
+  starts, make the ``llamaproc`` logger at least that verbose.
+- The log settings of llama.cpp's own printer (``--log-file``, ``--log-disable``,
+  ``--log-colors``, ``--log-prefix``, ``--log-timestamps``, ``--log-jsonl``), which llamaproc
+  replaces by the ``llamaproc`` logger, ``--log-prompts-dir`` (its handler creates directories
+  while flags are merely parsed), ``--numa``, ``--prio`` and ``--rpc`` are refused with the
+  reason. The native parser refuses them too, with the same reasons, and refuses their
+  ``LLAMA_ARG_*`` variables (cpp/core/argv_parser.cpp).
+
+``--cpu-mask``, ``--cpu-range``, ``--cpu-strict``, ``--prio-batch`` and ``--poll`` stay
+accepted: ggml applies them only to the threads of the server's own thread pools (and its
+loop thread), not to the host's threads.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+from collections.abc import Sequence
+
+from .errors import ConfigError
+
+VERBOSITY_ENV = "LLAMA_ARG_LOG_VERBOSITY"
+
+_VERBOSE_FLAGS = frozenset({"-v", "--verbose", "--log-verbose"})
+_VERBOSITY_FLAGS = frozenset({"-lv", "--verbosity", "--log-verbosity"})
+
+_LOG_FORMAT = ("the native log goes to the 'llamaproc' Python logger, not to llama.cpp's process-wide printer; "
+               "format it with a logging.Formatter instead")
+
+# The same reasons as process_wide_options() in cpp/core/argv_parser.cpp (a test checks).
+REFUSED_FLAGS: dict[str, str] = {
+    "--log-file": "the native log goes to the 'llamaproc' Python logger; add a logging.FileHandler to it instead",
+    "--log-disable": "the native log goes to the 'llamaproc' Python logger; raise that logger's level to silence it "
+                     "instead",
+    "--log-colors": _LOG_FORMAT,
+    "--log-prefix": _LOG_FORMAT, "--no-log-prefix": _LOG_FORMAT,
+    "--log-timestamps": _LOG_FORMAT, "--no-log-timestamps": _LOG_FORMAT,
+    "--log-jsonl": _LOG_FORMAT, "--no-log-jsonl": _LOG_FORMAT,
+    "--log-prompts-dir": "it creates directories as soon as the flags are parsed and writes every prompt to disk "
+                         "(a llama-server debugging aid); log requests in your application instead",
+    "--numa": "NUMA placement is a process-wide setting a library must not change for its host; "
+              "set it on the Python process instead (numactl)",
+    "--prio": "process priority is a process-wide setting a library must not change for its host; "
+              "set it on the Python process instead (os.nice)",
+    "--rpc": "RPC devices go into ggml's process-wide backend registry, where every server in the process would use "
+             "them",
+}
+
+
+def logging_level(verbosity: int) -> int:
+    """The ``logging`` level for a llama.cpp verbosity threshold (LOG_LEVEL_* in common/log.h).
+
+    5 (debug) and 4 (trace, which Python logging has no level for) give DEBUG, as does ``-v``
+    (no limit); 3 (info) INFO; 2 (warn) WARNING; 1 (error) ERROR; 0 (tool output only) or
+    less CRITICAL.
+    """
+    if verbosity >= 4:
+        return logging.DEBUG
+    return {3: logging.INFO, 2: logging.WARNING, 1: logging.ERROR}.get(verbosity, logging.CRITICAL)
+
+
+@functools.cache
+def _flag_values() -> dict[str, int]:
+    from ._native import core  # late: keeps `import llamaproc.config` light for tooling
+
+    return dict(core._server_flag_values())
+
+
+def _verbosity(source: str, value: str) -> int:
+    try:
+        return logging_level(int(value))
+    except ValueError:
+        raise ConfigError(f"{source} expects an integer verbosity (0-5), got {value!r}") from None
+
+
+def split_process_flags(argv: Sequence[str], *, use_env: bool = False) -> tuple[list[str], int | None]:
+    """Split llama-server flags into those llama.cpp parses and a ``logging`` level.
+
+    Returns ``(argv_for_llama_cpp, level)``: the verbosity flags are removed and the last one
+    gives ``level`` (None without one). With ``use_env`` (``LLAMA_ARG_*`` variables supply
+    defaults) ``LLAMA_ARG_LOG_VERBOSITY`` gives the level when no flag does. Raises
+    :class:`~llamaproc.errors.ConfigError` for a flag that acts on process-wide state.
+    """
+    values = _flag_values()
+    args = list(argv)
+    kept: list[str] = []
+    level: int | None = None
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        flag = arg.replace("_", "-") if arg.startswith("--") else arg  # as the native parser reads it
+        if flag in REFUSED_FLAGS:
+            raise ConfigError(f"{flag}: {REFUSED_FLAGS[flag]}")
+        if flag in _VERBOSE_FLAGS:
+            level = logging.DEBUG
+            i += 1
+        elif flag in _VERBOSITY_FLAGS:
+            if i + 1 >= len(args):
+                raise ConfigError(f"flag '{flag}' expects a value")
+            level = _verbosity(f"flag '{flag}'", args[i + 1])
+            i += 2
+        else:
+            n = 1 + values.get(flag, 0)  # unknown flags: the native parser names them
+            kept += args[i:i + n]
+            i += n
+    if level is None and use_env and os.environ.get(VERBOSITY_ENV, "") != "":
+        level = _verbosity(f"environment variable {VERBOSITY_ENV}", os.environ[VERBOSITY_ENV])
+    return kept, level
+
+
+def apply_log_level(level: int | None) -> None:
+    """Make the ``llamaproc`` logger at least as verbose as ``level`` (never less verbose)."""
+    if level is None:
+        return
+    logger = logging.getLogger("llamaproc")
+    if logger.getEffectiveLevel() > level:
+        logger.setLevel(level)
