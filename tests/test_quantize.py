@@ -1,6 +1,10 @@
-"""quantize(), inspect(), the Evaluator and the quality statistics."""
+"""quantize(), inspect(), QuantType, the Evaluator and the quality statistics."""
 
 from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -58,10 +62,55 @@ def test_k_quant_falls_back_on_narrow_rows(tiny_model, tmp_path):
 def test_quant_type_parsing():
     assert QuantType.parse("q4_k_m") is QuantType.Q4_K_M
     assert QuantType.parse("MOSTLY_Q8_0") is QuantType.Q8_0
+    assert QuantType.parse(" all_f32 ") is QuantType.F32
+    assert QuantType.parse("iq2-xxs") is QuantType.IQ2_XXS
     assert QuantType.parse(QuantType.BF16) is QuantType.BF16
+    assert QuantType.parse(15) is QuantType.Q4_K_M
+    assert QuantType.parse("nvfp4") is QuantType.NVFP4
     with pytest.raises(errors.ConfigError, match="Q4_K_M") as info:
         QuantType.parse("Q4_K_X")
     assert isinstance(info.value, ValueError)
+    for bad in (True, 4, 1024, 2**70, 1.0, None):
+        with pytest.raises(errors.ConfigError, match=f"unknown quantization type {re.escape(repr(bad))};"):
+            QuantType.parse(bad)
+    assert QuantType.IQ2_XS.needs_imatrix and not QuantType.Q4_K_M.needs_imatrix
+    assert QuantType.Q4_K_M.__doc__ == "Q4_K - Medium"  # llama.cpp's own description
+
+
+def _llama_h() -> Path | None:
+    root = os.environ.get("LLAMAPROC_LLAMA_CPP_DIR") or Path(__file__).resolve().parents[1] / "vendor" / "llama.cpp"
+    header = Path(root) / "include" / "llama.h"
+    return header if header.is_file() else None
+
+
+@pytest.mark.skipif(_llama_h() is None, reason="llama.cpp source not found (vendor/llama.cpp or LLAMAPROC_LLAMA_CPP_DIR)")
+def test_quant_type_is_exactly_llama_ftype():
+    # read the enum independently of the build: every enumerator that is not commented out
+    header = _llama_h()
+    assert header is not None
+    enum = re.search(r"enum\s+llama_ftype\s*\{(.*?)\};", header.read_text(), re.S)
+    assert enum, "no enum llama_ftype in llama.h"
+    body = re.sub(r"//[^\n]*", "", enum.group(1))
+    declared = {re.sub(r"^(MOSTLY|ALL)_", "", name): int(value)
+                for name, value in re.findall(r"LLAMA_FTYPE_(\w+)\s*=\s*(\d+)", body) if name != "GUESSED"}
+    assert {t.name: t.value for t in QuantType} == declared
+    assert len(declared) >= 36
+
+
+@pytest.mark.parametrize(("name", "value"), [("NVFP4", 39), ("Q1_0", 40), ("Q2_0", 41)])
+def test_inspect_names_the_newer_file_types(tmp_path, name, value):
+    import gguf
+
+    assert QuantType[name].value == value
+    path = tmp_path / f"{name}.gguf"
+    writer = gguf.GGUFWriter(str(path), "llama")
+    writer.add_file_type(value)
+    writer.add_tensor("token_embd.weight", np.zeros((4, 32), dtype=np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    assert inspect(path).file_type == name
 
 
 def test_bad_quantize_inputs(tiny_model, tmp_path):

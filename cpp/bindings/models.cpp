@@ -6,6 +6,8 @@
 #include "gguf_file.h"
 #include "quantize.h"
 
+#include "llama.h"
+
 #include <nanobind/ndarray.h>
 #include <nanobind/stl/string.h>
 #include <nanobind/stl/vector.h>
@@ -43,9 +45,10 @@ nb::dict read_header(const std::string & path) {
     return out;
 }
 
-void quantize(const std::string & source, const std::string & destination, int ftype, int threads,
+void quantize(const std::string & source, const std::string & destination, llama_ftype ftype, int threads,
               bool allow_requantize, const std::string & imatrix, nb::object progress) {
-    llamaproc::QuantizeOptions options{source, destination, ftype, threads, allow_requantize, imatrix};
+    llamaproc::QuantizeOptions options{source, destination, static_cast<int>(ftype), threads, allow_requantize,
+                                       imatrix};
     llamaproc::QuantizeProgress report = [&progress](int done, int total, const std::string & tensor) {
         nb::gil_scoped_acquire gil;
         if (PyErr_CheckSignals() != 0) {  // Ctrl-C while quantizing

@@ -7,5 +7,6 @@ NB_MODULE(_core, m) {
     init_logging(m);
     init_server(m);
     init_info(m);
+    init_quant_types(m);
     init_models(m);
 }

@@ -18,7 +18,8 @@ from ._logging import sync_log_level
 from .config import ServerConfig
 from .evaluation import Evaluator, QualityStats
 from .gguf_info import ModelInfo, inspect
-from .quantization import QuantizeResult, QuantType, quantize
+from .quant_types import QuantType
+from .quantization import QuantizeResult, quantize
 from .server import HealthReport, HealthStatus, LlamaServer, ServerMetrics, ServerStatus
 
 try:
