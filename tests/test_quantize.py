@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -177,6 +178,39 @@ def test_evaluator_is_deterministic_and_normalised(tiny_model):
         assert np.array_equal(a, b)
         assert np.allclose(np.exp(a).sum(axis=1), 1.0, atol=1e-4)
         assert np.allclose(ev.token_logprobs(tokens), a[np.arange(len(tokens) - 1), tokens[1:]])
+
+
+def test_evaluator_is_safe_to_share_between_threads(tiny_model):
+    # logprobs() releases the GIL: calls from several threads on one Evaluator must take turns
+    # on its llama_context, each getting exactly what it gets alone
+    with Evaluator(tiny_model, context_size=128, threads=1) as ev:
+        texts = ["hello world", "the quick brown fox jumps over the lazy dog", "a b c d e f g h i j k l m n o p",
+                 "some text to score, a little longer than a few tokens and then some more of it"]
+        sequences = [ev.tokenize(t) for t in texts]
+        expected = [ev.logprobs(s) for s in sequences]
+        results: list[list[np.ndarray]] = [[] for _ in sequences]
+        failures: list[BaseException] = []
+        start = threading.Barrier(len(sequences))
+
+        def work(i: int) -> None:
+            try:
+                start.wait()
+                for _ in range(15):
+                    results[i].append(ev.logprobs(sequences[i]))
+                    assert np.array_equal(ev.tokenize(texts[i]), sequences[i])
+            except BaseException as exc:  # reported by the main thread
+                failures.append(exc)
+
+        threads = [threading.Thread(target=work, args=(i,)) for i in range(len(sequences))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=120)
+        assert not failures, failures
+        for i, runs in enumerate(results):
+            assert len(runs) == 15
+            for got in runs:
+                assert np.array_equal(got, expected[i]), f"thread {i} got another sequence's numbers"
 
 
 def test_evaluator_agrees_with_a_greedy_completion(tiny_model):

@@ -56,6 +56,7 @@ int Evaluator::n_vocab() const {
 }
 
 std::vector<int32_t> Evaluator::tokenize(const std::string & text, bool add_special) const {
+    std::lock_guard<std::mutex> lock(mutex_);
     const llama_vocab * vocab = llama_model_get_vocab(model_);
     std::vector<llama_token> tokens(text.size() + 8);
     int n = llama_tokenize(vocab, text.data(), static_cast<int32_t>(text.size()), tokens.data(),
@@ -85,6 +86,7 @@ void Evaluator::logprobs(const int32_t * tokens, size_t n, float * out) {
                                                std::to_string(vocab - 1) + ")");
         }
     }
+    std::lock_guard<std::mutex> lock(mutex_);
     ThreadLogScope scope(tail_);
     llama_memory_clear(llama_get_memory(ctx_), true);
     struct BatchOwner {

@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -22,6 +23,7 @@ struct EvaluatorOptions {
     int gpu_layers = 0;
 };
 
+// Thread-safe: calls on one Evaluator take turns (they share one llama_context).
 class Evaluator {
 public:
     // Throws Error(model_load) when the model cannot be loaded.
@@ -46,6 +48,7 @@ private:
     llama_context * ctx_ = nullptr;
     int n_ctx_ = 0;
     int n_batch_ = 0;
+    mutable std::mutex mutex_;  // serialises tokenize() and logprobs() on ctx_
 };
 
 }  // namespace llamaproc
