@@ -38,7 +38,8 @@ public:
 
     // out[i * n_vocab + v] = log P(token v at position i+1 | tokens[0..i]) for i < n. The
     // sequence is evaluated from an empty cache, so equal inputs give equal outputs.
-    // Throws Error(config) for a sequence longer than the context or an out-of-range token.
+    // Throws Error(config) for a sequence longer than the context or an out-of-range token,
+    // Error(resource) when llama.cpp finds no room in its cache, Error(internal) when it fails.
     void logprobs(const int32_t * tokens, size_t n, float * out);
 
 private:
