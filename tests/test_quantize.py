@@ -1,6 +1,11 @@
-"""quantize(), inspect(), the Evaluator and the quality statistics."""
+"""quantize(), inspect(), QuantType, the Evaluator and the quality statistics."""
 
 from __future__ import annotations
+
+import os
+import re
+import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -43,7 +48,8 @@ def test_quantized_models_load_and_generate(wide_model, tmp_path, qtype):
     assert [d for d, _, _ in seen] == list(range(1, len(seen) + 1)) and seen[-1][0] == seen[-1][1]
     assert sum(result.info.tensor_types.values()) == seen[-1][1]
     with LlamaServer.start(tiny_config(result.destination)) as server:
-        status, body = post(server.url + "/completion", {"prompt": "hello", "n_predict": 5})
+        # random weights may sample EOS early: ignore it, the point is that the type decodes
+        status, body = post(server.url + "/completion", {"prompt": "hello", "n_predict": 5, "ignore_eos": True})
         assert status == 200 and body["tokens_predicted"] == 5
 
 
@@ -58,10 +64,55 @@ def test_k_quant_falls_back_on_narrow_rows(tiny_model, tmp_path):
 def test_quant_type_parsing():
     assert QuantType.parse("q4_k_m") is QuantType.Q4_K_M
     assert QuantType.parse("MOSTLY_Q8_0") is QuantType.Q8_0
+    assert QuantType.parse(" all_f32 ") is QuantType.F32
+    assert QuantType.parse("iq2-xxs") is QuantType.IQ2_XXS
     assert QuantType.parse(QuantType.BF16) is QuantType.BF16
+    assert QuantType.parse(15) is QuantType.Q4_K_M
+    assert QuantType.parse("nvfp4") is QuantType.NVFP4
     with pytest.raises(errors.ConfigError, match="Q4_K_M") as info:
         QuantType.parse("Q4_K_X")
     assert isinstance(info.value, ValueError)
+    for bad in (True, 4, 1024, 2**70, 1.0, None):
+        with pytest.raises(errors.ConfigError, match=f"unknown quantization type {re.escape(repr(bad))};"):
+            QuantType.parse(bad)
+    assert QuantType.IQ2_XS.needs_imatrix and not QuantType.Q4_K_M.needs_imatrix
+    assert QuantType.Q4_K_M.__doc__ == "Q4_K - Medium"  # llama.cpp's own description
+
+
+def _llama_h() -> Path | None:
+    root = os.environ.get("LLAMAPROC_LLAMA_CPP_DIR") or Path(__file__).resolve().parents[1] / "vendor" / "llama.cpp"
+    header = Path(root) / "include" / "llama.h"
+    return header if header.is_file() else None
+
+
+@pytest.mark.skipif(_llama_h() is None, reason="llama.cpp source not found (vendor/llama.cpp or LLAMAPROC_LLAMA_CPP_DIR)")
+def test_quant_type_is_exactly_llama_ftype():
+    # read the enum independently of the build: every enumerator that is not commented out
+    header = _llama_h()
+    assert header is not None
+    enum = re.search(r"enum\s+llama_ftype\s*\{(.*?)\};", header.read_text(), re.S)
+    assert enum, "no enum llama_ftype in llama.h"
+    body = re.sub(r"//[^\n]*", "", enum.group(1))
+    declared = {re.sub(r"^(MOSTLY|ALL)_", "", name): int(value)
+                for name, value in re.findall(r"LLAMA_FTYPE_(\w+)\s*=\s*(\d+)", body) if name != "GUESSED"}
+    assert {t.name: t.value for t in QuantType} == declared
+    assert len(declared) >= 36
+
+
+@pytest.mark.parametrize(("name", "value"), [("NVFP4", 39), ("Q1_0", 40), ("Q2_0", 41)])
+def test_inspect_names_the_newer_file_types(tmp_path, name, value):
+    import gguf
+
+    assert QuantType[name].value == value
+    path = tmp_path / f"{name}.gguf"
+    writer = gguf.GGUFWriter(str(path), "llama")
+    writer.add_file_type(value)
+    writer.add_tensor("token_embd.weight", np.zeros((4, 32), dtype=np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    assert inspect(path).file_type == name
 
 
 def test_bad_quantize_inputs(tiny_model, tmp_path):
@@ -128,6 +179,39 @@ def test_evaluator_is_deterministic_and_normalised(tiny_model):
         assert np.array_equal(a, b)
         assert np.allclose(np.exp(a).sum(axis=1), 1.0, atol=1e-4)
         assert np.allclose(ev.token_logprobs(tokens), a[np.arange(len(tokens) - 1), tokens[1:]])
+
+
+def test_evaluator_is_safe_to_share_between_threads(tiny_model):
+    # logprobs() releases the GIL: calls from several threads on one Evaluator must take turns
+    # on its llama_context, each getting exactly what it gets alone
+    with Evaluator(tiny_model, context_size=128, threads=1) as ev:
+        texts = ["hello world", "the quick brown fox jumps over the lazy dog", "a b c d e f g h i j k l m n o p",
+                 "some text to score, a little longer than a few tokens and then some more of it"]
+        sequences = [ev.tokenize(t) for t in texts]
+        expected = [ev.logprobs(s) for s in sequences]
+        results: list[list[np.ndarray]] = [[] for _ in sequences]
+        failures: list[BaseException] = []
+        start = threading.Barrier(len(sequences))
+
+        def work(i: int) -> None:
+            try:
+                start.wait()
+                for _ in range(15):
+                    results[i].append(ev.logprobs(sequences[i]))
+                    assert np.array_equal(ev.tokenize(texts[i]), sequences[i])
+            except BaseException as exc:  # reported by the main thread
+                failures.append(exc)
+
+        threads = [threading.Thread(target=work, args=(i,)) for i in range(len(sequences))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=120)
+        assert not failures, failures
+        for i, runs in enumerate(results):
+            assert len(runs) == 15
+            for got in runs:
+                assert np.array_equal(got, expected[i]), f"thread {i} got another sequence's numbers"
 
 
 def test_evaluator_agrees_with_a_greedy_completion(tiny_model):

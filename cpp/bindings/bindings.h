@@ -9,5 +9,6 @@ void init_errors(nb::module_ & m);
 void init_logging(nb::module_ & m);
 void init_server(nb::module_ & m);
 void init_info(nb::module_ & m);
+void init_quant_types(nb::module_ & m);
 void init_models(nb::module_ & m);
 void init_direct(nb::module_ & m);

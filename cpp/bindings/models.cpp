@@ -6,7 +6,10 @@
 #include "gguf_file.h"
 #include "quantize.h"
 
+#include "llama.h"
+
 #include <nanobind/ndarray.h>
+#include <nanobind/stl/optional.h>
 #include <nanobind/stl/string.h>
 #include <nanobind/stl/vector.h>
 
@@ -43,16 +46,20 @@ nb::dict read_header(const std::string & path) {
     return out;
 }
 
-void quantize(const std::string & source, const std::string & destination, int ftype, int threads,
-              bool allow_requantize, const std::string & imatrix, nb::object progress) {
-    llamaproc::QuantizeOptions options{source, destination, ftype, threads, allow_requantize, imatrix};
+// progress(done, total, tensor) -> False to cancel (anything else goes on)
+using ProgressCallback = nb::typed<nb::callable, nb::object(int, int, std::string)>;
+
+void quantize(const std::string & source, const std::string & destination, llama_ftype ftype, int threads,
+              bool allow_requantize, const std::string & imatrix, const std::optional<ProgressCallback> & progress) {
+    llamaproc::QuantizeOptions options{source, destination, static_cast<int>(ftype), threads, allow_requantize,
+                                       imatrix};
     llamaproc::QuantizeProgress report = [&progress](int done, int total, const std::string & tensor) {
         nb::gil_scoped_acquire gil;
         if (PyErr_CheckSignals() != 0) {  // Ctrl-C while quantizing
             throw nb::python_error();
         }
-        if (!progress.is_none()) {
-            nb::object keep_going = progress(done, total, tensor);
+        if (progress) {
+            nb::object keep_going = (*progress)(done, total, tensor);
             if (!keep_going.is_none() && !nb::cast<bool>(keep_going)) {
                 throw llamaproc::Error(llamaproc::ErrorKind::internal, "quantization cancelled by the progress callback");
             }

@@ -8,5 +8,6 @@ NB_MODULE(_core, m) {
     init_direct(m);
     init_server(m);
     init_info(m);
+    init_quant_types(m);
     init_models(m);
 }

@@ -10,6 +10,30 @@
 
 namespace llamaproc {
 
+namespace {
+
+// llama_decode()'s return codes (llama.h) as errors that say what to do about them.
+Error decode_error(int rc, size_t start, size_t count, int n_ctx, std::vector<std::string> log_tail) {
+    const std::string batch = "tokens " + std::to_string(start) + ".." + std::to_string(start + count - 1);
+    switch (rc) {
+        case 1:
+            return Error(ErrorKind::resource,
+                         "llama_decode found no free KV cache slot for " + batch + " in a context of " +
+                             std::to_string(n_ctx) + ". Hint: raise context_size or evaluate a shorter sequence.",
+                         std::move(log_tail));
+        case 2:
+            return Error(ErrorKind::internal, "llama_decode was aborted while evaluating " + batch,
+                         std::move(log_tail));
+        default:
+            return Error(ErrorKind::internal,
+                         std::string(rc < 0 ? "llama_decode failed" : "llama_decode returned an unexpected status") +
+                             " (code " + std::to_string(rc) + ") while evaluating " + batch,
+                         std::move(log_tail));
+    }
+}
+
+}  // namespace
+
 Evaluator::Evaluator(const EvaluatorOptions & options) {
     check_gguf_file(options.model_path);
     if (options.context_size < 2) {
@@ -56,6 +80,7 @@ int Evaluator::n_vocab() const {
 }
 
 std::vector<int32_t> Evaluator::tokenize(const std::string & text, bool add_special) const {
+    std::lock_guard<std::mutex> lock(mutex_);
     const llama_vocab * vocab = llama_model_get_vocab(model_);
     std::vector<llama_token> tokens(text.size() + 8);
     int n = llama_tokenize(vocab, text.data(), static_cast<int32_t>(text.size()), tokens.data(),
@@ -85,6 +110,7 @@ void Evaluator::logprobs(const int32_t * tokens, size_t n, float * out) {
                                                std::to_string(vocab - 1) + ")");
         }
     }
+    std::lock_guard<std::mutex> lock(mutex_);
     ThreadLogScope scope(tail_);
     llama_memory_clear(llama_get_memory(ctx_), true);
     struct BatchOwner {
@@ -104,7 +130,7 @@ void Evaluator::logprobs(const int32_t * tokens, size_t n, float * out) {
         }
         const int rc = llama_decode(ctx_, batch);
         if (rc != 0) {
-            throw Error(ErrorKind::internal, "llama_decode failed with code " + std::to_string(rc), tail_->lines());
+            throw decode_error(rc, start, count, n_ctx_, tail_->lines());
         }
         for (size_t j = 0; j < count; ++j) {
             const float * logits = llama_get_logits_ith(ctx_, static_cast<int32_t>(j));

@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -22,6 +23,7 @@ struct EvaluatorOptions {
     int gpu_layers = 0;
 };
 
+// Thread-safe: calls on one Evaluator take turns (they share one llama_context).
 class Evaluator {
 public:
     // Throws Error(model_load) when the model cannot be loaded.
@@ -36,7 +38,8 @@ public:
 
     // out[i * n_vocab + v] = log P(token v at position i+1 | tokens[0..i]) for i < n. The
     // sequence is evaluated from an empty cache, so equal inputs give equal outputs.
-    // Throws Error(config) for a sequence longer than the context or an out-of-range token.
+    // Throws Error(config) for a sequence longer than the context or an out-of-range token,
+    // Error(resource) when llama.cpp finds no room in its cache, Error(internal) when it fails.
     void logprobs(const int32_t * tokens, size_t n, float * out);
 
 private:
@@ -46,6 +49,7 @@ private:
     llama_context * ctx_ = nullptr;
     int n_ctx_ = 0;
     int n_batch_ = 0;
+    mutable std::mutex mutex_;  // serialises tokenize() and logprobs() on ctx_
 };
 
 }  // namespace llamaproc

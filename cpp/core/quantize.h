@@ -3,8 +3,29 @@
 
 #include <functional>
 #include <string>
+#include <string_view>
+#include <vector>
 
 namespace llamaproc {
+
+// One of llama.cpp's model file types (llama_ftype). The list is generated at configure time
+// from the llama.h being built against, so it always matches the quantizer compiled in.
+struct QuantType {
+    int value;                // the llama_ftype value
+    const char * name;        // the enumerator without LLAMA_FTYPE_MOSTLY_ / LLAMA_FTYPE_ALL_: "Q4_K_M"
+    const char * description; // llama_ftype_name(): "Q4_K - Medium"
+};
+
+// Every file type of this llama.cpp, in the order of llama.h.
+const std::vector<QuantType> & quant_types();
+// The type called `name` in any case, with '-' or '_', with or without the MOSTLY_ / ALL_
+// prefix; nullptr when there is none.
+const QuantType * find_quant_type(std::string_view name);
+const QuantType * find_quant_type(long long value);
+// "F32, F16, Q4_0, ...": the valid names, for error messages.
+std::string quant_type_names();
+// The very low-bit types that llama.cpp refuses to make without an importance matrix.
+bool needs_imatrix(int ftype);
 
 struct QuantizeOptions {
     std::string source;

@@ -18,7 +18,8 @@ from ._logging import flush_logs, sync_log_level
 from .config import ServerConfig
 from .evaluation import Evaluator, QualityStats
 from .gguf_info import ModelInfo, inspect
-from .quantization import QuantizeResult, QuantType, quantize
+from .quant_types import QuantType
+from .quantization import QuantizeResult, quantize
 from .recovery import EventKind, RestartPolicy, ServerEvent
 from .server import HealthReport, HealthStatus, LlamaServer, ServerMetrics, ServerStatus
 

@@ -17,7 +17,8 @@ class Evaluator:
     ``logprobs(tokens)`` returns an ``(n, n_vocab)`` float32 array: row ``i`` is the
     log-softmax of the logits after ``tokens[: i + 1]``, i.e. log P(next token | prefix).
     Every call starts from an empty cache, so the same tokens give the same numbers. The GIL
-    is released while llama.cpp computes.
+    is released while llama.cpp computes; threads may share one Evaluator (their calls take
+    turns on its single context).
     """
 
     def __init__(self, model_path: str | os.PathLike[str], *, context_size: int = 512,

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ._native import core
+from .quant_types import QuantType
 
 
 @dataclass(frozen=True)
@@ -71,8 +72,6 @@ def inspect(path: str | os.PathLike[str]) -> ModelInfo:
     Raises:
         ModelLoadError: missing, not GGUF, truncated or corrupt header.
     """
-    from .quantization import QuantType
-
     header = core.read_gguf_header(str(path))
     meta: dict[str, object] = header["metadata"]
     arch = str(meta.get("general.architecture", ""))

@@ -3,7 +3,6 @@ atomic output (a failed or cancelled run leaves nothing at ``dst``)."""
 
 from __future__ import annotations
 
-import enum
 import os
 import tempfile
 import time
@@ -14,69 +13,9 @@ from pathlib import Path
 from ._native import core
 from .errors import ConfigError
 from .gguf_info import ModelInfo, inspect
+from .quant_types import QuantType
 
-
-class QuantType(enum.Enum):
-    """llama.cpp's model file types (``llama_ftype``), named as users know them.
-
-    ``QuantType.parse("q4_k_m")`` accepts any case and the ``MOSTLY_`` prefix.
-    """
-
-    F32 = 0
-    F16 = 1
-    Q4_0 = 2
-    Q4_1 = 3
-    Q8_0 = 7
-    Q5_0 = 8
-    Q5_1 = 9
-    Q2_K = 10
-    Q3_K_S = 11
-    Q3_K_M = 12
-    Q3_K_L = 13
-    Q4_K_S = 14
-    Q4_K_M = 15
-    Q5_K_S = 16
-    Q5_K_M = 17
-    Q6_K = 18
-    IQ2_XXS = 19
-    IQ2_XS = 20
-    Q2_K_S = 21
-    IQ3_XS = 22
-    IQ3_XXS = 23
-    IQ1_S = 24
-    IQ4_NL = 25
-    IQ3_S = 26
-    IQ3_M = 27
-    IQ2_S = 28
-    IQ2_M = 29
-    IQ4_XS = 30
-    IQ1_M = 31
-    BF16 = 32
-    TQ1_0 = 36
-    TQ2_0 = 37
-    MXFP4_MOE = 38
-
-    @classmethod
-    def parse(cls, value: str | QuantType | int) -> QuantType:
-        """The type named by ``value`` (case-insensitive); ConfigError lists the valid names."""
-        if isinstance(value, QuantType):
-            return value
-        if isinstance(value, int) and not isinstance(value, bool):
-            try:
-                return cls(value)
-            except ValueError:
-                pass
-        elif isinstance(value, str):
-            key = value.strip().upper().replace("-", "_")
-            key = key.removeprefix("MOSTLY_").removeprefix("ALL_")
-            if key in cls.__members__:
-                return cls[key]
-        raise ConfigError(f"unknown quantization type {value!r}; valid: {', '.join(cls.__members__)}")
-
-    @property
-    def needs_imatrix(self) -> bool:
-        """The very low-bit types that llama.cpp refuses to make without an importance matrix."""
-        return self in (QuantType.IQ1_S, QuantType.IQ1_M, QuantType.IQ2_XXS, QuantType.IQ2_XS, QuantType.IQ2_S)
+__all__ = ["QuantType", "QuantizeResult", "quantize"]
 
 
 @dataclass(frozen=True)
@@ -140,7 +79,7 @@ def quantize(src: str | os.PathLike[str], dst: str | os.PathLike[str], qtype: st
     os.close(fd)
     started = time.perf_counter()
     try:
-        core.quantize(str(src_path), tmp_name, qt.value, threads or 0, allow_requantize,
+        core.quantize(str(src_path), tmp_name, qt, threads or 0, allow_requantize,
                       "" if imatrix is None else str(imatrix), progress)
         os.replace(tmp_name, dst_path)
     except BaseException:
