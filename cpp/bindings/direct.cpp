@@ -7,6 +7,8 @@
 
 #include <nanobind/stl/shared_ptr.h>
 #include <nanobind/stl/string.h>
+#include <nanobind/stl/tuple.h>
+#include <nanobind/stl/vector.h>
 
 namespace {
 
@@ -31,11 +33,8 @@ void init_direct(nb::module_ & m) {
                     nb::gil_scoped_release release;
                     batch = call.wait(timeout);
                 }
-                nb::list payloads;
-                for (auto & p : batch.payloads) {
-                    payloads.append(nb::str(p.data(), p.size()));
-                }
-                return nb::make_tuple(payloads, batch.done, batch.status, batch.stream, end_name(batch.end));
+                return std::make_tuple(std::move(batch.payloads), batch.done, batch.status, batch.stream,
+                                       std::string(end_name(batch.end)));
             },
             nb::arg("timeout"),
             "(payloads, done, status, stream, end): the JSON texts queued since the last wait (waiting up to "

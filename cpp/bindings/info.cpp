@@ -47,6 +47,7 @@ void init_info(nb::module_ & m) {
             out["summary"] = info.summary;
             return out;
         },
+        nb::sig("def system_info() -> dict[str, typing.Any]"),
         "Backends compiled in, their CPU features, and the devices found.");
     m.def("server_flags_help", &llamaproc::server_flags_help, "Help text of llama-server's flags.");
     m.def(

@@ -9,6 +9,7 @@
 #include "log.h"
 
 #include <nanobind/stl/string.h>
+#include <nanobind/stl/pair.h>
 #include <nanobind/stl/vector.h>
 
 void init_logging(nb::module_ & m) {
@@ -21,10 +22,9 @@ void init_logging(nb::module_ & m) {
     m.def(
         "take_log_records",
         [] {
-            std::vector<llamaproc::LogRecord> records = llamaproc::take_log_records();
-            nb::list out;
-            for (auto & r : records) {
-                out.append(nb::make_tuple(static_cast<int>(r.level), std::move(r.line)));
+            std::vector<std::pair<int, std::string>> out;
+            for (auto & r : llamaproc::take_log_records()) {
+                out.emplace_back(static_cast<int>(r.level), std::move(r.line));
             }
             return out;
         },

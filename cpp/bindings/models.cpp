@@ -86,7 +86,7 @@ LogprobArray evaluate(llamaproc::Evaluator & ev, nb::ndarray<const int32_t, nb::
 }  // namespace
 
 void init_models(nb::module_ & m) {
-    m.def("read_gguf_header", &read_header, nb::arg("path"),
+    m.def("read_gguf_header", &read_header, nb::arg("path"), nb::sig("def read_gguf_header(path: str) -> dict[str, typing.Any]"),
           "GGUF header of `path`: version, scalar metadata, array lengths, and the tensor table as "
           "(name, type, n_elements, n_bytes). No weights are read.");
     m.def("quantize", &quantize, nb::arg("source"), nb::arg("destination"), nb::arg("ftype"), nb::arg("threads"),

@@ -6,6 +6,7 @@
 
 #include "common.h"
 
+#include <nanobind/stl/map.h>
 #include <nanobind/stl/optional.h>
 #include <nanobind/stl/shared_ptr.h>
 #include <nanobind/stl/tuple.h>
@@ -128,7 +129,7 @@ void init_server(nb::module_ & m) {
                      [](ServerHandle & h) {
                          const auto c = h.server->request_counts();
                          using O = llamaproc::RequestOutcome;
-                         nb::dict d;
+                         std::map<std::string, uint64_t> d;
                          d["ok"] = c.by_outcome[static_cast<int>(O::ok)];
                          d["client_error"] = c.by_outcome[static_cast<int>(O::client_error)];
                          d["server_error"] = c.by_outcome[static_cast<int>(O::server_error)];
