@@ -139,9 +139,12 @@ void init_server(nb::module_ & m) {
                      },
                      "HTTP requests answered since start, by outcome.")
         .def("log_tail", [](ServerHandle & h, size_t n) { return h.server->log_tail(n); }, nb::arg("max_lines") = 40)
-        .def("call", [](ServerHandle & h, const std::string & path, std::string body) { return h.server->call(path, std::move(body)); },
-             nb::call_guard<nb::gil_scoped_release>(), nb::arg("path"), nb::arg("body"),
-             "POST `path` with the JSON text `body` in-process; returns a DirectCall at once.")
+        .def("call",
+             [](ServerHandle & h, const std::string & path, std::string body, bool post) {
+                 return h.server->call(path, std::move(body), post);
+             },
+             nb::call_guard<nb::gil_scoped_release>(), nb::arg("path"), nb::arg("body"), nb::arg("post") = true,
+             "POST (or GET) `path` with the JSON text `body` in-process; returns a DirectCall at once.")
         .def(
             "inject_fault",
             [](ServerHandle & h, const std::string & kind, int times, int param) {

@@ -14,6 +14,7 @@ import weakref
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from . import _logging, errors, flags
 from ._native import core
@@ -514,6 +515,20 @@ class LlamaServer:
                 if client is None:
                     client = self.__dict__["_adirect"] = AsyncDirectClient(self, direct_pool())
         return client
+
+    def openai_client(self, **kwargs: Any) -> Any:
+        """An ``openai.OpenAI`` client whose requests reach this server in-process (no socket):
+        the SDK's own types, errors and streams. Needs ``pip install llamaproc[openai]``;
+        ``kwargs`` go to ``openai.OpenAI``."""
+        from .direct.openai_transport import openai_client
+
+        return openai_client(self, **kwargs)
+
+    def async_openai_client(self, **kwargs: Any) -> Any:
+        """:meth:`openai_client` for asyncio: an ``openai.AsyncOpenAI``."""
+        from .direct.openai_transport import async_openai_client
+
+        return async_openai_client(self, self.adirect._pool, **kwargs)
 
     def _require_ready(self) -> core.EmbeddedServer:
         run = self._run

@@ -14,7 +14,7 @@ std::shared_ptr<DirectCall> DirectCall::start(std::unique_ptr<Lease> lease, rout
     call->tail_ = std::move(tail);
     call->stopping_ = std::move(stopping);
     if (member == nullptr) {
-        auto res = error_response("no POST route " + path + " on this server", ERROR_TYPE_NOT_FOUND);
+        auto res = error_response("no route " + path + " on this server", ERROR_TYPE_NOT_FOUND);
         return finished(res->status, res->data);
     }
     // the worker owns the call (and the lease) until it is done; the caller may drop it earlier

@@ -179,7 +179,10 @@ void EmbeddedServer::prepare_params() {
 }
 
 std::shared_ptr<ModelInstance> EmbeddedServer::make_instance() {
-    return std::make_shared<ModelInstance>(params_, options_.memory_limit, tail_, faults_, [this] { changed(); });
+    const bool cache_ram_given = flag_given(options_.args, {"-cram", "--cache-ram"}) ||
+                                 (options_.use_env && std::getenv("LLAMA_ARG_CACHE_RAM"));
+    return std::make_shared<ModelInstance>(params_, MemoryPolicy{options_.memory_limit, cache_ram_given, measured_need_},
+                                           tail_, faults_, [this] { changed(); });
 }
 
 void EmbeddedServer::start() {
@@ -333,7 +336,7 @@ void EmbeddedServer::stop() {
     changed();
 }
 
-std::shared_ptr<DirectCall> EmbeddedServer::call(const std::string & path, std::string body) {
+std::shared_ptr<DirectCall> EmbeddedServer::call(const std::string & path, std::string body, bool post) {
     std::shared_ptr<ModelInstance> inst;
     std::shared_ptr<std::atomic<bool>> stopping;
     {
@@ -348,7 +351,7 @@ std::shared_ptr<DirectCall> EmbeddedServer::call(const std::string & path, std::
                                   ERROR_TYPE_UNAVAILABLE);
         return DirectCall::finished(res->status, res->data);
     }
-    return DirectCall::start(std::make_unique<Lease>(inst), find_instance_route(true, path), path, std::move(body), tail_,
+    return DirectCall::start(std::make_unique<Lease>(inst), find_instance_route(post, path), path, std::move(body), tail_,
                              std::move(stopping));
 }
 

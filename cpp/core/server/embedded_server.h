@@ -78,9 +78,9 @@ public:
     std::optional<SlotLoad> query_load(double timeout_s);
     std::optional<LoopMetrics> query_metrics(double timeout_s);
 
-    // POST `path` (any route llama-server serves) with a JSON `body`, in-process, on a worker
-    // thread; never throws. A server that is not ready answers 503, an unknown route 404.
-    std::shared_ptr<DirectCall> call(const std::string & path, std::string body);
+    // POST (or GET) `path` (any route llama-server serves) with a JSON `body`, in-process, on a
+    // worker thread; never throws. A server that is not ready answers 503, an unknown route 404.
+    std::shared_ptr<DirectCall> call(const std::string & path, std::string body, bool post = true);
 
     // Tests only: make the server misbehave through the paths real failures take.
     void inject_fault(FaultKind kind, int times, int param);
@@ -99,6 +99,7 @@ private:
     std::shared_ptr<FaultPlan> faults_ = std::make_shared<FaultPlan>();
     std::unique_ptr<ProcessRuntime> runtime_;
     std::unique_ptr<HttpFront> front_;
+    std::shared_ptr<std::atomic<uint64_t>> measured_need_ = std::make_shared<std::atomic<uint64_t>>(0);
 
     mutable std::mutex mutex_;  // guards phase_, instance_, change_seq_, abandoned_; with cv_
     std::condition_variable cv_;

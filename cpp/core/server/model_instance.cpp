@@ -8,6 +8,7 @@
 
 #include <chrono>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 
@@ -61,10 +62,12 @@ uint64_t available_memory_bytes() {
     return 0;
 }
 
-ModelInstance::ModelInstance(common_params params, uint64_t memory_limit, std::shared_ptr<LogTail> tail,
+ModelInstance::ModelInstance(common_params params, MemoryPolicy memory, std::shared_ptr<LogTail> tail,
                              std::shared_ptr<FaultPlan> faults, ChangeCallback on_change)
     : params_(std::move(params)),
-      memory_limit_(memory_limit),
+      memory_limit_(memory.limit),
+      cache_ram_explicit_(memory.cache_ram_explicit),
+      measured_need_(memory.measured_need ? memory.measured_need : std::make_shared<std::atomic<uint64_t>>(0)),
       tail_(std::move(tail)),
       faults_(std::move(faults)),
       on_change_(std::move(on_change)) {
@@ -194,28 +197,58 @@ void ModelInstance::on_loop_line(const std::string & line) {
     }
 }
 
-void ModelInstance::prepare_prompt_cache(const MemoryEstimate * need) {
-    const bool is_default = params_.cache_ram_mib == common_params{}.cache_ram_mib;
-    if (is_default) {
+// The prompt cache's cap: an explicit --cache-ram as given (checked against the limit), else
+// a share of the available memory, and with a memory_limit no more than what `need` leaves.
+void ModelInstance::prepare_prompt_cache(uint64_t need) {
+    if (!cache_ram_explicit_) {
         const uint64_t share = available_memory_bytes() / 100 * PROMPT_CACHE_SHARE_OF_AVAILABLE;
-        uint64_t cache = std::min<uint64_t>(static_cast<uint64_t>(params_.cache_ram_mib) * MiB, share);
-        if (need != nullptr) {
-            const uint64_t room = memory_limit_ > need->total() ? memory_limit_ - need->total() : 0;
-            cache = std::min(cache, room);
+        uint64_t cache = std::min<uint64_t>(static_cast<uint64_t>(common_params{}.cache_ram_mib) * MiB, share);
+        if (memory_limit_ > 0) {
+            cache = std::min(cache, memory_limit_ > need ? memory_limit_ - need : 0);
         }
         params_.cache_ram_mib = static_cast<int32_t>(cache / MiB);  // 0 disables the cache
-    } else if (need != nullptr) {
+    } else if (memory_limit_ > 0) {
         if (params_.cache_ram_mib < 0) {
             throw Error(ErrorKind::config, "--cache-ram -1 (no limit) cannot be combined with memory_limit");
         }
         const uint64_t cache = static_cast<uint64_t>(params_.cache_ram_mib) * MiB;
-        if (need->total() + cache > memory_limit_) {
+        if (need + cache > memory_limit_) {
             throw Error(ErrorKind::resource,
-                        "model '" + params_.model.path + "' needs about " + mib_text(need->total()) +
-                            " and --cache-ram asks for " + mib_text(cache) + " more, over memory_limit=" +
-                            mib_text(memory_limit_) + "; nothing was loaded. Hint: lower --cache-ram or leave it unset");
+                        "model '" + params_.model.path + "' needs about " + mib_text(need) + " and --cache-ram asks for " +
+                            mib_text(cache) + " more, over memory_limit=" + mib_text(memory_limit_) +
+                            "; nothing was loaded. Hint: lower --cache-ram or leave it unset");
         }
     }
+}
+
+// What memory_limit is checked against before loading: llama.cpp's dry-run estimate, with the
+// weights at least the file's size (their pages are read into memory), or what an earlier
+// load of this server measured, whichever is larger.
+uint64_t ModelInstance::expected_need() {
+    const MemoryEstimate est = estimate_memory(params_);
+    std::error_code ec;
+    const uint64_t file = std::filesystem::file_size(params_.model.path, ec);
+    const uint64_t weights = std::max<uint64_t>(est.model_bytes, ec ? 0 : file);
+    const uint64_t need = std::max<uint64_t>(weights + est.context_bytes + est.compute_bytes, measured_need_->load());
+    if (need > memory_limit_) {
+        throw Error(ErrorKind::resource,
+                    "model '" + params_.model.path + "' with this configuration needs about " + mib_text(need) +
+                        " (weights " + mib_text(weights) + ", context " + mib_text(est.context_bytes) + ", compute " +
+                        mib_text(est.compute_bytes) + "), more than memory_limit=" + mib_text(memory_limit_) +
+                        "; nothing was loaded. Hint: lower context_size or parallel, or use a smaller quantization");
+    }
+    return need;
+}
+
+InstanceMemory ModelInstance::measure() const {
+    InstanceMemory mem;
+    for (const auto & [type, data] : llama_get_memory_breakdown(ctx_server_->get_llama_context())) {
+        mem.model_bytes += data.model;
+        mem.context_bytes += data.context;
+        mem.compute_bytes += data.compute;
+    }
+    mem.prompt_cache_limit_bytes = params_.cache_ram_mib > 0 ? static_cast<uint64_t>(params_.cache_ram_mib) * MiB : 0;
+    return mem;
 }
 
 void ModelInstance::run() {
@@ -226,36 +259,44 @@ void ModelInstance::run() {
         if (faults_->take(FaultKind::load_fails)) {
             throw Error(ErrorKind::model_load, "injected fault: failed to load model '" + path + "'");
         }
-        std::optional<MemoryEstimate> need;
-        if (memory_limit_ > 0) {
-            need = estimate_memory(params_);
-            if (need->total() > memory_limit_) {
-                throw Error(ErrorKind::resource,
-                            "model '" + path + "' with this configuration needs about " + mib_text(need->total()) +
-                                " (weights " + mib_text(need->model_bytes) + ", context " +
-                                mib_text(need->context_bytes) + ", compute " + mib_text(need->compute_bytes) +
-                                "), more than memory_limit=" + mib_text(memory_limit_) +
-                                "; nothing was loaded. Hint: lower context_size or parallel, or use a smaller quantization");
-            }
-        }
-        prepare_prompt_cache(need ? &*need : nullptr);
         slow_load_ms_ = faults_->take(FaultKind::slow_load) ? faults_->param(FaultKind::slow_load) : 0;
-        if (!stop_requested_.load()) {
+        InstanceMemory mem;
+        // With a memory_limit the first load also measures: llama.cpp's estimate misses host
+        // copies of repacked (AMX, ARM) weights, so if the measured need leaves the prompt
+        // cache less room than it was given, the model loads once more with the right cap.
+        for (int attempt = 0; attempt < 2 && !stop_requested_.load(); ++attempt) {
+            prepare_prompt_cache(memory_limit_ > 0 ? expected_need() : 0);
             const bool ok = ctx_server_->load_model(params_);
-            if (!ok && !stop_requested_.load()) {
+            if (!ok) {
+                if (stop_requested_.load()) {
+                    break;
+                }
                 throw Error(ErrorKind::model_load, "failed to load model '" + path + "'; see the log lines attached");
             }
-            loaded = ok;
+            mem = measure();
+            const uint64_t held = mem.model_bytes + mem.context_bytes + mem.compute_bytes;
+            if (memory_limit_ == 0 || held + mem.prompt_cache_limit_bytes <= memory_limit_) {
+                loaded = true;
+                break;
+            }
+            measured_need_->store(held);
+            if (held > memory_limit_ || cache_ram_explicit_ || attempt == 1) {
+                throw Error(ErrorKind::resource,
+                            "model '" + path + "' holds " + mib_text(held) + " once loaded (weights " +
+                                mib_text(mem.model_bytes) + ", context " + mib_text(mem.context_bytes) + ", compute " +
+                                mib_text(mem.compute_bytes) + ") and a prompt cache of up to " +
+                                mib_text(mem.prompt_cache_limit_bytes) + ", over memory_limit=" +
+                                mib_text(memory_limit_) + "; it was unloaded. Hint: raise memory_limit or lower context_size");
+            }
+            log_line(LogLevel::info, "memory_limit: the model holds " + mib_text(held) +
+                                         " once loaded, more than llama.cpp estimated; reloading it with a smaller prompt cache");
+            routes_.reset();
+            ctx_server_ = std::make_unique<server_context>();
+            routes_ = std::make_unique<server_routes>(params_, *ctx_server_);
+            routes_->init_routes();
         }
         if (loaded && !stop_requested_.load()) {
             routes_->update_meta(*ctx_server_);
-            InstanceMemory mem;
-            for (const auto & [type, data] : llama_get_memory_breakdown(ctx_server_->get_llama_context())) {
-                mem.model_bytes += data.model;
-                mem.context_bytes += data.context;
-                mem.compute_bytes += data.compute;
-            }
-            mem.prompt_cache_limit_bytes = params_.cache_ram_mib > 0 ? static_cast<uint64_t>(params_.cache_ram_mib) * MiB : 0;
             {
                 std::lock_guard<std::mutex> lock(mutex_);
                 memory_ = mem;

@@ -68,13 +68,21 @@ struct InstanceMemory {
     uint64_t prompt_cache_limit_bytes = 0;  // upper bound of the RAM prompt cache (--cache-ram)
 };
 
+// How much memory an instance may take.
+struct MemoryPolicy {
+    uint64_t limit = 0;               // bytes for weights + KV + compute + prompt cache; 0 = none
+    bool cache_ram_explicit = false;  // --cache-ram was given: use it as is (checked against limit)
+    // what a load of this model measured (shared by the instances of one server), 0 = not yet
+    std::shared_ptr<std::atomic<uint64_t>> measured_need;
+};
+
 class ModelInstance {
 public:
     using ChangeCallback = std::function<void()>;
 
     // `params` are final (parsed and prepared); `on_change` is called (without locks held)
     // after every state change.
-    ModelInstance(common_params params, uint64_t memory_limit, std::shared_ptr<LogTail> tail,
+    ModelInstance(common_params params, MemoryPolicy memory, std::shared_ptr<LogTail> tail,
                   std::shared_ptr<FaultPlan> faults, ChangeCallback on_change);
     ~ModelInstance();
     ModelInstance(const ModelInstance &) = delete;
@@ -110,12 +118,16 @@ private:
     void run();
     void fail(ErrorKind kind, const std::string & message, bool poisoned = false);
     void set_state(InstanceState s);
-    void prepare_prompt_cache(const MemoryEstimate * need);
+    void prepare_prompt_cache(uint64_t need);
+    uint64_t expected_need();
+    InstanceMemory measure() const;
     void on_loop_line(const std::string & line);
     static bool on_load_progress(float progress, void * self);
 
     common_params params_;
     const uint64_t memory_limit_;
+    const bool cache_ram_explicit_;
+    std::shared_ptr<std::atomic<uint64_t>> measured_need_;
     std::shared_ptr<LogTail> tail_;
     std::shared_ptr<FaultPlan> faults_;
     ChangeCallback on_change_;

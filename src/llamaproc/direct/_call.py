@@ -25,10 +25,10 @@ T = TypeVar("T")
 SLICE_S = 0.1  # longest uninterrupted native wait of a sync caller (Ctrl-C latency)
 
 
-def start_call(server: LlamaServer, path: str, body: dict[str, Any]) -> core.DirectCall:
-    """Start POST ``path`` on the server's current model; raise if the server is not READY."""
+def start_call(server: LlamaServer, path: str, body: dict[str, Any] | None, *, post: bool = True) -> core.DirectCall:
+    """Start POST (or GET) ``path`` on the server's current model; raise if it is not READY."""
     native = server._require_ready()
-    return native.call(path, json.dumps(body, ensure_ascii=False))
+    return native.call(path, json.dumps(body if body is not None else {}, ensure_ascii=False), post)
 
 
 class _Batch:
