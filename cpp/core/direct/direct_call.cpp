@@ -17,6 +17,12 @@ std::shared_ptr<DirectCall> DirectCall::start(std::unique_ptr<Lease> lease, rout
         auto res = error_response("no route " + path + " on this server", ERROR_TYPE_NOT_FOUND);
         return finished(res->status, res->data);
     }
+    if (answers_without_the_loop(path)) {
+        // tokenize, detokenize, apply-template: answered from the vocabulary and templates on
+        // the calling thread, never queued for the loop: no worker needed
+        call->run(std::move(lease), member, std::move(path), std::move(body));
+        return call;
+    }
     // the worker owns the call (and the lease) until it is done; the caller may drop it earlier
     std::thread([call, lease = std::move(lease), member, path = std::move(path), body = std::move(body)]() mutable {
         call->run(std::move(lease), member, std::move(path), std::move(body));

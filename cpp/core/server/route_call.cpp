@@ -81,6 +81,10 @@ route_member find_instance_route(bool post, const std::string & path) {
     return nullptr;
 }
 
+bool answers_without_the_loop(const std::string & path) {
+    return path == "/tokenize" || path == "/detokenize" || path == "/apply-template";
+}
+
 GuardedRequest::GuardedRequest(const server_http_req & original, std::shared_ptr<std::atomic<bool>> stopping,
                                std::shared_ptr<std::atomic<bool>> down)
     : should_stop([orig = &original.should_stop, stopping = std::move(stopping), down = std::move(down)] {

@@ -31,6 +31,10 @@ const std::vector<InstanceRoute> & instance_routes();
 // The handler for `path` ("/v1/chat/completions", ...), or nullptr.
 route_member find_instance_route(bool post, const std::string & path);
 
+// Routes whose handlers answer on the calling thread (tokenizer, chat template) without
+// posting a task to the inference loop.
+bool answers_without_the_loop(const std::string & path);
+
 // Holds an instance unfreed while a handler or its response uses it (see ModelInstance::acquire()).
 struct Lease {
     std::shared_ptr<ModelInstance> inst;
