@@ -56,7 +56,7 @@ include("${CMAKE_CURRENT_LIST_DIR}/amx_fix.cmake")
 
 # patches/ (applied by scripts/fetch_llama_cpp.py to the pinned source): a user-provided
 # checkout may lack them; say what that costs instead of failing.
-file(STRINGS "${LLAMAPROC_LLAMA_CPP_DIR}/tools/server/server-context.cpp" _llamaproc_patch_0001 REGEX "caller_cb")
+file(STRINGS "${LLAMAPROC_LLAMA_CPP_DIR}/tools/server/server-context.cpp" _llamaproc_patch_0001 REGEX "caller_progress_cb")
 if(NOT _llamaproc_patch_0001)
   message(WARNING "llamaproc: ${LLAMAPROC_LLAMA_CPP_DIR} lacks patches/0001-server-load-progress-callback.patch: "
                   "start(progress=...) will not report load progress and stop() will not cancel a load in progress "

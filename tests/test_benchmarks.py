@@ -67,3 +67,14 @@ def test_memory_benchmark_quick(tiny_model, tmp_path):
     data = json.loads(out.read_text())
     assert data["default"]["requests"] > 0 and data["limit"]["requests"] > 0
     assert 0 < data["limit"]["cache_cap_mib"] <= 64
+
+
+def test_direct_benchmark_quick(tiny_model, tmp_path):
+    out = tmp_path / "direct.json"
+    r = subprocess.run([sys.executable, str(BENCH / "bench_direct.py"), "--model", str(tiny_model), "--rounds", "1",
+                        "--calls", "20", "--tokens", "32", "--threads", "1", "--json", str(out)],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    summary = json.loads(out.read_text())["summary"]
+    assert summary["M1_tokenize"]["direct_p50_us"] > 0 and summary["M1_tokenize"]["http_p50_us"] > 0
+    assert summary["M3"]["mixed_4_4_tok_s"] > 0 and summary["M4"]["break_to_free_ms"] >= 0

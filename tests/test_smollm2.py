@@ -8,7 +8,7 @@ import time
 import pytest
 
 from http_client import post
-from llamaproc import HealthStatus, LlamaServer, ServerConfig
+from llamaproc import HealthStatus, LlamaServer, ServerConfig, errors
 
 pytestmark = pytest.mark.smollm2
 
@@ -62,3 +62,21 @@ def test_health_is_degraded_when_every_slot_is_busy_and_requests_wait(smol_serve
     assert HealthStatus.DEGRADED in seen
     assert done == [200, 200, 200]
     assert smol_server.health_check().status is HealthStatus.HEALTHY
+
+
+@pytest.mark.smollm2
+def test_memory_limit_holds_with_repacked_weights(smollm2_model):
+    """llama.cpp's estimate misses the AMX/repacked copy of the weights: the first load
+    measures, and the model is reloaded with a prompt cache that fits the limit."""
+    base = dict(model_path=smollm2_model, threads=1, parallel=2, context_size=2048)
+    with LlamaServer.start(ServerConfig(**base)) as probe:
+        m = probe.metrics()
+        held = m.model_bytes + m.kv_cache_bytes + m.compute_bytes
+    limit = held + 32 * 2**20
+    with LlamaServer.start(ServerConfig(**base, memory_limit=limit)) as server:
+        m = server.metrics()
+        assert m.memory_bytes <= limit
+        assert 16 * 2**20 <= m.prompt_cache_limit_bytes <= 32 * 2**20
+        assert server.direct.completions.create(prompt="Hello", max_tokens=4)["usage"]["completion_tokens"] == 4
+    with pytest.raises(errors.ResourceError):
+        LlamaServer.start(ServerConfig(**base, memory_limit=held - 16 * 2**20))

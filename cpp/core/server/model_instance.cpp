@@ -266,6 +266,8 @@ void ModelInstance::run() {
         // cache less room than it was given, the model loads once more with the right cap.
         for (int attempt = 0; attempt < 2 && !stop_requested_.load(); ++attempt) {
             prepare_prompt_cache(memory_limit_ > 0 ? expected_need() : 0);
+            params_.load_progress_callback = &ModelInstance::on_load_progress;
+            params_.load_progress_callback_user_data = this;
             const bool ok = ctx_server_->load_model(params_);
             if (!ok) {
                 if (stop_requested_.load()) {
