@@ -63,9 +63,9 @@ def test_chat_direct_equals_http_and_streaming_equals_non_streaming(server):
 
 
 def test_completions_and_post_reach_any_route(server):
-    r = server.direct.completions.create(prompt="once upon", max_tokens=4, temperature=0)
+    r = server.direct.completions.create(prompt="once upon", max_tokens=4, temperature=0, ignore_eos=True)
     assert r["object"] == "text_completion" and r["usage"]["completion_tokens"] == 4
-    legacy = server.direct.post("/completion", {"prompt": "once upon", "n_predict": 4, "temperature": 0})
+    legacy = server.direct.post("/completion", {"prompt": "once upon", "n_predict": 4, "temperature": 0, "ignore_eos": True})
     assert legacy["content"] == r["choices"][0]["text"]
     applied = server.direct.post("/apply-template", {"messages": MESSAGES})
     assert "rivers" in applied["prompt"]
@@ -110,7 +110,7 @@ def test_breaking_out_of_a_stream_frees_the_slot(server):
     stream.close()
     assert wait_idle(server) < 1.0
     # the next request is served
-    assert server.direct.completions.create(prompt="x", max_tokens=2)["usage"]["completion_tokens"] == 2
+    assert server.direct.completions.create(prompt="x", max_tokens=2, ignore_eos=True)["usage"]["completion_tokens"] == 2
 
 
 def test_dropping_a_stream_or_a_timeout_cancels_it(server):
@@ -181,7 +181,7 @@ def test_asyncio_cancellation_frees_the_slot(server):
 
     asyncio.run(main())
     assert wait_idle(server) < 1.0
-    r = asyncio.run(server.adirect.chat.completions.create(messages=MESSAGES, max_tokens=3))
+    r = asyncio.run(server.adirect.chat.completions.create(messages=MESSAGES, max_tokens=3, ignore_eos=True))
     assert r["usage"]["completion_tokens"] == 3
     assert asyncio.run(server.adirect.tokenize("hello")).tolist() == server.direct.tokenize("hello").tolist()
 
@@ -191,7 +191,7 @@ def test_a_slow_consumer_does_not_stall_other_clients(server):
                                               stream_options={"include_usage": True})
     next(stream)  # then nobody reads it for a while
     t0 = time.monotonic()
-    status, body = post(server.url + "/v1/completions", {"prompt": "fast", "max_tokens": 8}, timeout=30)
+    status, body = post(server.url + "/v1/completions", {"prompt": "fast", "max_tokens": 8, "ignore_eos": True}, timeout=30)
     assert status == 200 and body["usage"]["completion_tokens"] == 8
     assert time.monotonic() - t0 < 5
     rest = list(stream)  # everything generated meanwhile is still there

@@ -15,7 +15,7 @@ MESSAGES = [{"role": "user", "content": "hello there"}]
 
 
 def test_chat_completion(tiny_server):
-    status, body = post(tiny_server.url + "/v1/chat/completions", {"messages": MESSAGES, "max_tokens": 6})
+    status, body = post(tiny_server.url + "/v1/chat/completions", {"messages": MESSAGES, "max_tokens": 6, "ignore_eos": True})
     assert status == 200
     assert body["object"] == "chat.completion"
     assert body["choices"][0]["message"]["role"] == "assistant"
@@ -24,7 +24,7 @@ def test_chat_completion(tiny_server):
 
 
 def test_chat_completion_streaming(tiny_server):
-    events = list(stream_events(tiny_server.url + "/v1/chat/completions", {"messages": MESSAGES, "max_tokens": 6}))
+    events = list(stream_events(tiny_server.url + "/v1/chat/completions", {"messages": MESSAGES, "max_tokens": 6, "ignore_eos": True}))
     assert events[-1] == "[DONE]"
     chunks = [e for e in events if isinstance(e, dict)]
     assert all(c["object"] == "chat.completion.chunk" for c in chunks)
@@ -34,7 +34,7 @@ def test_chat_completion_streaming(tiny_server):
 def test_completions_legacy_and_openai(tiny_server):
     status, body = post(tiny_server.url + "/v1/completions", {"prompt": "abc", "max_tokens": 5})
     assert status == 200 and body["object"] == "text_completion"
-    status, body = post(tiny_server.url + "/completion", {"prompt": "abc", "n_predict": 5})
+    status, body = post(tiny_server.url + "/completion", {"prompt": "abc", "n_predict": 5, "ignore_eos": True})
     assert status == 200 and body["tokens_predicted"] == 5
 
 

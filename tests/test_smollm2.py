@@ -35,7 +35,7 @@ def test_chat_completion_returns_text(smol_server):
 def test_long_multi_token_prompt_through_the_native_build(smol_server):
     # a several-hundred-token prompt batch: the AMX path of this CPU must survive it (gcc-12 fix)
     prompt = " ".join(f"item {i} is number {i * 7}." for i in range(120))
-    status, body = post(smol_server.url + "/completion", {"prompt": prompt, "n_predict": 4, "cache_prompt": False})
+    status, body = post(smol_server.url + "/completion", {"prompt": prompt, "n_predict": 4, "cache_prompt": False, "ignore_eos": True})
     assert status == 200
     assert body["tokens_evaluated"] > 400
     assert body["tokens_predicted"] == 4
@@ -77,6 +77,6 @@ def test_memory_limit_holds_with_repacked_weights(smollm2_model):
         m = server.metrics()
         assert m.memory_bytes <= limit
         assert 16 * 2**20 <= m.prompt_cache_limit_bytes <= 32 * 2**20
-        assert server.direct.completions.create(prompt="Hello", max_tokens=4)["usage"]["completion_tokens"] == 4
+        assert server.direct.completions.create(prompt="Hello", max_tokens=4, ignore_eos=True)["usage"]["completion_tokens"] == 4
     with pytest.raises(errors.ResourceError):
         LlamaServer.start(ServerConfig(**base, memory_limit=held - 16 * 2**20))

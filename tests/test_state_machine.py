@@ -66,7 +66,7 @@ class ServerLifecycle(RuleBasedStateMachine):
     @precondition(lambda self: self.running)
     @rule()
     def request(self) -> None:
-        status, body = post(self.server.url + "/completion", {"prompt": "hi", "n_predict": 3})
+        status, body = post(self.server.url + "/completion", {"prompt": "hi", "n_predict": 3, "ignore_eos": True})
         assert status == 200 and body["tokens_predicted"] == 3
 
     @invariant()

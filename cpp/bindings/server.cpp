@@ -59,7 +59,8 @@ const char * error_kind_name(llamaproc::ErrorKind kind) {
 
 llamaproc::FaultKind fault_kind(const std::string & name) {
     using llamaproc::FaultKind;
-    for (FaultKind k : {FaultKind::loop_dies, FaultKind::assert_in_request, FaultKind::load_fails, FaultKind::slow_load}) {
+    for (FaultKind k : {FaultKind::loop_dies, FaultKind::assert_in_request, FaultKind::load_fails, FaultKind::slow_load,
+                        FaultKind::over_memory}) {
         if (name == llamaproc::fault_name(k)) {
             return k;
         }
@@ -152,6 +153,22 @@ void init_server(nb::module_ & m) {
             },
             nb::arg("kind"), nb::arg("times") = 1, nb::arg("param") = 0,
             "Tests only: arm a fault (loop_dies, assert_in_request, load_fails, slow_load) `times` times.")
+        .def(
+            "inject_error",
+            [](ServerHandle & h, int status, std::string body, int nth, std::string match, int times) {
+                h.server->faults().arm_error(status, std::move(body), nth, std::move(match), times);
+            },
+            nb::arg("status"), nb::arg("body") = "", nb::arg("nth") = 1, nb::arg("match") = "", nb::arg("times") = 1,
+            "Tests only: answer the `nth` matching request with `status` (and `body`, default llama.cpp's error body).")
+        .def("inject_slow_tokens", [](ServerHandle & h, int ms) { h.server->faults().arm_slow_tokens(ms); },
+             nb::arg("ms"), "Tests only: every stream chunk waits `ms` first (0: off).")
+        .def("inject_cut_stream", [](ServerHandle & h, int after, int times) { h.server->faults().arm_cut_stream(after, times); },
+             nb::arg("after_chunks"), nb::arg("times") = 1, "Tests only: the next streams end after `after_chunks` chunks.")
+        .def("clear_faults", [](ServerHandle & h) { h.server->faults().clear(); }, nb::call_guard<nb::gil_scoped_release>(),
+             "Tests only: disarm every fault.")
+        .def("set_slots_busy", [](ServerHandle & h, bool busy) { h.server->faults().set_slots_busy(busy); },
+             nb::call_guard<nb::gil_scoped_release>(), nb::arg("busy"),
+             "Tests only: while set, requests that need a slot wait as if every slot were busy.")
         .def(
             "query_load",
             [](ServerHandle & h, double timeout) -> nb::object {

@@ -14,7 +14,7 @@ import weakref
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import _logging, errors, flags
 from ._native import core
@@ -22,6 +22,9 @@ from .config import ServerConfig
 from .direct.client import AsyncDirectClient, DirectClient, direct_pool
 from .errors import LlamaProcError, ServerNotRunningError, StartupError, attach_log_tail
 from .recovery import EventKind, RestartBudget, RestartPolicy, ServerEvent
+
+if TYPE_CHECKING:
+    from .testing.faults import Fault
 
 
 class ServerStatus(enum.Enum):
@@ -481,21 +484,44 @@ class LlamaServer:
         run = self._run
         return run.native.log_tail(max_lines) if run is not None else []
 
-    def inject_fault(self, kind: str, *, times: int = 1, param: int = 0) -> None:
-        """Tests only: make this server fail through the paths real failures take.
+    def inject_fault(self, fault: Fault | str, *, times: int = 1, param: int = 0) -> None:
+        """Tests only: make this server misbehave through the paths real failures take.
 
-        Kinds: ``"loop_dies"`` (the inference loop stops at once), ``"assert_in_request"`` (a
-        GGML_ASSERT fires on the loop thread when it starts the next request),
-        ``"load_fails"`` (the next ``times`` model loads fail), ``"slow_load"`` (each
-        load-progress step of the next load sleeps ``param`` ms). On a server that is not
-        running, the fault is armed for its next start.
+        ``fault`` is a :class:`llamaproc.testing.Fault` (its docs list what each one does), or
+        the name of a native fault: ``"loop_dies"``, ``"assert_in_request"``, ``"load_fails"``
+        (the next ``times`` loads), ``"slow_load"`` (``param`` ms per load-progress step),
+        ``"over_memory"``. Load faults on a server that is not running apply to its next start.
         """
+        from .testing.faults import Fault
+
+        if isinstance(fault, str):
+            fault = Fault(fault, {"times": times, "ms": param})
+        kind, p = fault.kind, fault.params
         with self._lock:
             run = self._run
             if run is None or run.native.state in ("stopped", "stopping"):
-                self._pending_faults.append((kind, times, param))
+                if kind not in ("load_fails", "slow_load", "over_memory"):
+                    raise ServerNotRunningError(f"start() the server before injecting {kind}")
+                self._pending_faults.append((kind, p.get("times", 1), p.get("ms", 0)))
                 return
-        run.native.inject_fault(kind, times, param)
+        native = run.native
+        if kind == "error":
+            native.inject_error(p["status"], p["body"], p["nth"], p["match"], p["times"])
+        elif kind == "slow_tokens":
+            native.inject_slow_tokens(p["ms"])
+        elif kind == "cut_stream":
+            native.inject_cut_stream(p["after_chunks"], p["times"])
+        elif kind == "slots_busy":
+            native.set_slots_busy(True)
+        else:
+            native.inject_fault(kind, p.get("times", 1), p.get("ms", 0))
+
+    def clear_faults(self) -> None:
+        """Tests only: disarm every injected fault (requests held by ``slots_busy`` go on)."""
+        self._pending_faults.clear()
+        run = self._run
+        if run is not None:
+            run.native.clear_faults()
 
     @property
     def direct(self) -> DirectClient:

@@ -9,10 +9,12 @@ namespace llamaproc {
 
 std::shared_ptr<DirectCall> DirectCall::start(std::unique_ptr<Lease> lease, route_member member, std::string path,
                                               std::string body, std::shared_ptr<LogTail> tail,
-                                              std::shared_ptr<std::atomic<bool>> stopping) {
+                                              std::shared_ptr<std::atomic<bool>> stopping,
+                                              std::shared_ptr<FaultPlan> faults) {
     std::shared_ptr<DirectCall> call(new DirectCall());
     call->tail_ = std::move(tail);
     call->stopping_ = std::move(stopping);
+    call->faults_ = std::move(faults);
     if (member == nullptr) {
         auto res = error_response("no route " + path + " on this server", ERROR_TYPE_NOT_FOUND);
         return finished(res->status, res->data);
@@ -108,6 +110,7 @@ void DirectCall::run(std::unique_ptr<Lease> lease, route_member member, std::str
     ModelInstance & inst = *lease->inst;
     {
         GuardedRequest request(path, std::move(body), cancelled_, stopping_, inst.down_flag());
+        faults_->park_while_busy(request.req.should_stop);
         server_http_res_ptr res = call_route(inst, member, request.req);
         bool failed = false;
         {
@@ -120,8 +123,13 @@ void DirectCall::run(std::unique_ptr<Lease> lease, route_member member, std::str
         }
         cv_.notify_all();
         if (res->is_stream()) {
+            StreamFaults stream_faults(*faults_);
             std::string chunk;
             for (;;) {
+                if (!stream_faults.before_chunk(request.req.should_stop)) {
+                    failed = true;  // a test cut this stream: it ends unfinished
+                    break;
+                }
                 chunk.clear();
                 const bool more = next_chunk(*res, inst, chunk, failed);
                 push_sse(chunk);

@@ -41,7 +41,8 @@ public:
     // instance; `member` its handler (nullptr: answer 404). `stopping` is the server's flag.
     static std::shared_ptr<DirectCall> start(std::unique_ptr<Lease> lease, route_member member, std::string path,
                                              std::string body, std::shared_ptr<LogTail> tail,
-                                             std::shared_ptr<std::atomic<bool>> stopping);
+                                             std::shared_ptr<std::atomic<bool>> stopping,
+                                             std::shared_ptr<FaultPlan> faults);
     // A call that is already over: `status` with `body` (the server was not ready, ...).
     static std::shared_ptr<DirectCall> finished(int status, std::string body);
 
@@ -58,6 +59,7 @@ private:
 
     std::shared_ptr<LogTail> tail_;
     std::shared_ptr<std::atomic<bool>> stopping_;
+    std::shared_ptr<FaultPlan> faults_;
     std::shared_ptr<std::atomic<bool>> cancelled_ = std::make_shared<std::atomic<bool>>(false);
 
     std::mutex mutex_;

@@ -202,7 +202,7 @@ void EmbeddedServer::start() {
             params_ = std::move(parsed);
         }
         prepare_params();
-        front_ = std::make_unique<HttpFront>(params_, tail_);
+        front_ = std::make_unique<HttpFront>(params_, tail_, faults_);
         front_->start();
         auto inst = make_instance();
         {
@@ -351,8 +351,12 @@ std::shared_ptr<DirectCall> EmbeddedServer::call(const std::string & path, std::
                                   ERROR_TYPE_UNAVAILABLE);
         return DirectCall::finished(res->status, res->data);
     }
+    if (auto res = injected_error(*faults_, path, body)) {
+        inst->release();
+        return DirectCall::finished(res->status, res->data);
+    }
     return DirectCall::start(std::make_unique<Lease>(inst), find_instance_route(post, path), path, std::move(body), tail_,
-                             std::move(stopping));
+                             std::move(stopping), faults_);
 }
 
 void EmbeddedServer::inject_fault(FaultKind kind, int times, int param) {
@@ -376,6 +380,10 @@ std::optional<SlotLoad> EmbeddedServer::query_load(double timeout_s) {
     auto metrics = query_metrics(timeout_s);
     if (!metrics) {
         return std::nullopt;
+    }
+    if (faults_->slots_busy()) {  // (a test made every slot look busy)
+        metrics->load.n_processing = metrics->load.n_slots;
+        metrics->load.n_deferred += faults_->parked();
     }
     return metrics->load;
 }

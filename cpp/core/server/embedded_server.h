@@ -84,6 +84,8 @@ public:
 
     // Tests only: make the server misbehave through the paths real failures take.
     void inject_fault(FaultKind kind, int times, int param);
+    // Tests only: the request faults (injected errors, slow chunks, cut streams).
+    FaultPlan & faults() { return *faults_; }
 
 private:
     enum class Phase { created, running, stopping, stopped, start_failed };

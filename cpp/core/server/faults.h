@@ -4,7 +4,12 @@
 #pragma once
 
 #include <atomic>
+#include <condition_variable>
+#include <functional>
+#include <mutex>
+#include <optional>
 #include <string>
+#include <utility>
 
 namespace llamaproc {
 
@@ -13,6 +18,7 @@ enum class FaultKind {
     assert_in_request,  // a GGML_ASSERT fires on the loop thread while it serves the next request
     load_fails,         // the next model load fails
     slow_load,          // each load-progress step of the next load sleeps `param` milliseconds
+    over_memory,        // the next load finds the model over memory_limit (ResourceError)
 };
 
 class FaultPlan {
@@ -24,8 +30,41 @@ public:
     bool armed(FaultKind kind) const;
     int param(FaultKind kind) const;
 
+    // Request faults (HTTP and direct calls alike).
+    // The `nth` request from now (1-based; 0: every request) whose "path body" contains `match`
+    // is answered with `status` and `body` instead of its handler, `times` times.
+    void arm_error(int status, std::string body, int nth, std::string match, int times);
+    std::optional<std::pair<int, std::string>> take_error(const std::string & path, const std::string & body);
+    // Every stream chunk waits `ms` first (0: off).
+    void arm_slow_tokens(int ms) { slow_token_ms_.store(ms); }
+    int slow_token_ms() const { return slow_token_ms_.load(); }
+    // The next `times` streams end after `after_chunks` chunks, without their final events.
+    void arm_cut_stream(int after_chunks, int times);
+    // The chunk count after which a new stream is cut, or -1.
+    int take_cut_stream();
+
+    // While set, requests that need a slot wait as if every slot were busy (health: DEGRADED).
+    void set_slots_busy(bool busy);
+    bool slots_busy() const { return slots_busy_.load(); }
+    int parked() const { return parked_.load(); }
+    // Waits while slots_busy is set (or until `should_stop`); returns at once otherwise.
+    void park_while_busy(const std::function<bool()> & should_stop);
+
 private:
-    static constexpr int n_kinds = 4;
+    static constexpr int n_kinds = 5;
+    std::atomic<bool> slots_busy_{false};
+    std::atomic<int> parked_{0};
+    std::condition_variable busy_cv_;
+    std::mutex request_mutex_;
+    int error_status_ = 0;
+    std::string error_body_;
+    int error_nth_ = 0;
+    std::string error_match_;
+    int error_times_ = 0;
+    int error_seen_ = 0;
+    std::atomic<int> slow_token_ms_{0};
+    int cut_after_ = -1;
+    int cut_times_ = 0;
     std::atomic<int> remaining_[n_kinds] = {};
     std::atomic<int> param_[n_kinds] = {};
 };

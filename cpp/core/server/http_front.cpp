@@ -44,8 +44,8 @@ struct GuardedResponse : server_http_res {
 
 }  // namespace
 
-HttpFront::HttpFront(const common_params & params, std::shared_ptr<LogTail> tail)
-    : params_(params), tail_(std::move(tail)) {}
+HttpFront::HttpFront(const common_params & params, std::shared_ptr<LogTail> tail, std::shared_ptr<FaultPlan> faults)
+    : params_(params), tail_(std::move(tail)), faults_(std::move(faults)) {}
 
 HttpFront::~HttpFront() {
     begin_stop();
@@ -168,7 +168,13 @@ void HttpFront::register_routes() {
             }
             auto lease = std::make_unique<Lease>(inst);
             auto request = std::make_unique<GuardedRequest>(original, stopping_, inst->down_flag());
-            server_http_res_ptr res = call_route(*inst, member, request->req);
+            server_http_res_ptr res = injected_error(*faults_, original.path, original.body);
+            if (!res && original.body.size() > 0 && !answers_without_the_loop(original.path)) {
+                faults_->park_while_busy(request->req.should_stop);
+            }
+            if (!res) {
+                res = call_route(*inst, member, request->req);
+            }
             count(outcome_of(res->status));
             if (!res->is_stream()) {
                 return res;
@@ -179,8 +185,12 @@ void HttpFront::register_routes() {
             out->status = res->status;
             out->headers = res->headers;
             out->tail = tail_;
-            out->next = [this, inner_res = res.get(), inst = inst.get(), tail = tail_](std::string & chunk) -> bool {
+            out->next = [this, inner_res = res.get(), inst = inst.get(), tail = tail_, req = &request->req,
+                         stream_faults = StreamFaults(*faults_)](std::string & chunk) mutable -> bool {
                 ThreadLogScope scope(tail);
+                if (!stream_faults.before_chunk(req->should_stop)) {
+                    return false;  // a test cut this stream
+                }
                 bool failed = false;
                 const bool more = next_chunk(*inner_res, *inst, chunk, failed);
                 if (failed) {

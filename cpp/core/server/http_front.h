@@ -32,7 +32,7 @@ struct RequestCounts {
 class HttpFront {
 public:
     // `params` must outlive the front.
-    HttpFront(const common_params & params, std::shared_ptr<LogTail> tail);
+    HttpFront(const common_params & params, std::shared_ptr<LogTail> tail, std::shared_ptr<FaultPlan> faults);
     ~HttpFront();
     HttpFront(const HttpFront &) = delete;
     HttpFront & operator=(const HttpFront &) = delete;
@@ -60,6 +60,7 @@ private:
 
     const common_params & params_;
     std::shared_ptr<LogTail> tail_;
+    std::shared_ptr<FaultPlan> faults_;
     std::shared_ptr<std::atomic<bool>> stopping_ = std::make_shared<std::atomic<bool>>(false);
 
     mutable std::mutex mutex_;  // guards instance_

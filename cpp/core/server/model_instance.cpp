@@ -259,6 +259,10 @@ void ModelInstance::run() {
         if (faults_->take(FaultKind::load_fails)) {
             throw Error(ErrorKind::model_load, "injected fault: failed to load model '" + path + "'");
         }
+        if (faults_->take(FaultKind::over_memory)) {
+            throw Error(ErrorKind::resource, "injected fault: model '" + path +
+                                                 "' needs more than memory_limit; nothing was loaded");
+        }
         slow_load_ms_ = faults_->take(FaultKind::slow_load) ? faults_->param(FaultKind::slow_load) : 0;
         InstanceMemory mem;
         // With a memory_limit the first load also measures: llama.cpp's estimate misses host

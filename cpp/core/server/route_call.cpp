@@ -7,6 +7,8 @@
 #include "server-context.h"
 
 #include <cctype>
+#include <chrono>
+#include <thread>
 
 namespace llamaproc {
 
@@ -174,6 +176,43 @@ bool next_chunk(server_http_res & res, ModelInstance & inst, std::string & chunk
         chunk = error_chunk(e.what());
     }
     return false;
+}
+
+server_http_res_ptr injected_error(FaultPlan & faults, const std::string & path, const std::string & body) {
+    auto fault = faults.take_error(path, body);
+    if (!fault) {
+        return nullptr;
+    }
+    const int status = fault->first;
+    if (!fault->second.empty()) {
+        auto res = std::make_unique<server_http_res>();
+        res->status = status;
+        res->data = fault->second;
+        return res;
+    }
+    const error_type type = status == 400   ? ERROR_TYPE_INVALID_REQUEST
+                            : status == 401 ? ERROR_TYPE_AUTHENTICATION
+                            : status == 404 ? ERROR_TYPE_NOT_FOUND
+                            : status == 501 ? ERROR_TYPE_NOT_SUPPORTED
+                            : status == 503 ? ERROR_TYPE_UNAVAILABLE
+                                            : ERROR_TYPE_SERVER;
+    auto res = error_response("injected fault: HTTP " + std::to_string(status), type);
+    res->status = status;
+    return res;
+}
+
+bool StreamFaults::before_chunk(const std::function<bool()> & should_stop) {
+    if (cut_after >= 0 && sent >= cut_after) {
+        return false;
+    }
+    ++sent;
+    if (slow_ms > 0) {
+        const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(slow_ms);
+        while (std::chrono::steady_clock::now() < until && !should_stop()) {
+            std::this_thread::sleep_for(std::chrono::milliseconds(std::min(slow_ms, 5)));
+        }
+    }
+    return true;
 }
 
 }  // namespace llamaproc

@@ -3,6 +3,7 @@
 // failures become.
 #pragma once
 
+#include "server/faults.h"
 #include "server/model_instance.h"
 
 #include "server-http.h"
@@ -79,5 +80,21 @@ server_http_res_ptr call_route(ModelInstance & inst, route_member member, const 
 // the instance failed (or a native assertion fires in it), `chunk` carries an SSE error event
 // and `failed` is set.
 bool next_chunk(server_http_res & res, ModelInstance & inst, std::string & chunk, bool & failed);
+
+// Test faults on the request path (faults.h), applied by every caller of call_route().
+// The response an injected error asks for: `body` as given, or llama.cpp's error body for
+// `status`; nullptr when no error fault fires for this request.
+server_http_res_ptr injected_error(FaultPlan & faults, const std::string & path, const std::string & body);
+
+// A stream's share of the faults: slow chunks and a cut.
+struct StreamFaults {
+    int slow_ms = 0;
+    int cut_after = -1;
+    int sent = 0;
+
+    explicit StreamFaults(FaultPlan & faults) : slow_ms(faults.slow_token_ms()), cut_after(faults.take_cut_stream()) {}
+    // Called before each chunk; false ends the stream here (cut).
+    bool before_chunk(const std::function<bool()> & should_stop);
+};
 
 }  // namespace llamaproc
