@@ -78,3 +78,12 @@ def test_direct_benchmark_quick(tiny_model, tmp_path):
     summary = json.loads(out.read_text())["summary"]
     assert summary["M1_tokenize"]["direct_p50_us"] > 0 and summary["M1_tokenize"]["http_p50_us"] > 0
     assert summary["M3"]["mixed_4_4_tok_s"] > 0 and summary["M4"]["break_to_free_ms"] >= 0
+
+
+def test_testing_benchmark_quick(tmp_path):
+    out = tmp_path / "testing.json"
+    r = subprocess.run([sys.executable, str(BENCH / "bench_testing.py"), "--cycles", "2", "--json", str(out)],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    data = json.loads(out.read_text())
+    assert 0 < data["fake"]["p50_ms"] and 0 < data["real"]["p50_ms"]

@@ -164,6 +164,20 @@ void init_server(nb::module_ & m) {
              nb::arg("ms"), "Tests only: every stream chunk waits `ms` first (0: off).")
         .def("inject_cut_stream", [](ServerHandle & h, int after, int times) { h.server->faults().arm_cut_stream(after, times); },
              nb::arg("after_chunks"), nb::arg("times") = 1, "Tests only: the next streams end after `after_chunks` chunks.")
+        .def(
+            "armed_faults",
+            [](ServerHandle & h) {
+                using llamaproc::FaultKind;
+                std::vector<std::tuple<std::string, int, int>> out;
+                for (FaultKind k : {FaultKind::loop_dies, FaultKind::assert_in_request, FaultKind::load_fails,
+                                    FaultKind::slow_load, FaultKind::over_memory}) {
+                    if (int n = h.server->faults().remaining(k); n > 0) {
+                        out.emplace_back(llamaproc::fault_name(k), n, h.server->faults().param(k));
+                    }
+                }
+                return out;
+            },
+            "Tests only: the faults still armed, as (kind, times left, param).")
         .def("clear_faults", [](ServerHandle & h) { h.server->faults().clear(); }, nb::call_guard<nb::gil_scoped_release>(),
              "Tests only: disarm every fault.")
         .def("set_slots_busy", [](ServerHandle & h, bool busy) { h.server->faults().set_slots_busy(busy); },

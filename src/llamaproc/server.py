@@ -276,6 +276,9 @@ class LlamaServer:
                 raise LlamaProcError("the server is already running")
         if previous is not None:
             self._stop_run(previous)  # a FAILED server still holds its port
+            # load faults a test armed on the previous run apply to this start
+            self._pending_faults += [f for f in previous.native.armed_faults()
+                                     if f[0] in ("load_fails", "slow_load", "over_memory")]
         flags.apply_log_level(self._config.log_level if self._config is not None else self._log_level)
         _logging.sync_log_level()
         argv = list(self._argv)

@@ -29,6 +29,7 @@ public:
     bool take(FaultKind kind);
     bool armed(FaultKind kind) const;
     int param(FaultKind kind) const;
+    int remaining(FaultKind kind) const { return remaining_[static_cast<int>(kind)].load(); }
 
     // Request faults (HTTP and direct calls alike).
     // The `nth` request from now (1-based; 0: every request) whose "path body" contains `match`

@@ -1,13 +1,20 @@
-"""Test support for code that uses llamaproc: tiny GGUF models and pytest fixtures.
+"""Test support for code that uses llamaproc: a fake server, faults, tiny models, fixtures.
 
-``make_tiny_model(path)`` writes a tiny random-weight llama model that the embedded server
-loads in milliseconds. The pytest plugin (registered automatically when llamaproc is
-installed) provides the fixtures ``llamaproc_tiny_model`` (a path) and ``llamaproc_server``
-(a running server on that model, stopped after the test).
+* :class:`FakeServer`: a model-free stand-in with ``LlamaServer``'s API and llama-server's HTTP
+  API (scripted replies, recorded requests); starts in milliseconds.
+* :class:`Fault`: misbehaviour to inject into a real or fake server (errors, slow tokens, cut
+  streams, a dying inference loop, failing or slow loads, busy slots, memory limit).
+* ``make_tiny_model(path)``: a tiny random-weight llama GGUF the real server loads in
+  milliseconds (needs the ``gguf`` package).
+* The pytest plugin (registered automatically when llamaproc is installed) provides the fixtures
+  ``llamaproc_fake_server``, ``llamaproc_server``, ``llamaproc_tiny_model`` and the
+  ``llamaproc_faults`` marker.
 """
 
 from __future__ import annotations
 
+from .fake_server import FakeServer, RecordedRequest
+from .faults import Fault
 from .tiny_model import make_tiny_model
 
-__all__ = ["make_tiny_model"]
+__all__ = ["FakeServer", "RecordedRequest", "Fault", "make_tiny_model"]

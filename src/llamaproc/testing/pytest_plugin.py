@@ -1,5 +1,18 @@
 """pytest fixtures for testing code that talks to an embedded llama.cpp server.
 
+Fixtures (all stop their server when the test ends, passed or failed):
+
+* ``llamaproc_fake_server``: a :class:`~llamaproc.testing.FakeServer` (no model; milliseconds).
+* ``llamaproc_server``: a real ``LlamaServer`` on a generated tiny model (needs ``gguf``).
+* ``llamaproc_tiny_model``: the path of that tiny model (session-wide).
+
+Markers:
+
+* ``@pytest.mark.llamaproc_replies(["Hi!", "Bye."])``: the fake's scripted replies (a string,
+  a list, a function of the request, or None to echo).
+* ``@pytest.mark.llamaproc_faults(Fault.error(503), Fault.slow_tokens(0.05))``: faults armed
+  on the fixture's server (fake or real) before the test runs.
+
 Override ``llamaproc_server_config`` in a conftest.py to change what ``llamaproc_server`` runs.
 """
 
@@ -7,8 +20,21 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "llamaproc_replies(replies): scripted replies of llamaproc_fake_server")
+    config.addinivalue_line("markers", "llamaproc_faults(*faults): llamaproc.testing.Fault objects armed on the "
+                                       "llamaproc_server / llamaproc_fake_server of the test")
+
+
+def _arm_faults(request: pytest.FixtureRequest, server: Any) -> None:
+    for marker in request.node.iter_markers("llamaproc_faults"):
+        for fault in marker.args:
+            server.inject_fault(fault)
 
 
 @pytest.fixture(scope="session")
@@ -28,12 +54,28 @@ def llamaproc_server_config(llamaproc_tiny_model: Path):
 
 
 @pytest.fixture
-def llamaproc_server(llamaproc_server_config) -> Iterator:
+def llamaproc_server(request: pytest.FixtureRequest, llamaproc_server_config) -> Iterator:
     """A running LlamaServer, stopped when the test ends."""
     from llamaproc import LlamaServer
 
     server = LlamaServer.start(llamaproc_server_config)
     try:
+        _arm_faults(request, server)
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def llamaproc_fake_server(request: pytest.FixtureRequest) -> Iterator:
+    """A running FakeServer (replies from the ``llamaproc_replies`` marker, echo by default),
+    stopped when the test ends."""
+    from .fake_server import FakeServer
+
+    marker = request.node.get_closest_marker("llamaproc_replies")
+    server = FakeServer.start(marker.args[0] if marker and marker.args else None)
+    try:
+        _arm_faults(request, server)
         yield server
     finally:
         server.stop()

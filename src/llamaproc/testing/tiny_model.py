@@ -62,7 +62,11 @@ def make_tiny_model(path: str | os.PathLike[str], *, n_layers: int = 2, n_embd: 
     Returns:
         The path written.
     """
-    import gguf  # test-time dependency: pip install llamaproc[test]
+    try:
+        import gguf  # writes the file; a test-time dependency
+    except ImportError as exc:
+        raise ImportError("make_tiny_model needs the gguf package: pip install gguf "
+                          "(or use llamaproc.testing.FakeServer, which needs no model)") from exc
 
     if n_vocab < len(_SPECIAL) + 256:
         raise ValueError(f"n_vocab must be at least {len(_SPECIAL) + 256}, got {n_vocab}")
