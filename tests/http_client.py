@@ -11,7 +11,8 @@ from urllib.parse import urlsplit
 def _conn(url: str, timeout: float) -> tuple[http.client.HTTPConnection, str]:
     parts = urlsplit(url)
     assert parts.hostname in ("127.0.0.1", "localhost", "::1"), "tests talk to loopback only"
-    return http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout), parts.path
+    path = parts.path + (f"?{parts.query}" if parts.query else "")
+    return http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout), path
 
 
 def request(method: str, url: str, body: object | None = None, *, headers: dict | None = None,

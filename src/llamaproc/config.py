@@ -26,6 +26,11 @@ _FIELD_FLAGS: dict[str, str] = {
 }
 
 
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is reachable from this machine only (a unix socket path counts)."""
+    return host in ("localhost", "::1", "[::1]") or host.startswith("127.") or host.endswith(".sock")
+
+
 def _int_field(name: str, value: object, *, minimum: int, maximum: int | None = None,
                optional: bool = False) -> None:
     if value is None and optional:
@@ -71,6 +76,9 @@ class ServerConfig:
         restart: Restart automatically when the model fails after the server was ready (see
             :class:`~llamaproc.recovery.RestartPolicy`); None (the default) leaves a failed
             server FAILED until it is stopped.
+        allow_unauthenticated_remote: Listening on anything but loopback without an
+            ``api_key`` is refused (anyone on the network could use the server); True allows it.
+        max_request_bytes: Request bodies larger than this get HTTP 413.
     """
 
     model_path: str | os.PathLike[str]
@@ -86,6 +94,8 @@ class ServerConfig:
     embeddings: bool = False
     extra_args: Sequence[str] = field(default_factory=tuple)
     restart: RestartPolicy | None = None
+    allow_unauthenticated_remote: bool = False
+    max_request_bytes: int = 32 * 2**20
 
     def __post_init__(self) -> None:
         if self.restart is not None and not isinstance(self.restart, RestartPolicy):
@@ -104,6 +114,13 @@ class ServerConfig:
             raise ConfigError(f"host must be a non-empty string, got {self.host!r}")
         if self.api_key is not None and (not isinstance(self.api_key, str) or not self.api_key):
             raise ConfigError("api_key must be None or a non-empty string")
+        _int_field("max_request_bytes", self.max_request_bytes, minimum=1)
+        if not isinstance(self.allow_unauthenticated_remote, bool):
+            raise ConfigError(f"allow_unauthenticated_remote must be a bool, got {self.allow_unauthenticated_remote!r}")
+        if not is_loopback(self.host) and self.api_key is None and not self.allow_unauthenticated_remote:
+            raise ConfigError(f"refusing to listen on {self.host} without an API key: anyone who can reach this "
+                              "machine could use the server. Set api_key=..., listen on 127.0.0.1, or opt in with "
+                              "allow_unauthenticated_remote=True")
         if not isinstance(self.embeddings, bool):
             raise ConfigError(f"embeddings must be a bool, got {self.embeddings!r}")
         if isinstance(self.extra_args, (str, bytes)) or not isinstance(self.extra_args, Sequence):

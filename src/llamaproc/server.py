@@ -199,17 +199,22 @@ class LlamaServer:
         if not isinstance(config, ServerConfig):
             raise TypeError(f"config must be a ServerConfig, got {type(config).__name__}")
         self._prepare(config.to_argv(), config=config, use_env=False, memory_limit=config.memory_limit or 0,
-                      port=config.port, host=config.host, restart=config.restart, on_event=on_event)
+                      port=config.port, host=config.host, restart=config.restart, on_event=on_event,
+                      allow_unauthenticated_remote=config.allow_unauthenticated_remote,
+                      max_request_bytes=config.max_request_bytes)
 
     def _prepare(self, argv: list[str], *, config: ServerConfig | None, use_env: bool, memory_limit: int,
                  port: int, host: str, restart: RestartPolicy | None,
-                 on_event: Callable[[ServerEvent], None] | None) -> None:
+                 on_event: Callable[[ServerEvent], None] | None, allow_unauthenticated_remote: bool = False,
+                 max_request_bytes: int = 32 * 2**20) -> None:
         if restart is not None and not isinstance(restart, RestartPolicy):
             raise TypeError(f"restart must be a RestartPolicy or None, got {type(restart).__name__}")
         self._config = config
         self._argv = argv
         self._use_env = use_env
         self._memory_limit = memory_limit
+        self._allow_unauthenticated_remote = allow_unauthenticated_remote
+        self._max_request_bytes = max_request_bytes
         self._port = port
         self._host = host
         self._restart_policy = restart
@@ -225,20 +230,23 @@ class LlamaServer:
     @classmethod
     def from_args(cls, args: Sequence[str], *, use_env: bool = True, timeout: float = 600.0,
                   progress: Callable[[float], None] | None = None, restart: RestartPolicy | None = None,
-                  on_event: Callable[[ServerEvent], None] | None = None) -> LlamaServer:
+                  on_event: Callable[[ServerEvent], None] | None = None,
+                  allow_unauthenticated_remote: bool = False, max_request_bytes: int = 32 * 2**20) -> LlamaServer:
         """Start a server from a llama-server command line (flags only, no program name).
 
         An existing ``llama-server -m model.gguf --port 8080 ...`` works unchanged as
         ``LlamaServer.from_args(["-m", "model.gguf", "--port", "8080", ...])``. With
         ``use_env`` (the default, as for llama-server) ``LLAMA_ARG_*`` environment variables
-        supply defaults. ``restart`` and ``on_event`` are as for :meth:`start`. Raises like
-        :meth:`start`.
+        supply defaults. ``restart`` and ``on_event`` are as for :meth:`start`;
+        ``allow_unauthenticated_remote`` and ``max_request_bytes`` as in :class:`ServerConfig`.
+        Raises like :meth:`start`.
         """
         argv, log_level = flags.split_process_flags([str(a) for a in args], use_env=use_env)
         core.validate_server_args(argv, use_env)
         server = cls.__new__(cls)
         server._prepare(argv, config=None, use_env=use_env, memory_limit=0, port=0, host="127.0.0.1",
-                        restart=restart, on_event=on_event)
+                        restart=restart, on_event=on_event, allow_unauthenticated_remote=allow_unauthenticated_remote,
+                        max_request_bytes=max_request_bytes)
         server._log_level = log_level  # -v / -lv N: applied to the `llamaproc` logger by _start()
         server._start(timeout=timeout, progress=progress)
         return server
@@ -284,7 +292,9 @@ class LlamaServer:
         argv = list(self._argv)
         if self._port:
             argv += ["--port", str(self._port)]  # the last --port wins: restart() keeps the port
-        native = core.EmbeddedServer(argv, use_env=self._use_env, memory_limit=self._memory_limit)
+        native = core.EmbeddedServer(argv, use_env=self._use_env, memory_limit=self._memory_limit,
+                                     allow_unauthenticated_remote=self._allow_unauthenticated_remote,
+                                     max_request_bytes=self._max_request_bytes)
         with self._lock:
             if self._run is not previous:
                 raise LlamaProcError("the server was started by another thread meanwhile")

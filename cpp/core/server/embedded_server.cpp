@@ -140,8 +140,26 @@ uint64_t EmbeddedServer::wait_change(uint64_t seen, double timeout_s) {
     return change_seq_;
 }
 
+bool is_loopback(const std::string & host) {
+    if (host.empty()) {
+        return false;  // "" binds every interface
+    }
+    if (host == "localhost" || host == "::1" || host == "[::1]" || host.rfind("127.", 0) == 0) {
+        return true;
+    }
+    return host.size() > 5 && host.compare(host.size() - 5, 5, ".sock") == 0;  // a unix socket
+}
+
 // What llama_server() does to the parsed flags before it builds the server.
 void EmbeddedServer::prepare_params() {
+    for (const auto & host : params_.hostnames) {
+        if (!is_loopback(host) && params_.api_keys.empty() && !options_.allow_unauthenticated_remote) {
+            throw Error(ErrorKind::config,
+                        "refusing to listen on " + host + " without an API key: anyone who can reach this machine "
+                        "could use the server. Set an API key (api_key=, --api-key), listen on 127.0.0.1, or opt in "
+                        "with allow_unauthenticated_remote=True (CLI: --allow-unauthenticated-remote)");
+        }
+    }
     if (params_.ui_mcp_proxy) {
         throw Error(ErrorKind::config,
                     "--ui-mcp-proxy: the web UI's CORS proxy forwards requests to any URL; llamaproc serves no web "
@@ -202,7 +220,7 @@ void EmbeddedServer::start() {
             params_ = std::move(parsed);
         }
         prepare_params();
-        front_ = std::make_unique<HttpFront>(params_, tail_, faults_);
+        front_ = std::make_unique<HttpFront>(params_, tail_, faults_, options_.max_request_bytes);
         front_->start();
         auto inst = make_instance();
         {

@@ -36,6 +36,8 @@ struct ServerOptions {
     std::vector<std::string> args;   // llama-server flags, without a program name
     bool use_env = false;            // let LLAMA_ARG_* environment variables supply defaults
     uint64_t memory_limit = 0;       // bytes (weights + KV + compute + prompt cache); 0 = none
+    bool allow_unauthenticated_remote = false;  // listen beyond loopback without an API key
+    uint64_t max_request_bytes = 32ull << 20;   // larger request bodies get HTTP 413
 };
 
 // Threads a server decodes with when its flags name none: one per physical core but one.

@@ -9,6 +9,9 @@
 #include "server-stream.h"
 #include "server-tools.h"
 
+#include <algorithm>
+#include <cctype>
+
 
 namespace llamaproc {
 
@@ -44,8 +47,68 @@ struct GuardedResponse : server_http_res {
 
 }  // namespace
 
-HttpFront::HttpFront(const common_params & params, std::shared_ptr<LogTail> tail, std::shared_ptr<FaultPlan> faults)
-    : params_(params), tail_(std::move(tail)), faults_(std::move(faults)) {}
+HttpFront::HttpFront(const common_params & params, std::shared_ptr<LogTail> tail, std::shared_ptr<FaultPlan> faults,
+                     uint64_t max_request_bytes)
+    : params_(params),
+      tail_(std::move(tail)),
+      faults_(std::move(faults)),
+      max_request_bytes_(max_request_bytes),
+      api_keys_(params.api_keys) {}
+
+namespace {
+
+// Equal strings, in time that depends only on their lengths (not on where they differ).
+bool same_secret(const std::string & a, const std::string & b) {
+    const size_t n = std::max(a.size(), b.size());
+    unsigned char diff = static_cast<unsigned char>(a.size() != b.size());
+    for (size_t i = 0; i < n; ++i) {
+        const unsigned char x = i < a.size() ? static_cast<unsigned char>(a[i]) : 0;
+        const unsigned char y = i < b.size() ? static_cast<unsigned char>(b[i]) : 0;
+        diff |= static_cast<unsigned char>(x ^ y);
+    }
+    return diff == 0;
+}
+
+std::string header(const server_http_req & req, const std::string & lower_name) {
+    for (const auto & [key, value] : req.headers) {
+        if (key.size() == lower_name.size() &&
+            std::equal(key.begin(), key.end(), lower_name.begin(),
+                       [](char a, char b) { return std::tolower(static_cast<unsigned char>(a)) == b; })) {
+            return value;
+        }
+    }
+    return "";
+}
+
+}  // namespace
+
+server_http_res_ptr HttpFront::refuse(const server_http_req & req) const {
+    if (req.body.size() > max_request_bytes_) {
+        auto res = error_response("the request body has " + std::to_string(req.body.size()) +
+                                      " bytes, more than this server accepts (" + std::to_string(max_request_bytes_) + ")",
+                                  ERROR_TYPE_INVALID_REQUEST);
+        res->status = 413;
+        return res;
+    }
+    if (api_keys_.empty() || req.path == "/health" || req.path == "/v1/health") {
+        return nullptr;
+    }
+    std::string key = header(req, "authorization");
+    if (key.empty()) {
+        key = header(req, "x-api-key");
+    }
+    if (key.rfind("Bearer ", 0) == 0) {
+        key = key.substr(7);
+    }
+    bool ok = false;
+    for (const auto & k : api_keys_) {
+        ok |= same_secret(key, k);  // every key compared: no early exit
+    }
+    if (ok) {
+        return nullptr;
+    }
+    return error_response("Invalid API Key", ERROR_TYPE_AUTHENTICATION);
+}
 
 HttpFront::~HttpFront() {
     begin_stop();
@@ -83,7 +146,11 @@ void HttpFront::start() {
     tools_ = std::make_unique<server_tools>();
     http_ = std::make_unique<server_http_context>();
     ThreadLogScope scope(tail_);
-    if (!http_->init(params_)) {
+    // llama.cpp's HTTP layer keeps references into the params it is given: they must live as
+    // long as the front. Its API-key middleware gets none: refuse() checks keys, in constant time.
+    http_params_ = std::make_unique<common_params>(params_);
+    http_params_->api_keys.clear();
+    if (!http_->init(*http_params_)) {
         throw Error(ErrorKind::startup, "cannot set up the HTTP server for " + host_of(params_), tail_->lines());
     }
     register_routes();
@@ -124,6 +191,10 @@ void HttpFront::register_routes() {
     auto guard = [this](handler_t inner) -> handler_t {
         return [this, inner = std::move(inner)](const server_http_req & original) -> server_http_res_ptr {
             ThreadLogScope scope(tail_);
+            if (auto refused = refuse(original)) {
+                count(outcome_of(refused->status));
+                return refused;
+            }
             auto request = std::make_unique<GuardedRequest>(original, stopping_, nullptr);
             try {
                 auto res = inner(request->req);
@@ -157,6 +228,10 @@ void HttpFront::register_routes() {
     auto instance_route = [this](route_member member) -> handler_t {
         return [this, member](const server_http_req & original) -> server_http_res_ptr {
             ThreadLogScope scope(tail_);  // a failed GGML_ASSERT in the handler throws instead of aborting
+            if (auto refused = refuse(original)) {
+                count(outcome_of(refused->status));
+                return refused;
+            }
             if (stopping_->load()) {
                 count(RequestOutcome::unavailable);
                 return error_response("the server is stopping", ERROR_TYPE_UNAVAILABLE);

@@ -31,8 +31,9 @@ struct RequestCounts {
 
 class HttpFront {
 public:
-    // `params` must outlive the front.
-    HttpFront(const common_params & params, std::shared_ptr<LogTail> tail, std::shared_ptr<FaultPlan> faults);
+    // `params` must outlive the front. Requests over `max_request_bytes` get HTTP 413.
+    HttpFront(const common_params & params, std::shared_ptr<LogTail> tail, std::shared_ptr<FaultPlan> faults,
+              uint64_t max_request_bytes);
     ~HttpFront();
     HttpFront(const HttpFront &) = delete;
     HttpFront & operator=(const HttpFront &) = delete;
@@ -57,10 +58,16 @@ public:
 private:
     void register_routes();
     void count(RequestOutcome outcome);
+    // nullptr if the request may go on; else the answer (401 without a valid API key, 413 over
+    // the body limit). Keys are compared in constant time; /health stays open.
+    server_http_res_ptr refuse(const server_http_req & req) const;
 
     const common_params & params_;
     std::shared_ptr<LogTail> tail_;
     std::shared_ptr<FaultPlan> faults_;
+    const uint64_t max_request_bytes_;
+    std::vector<std::string> api_keys_;  // checked by refuse(), not by llama.cpp's middleware
+    std::unique_ptr<common_params> http_params_;  // what llama.cpp's HTTP layer refers to
     std::shared_ptr<std::atomic<bool>> stopping_ = std::make_shared<std::atomic<bool>>(false);
 
     mutable std::mutex mutex_;  // guards instance_
