@@ -134,14 +134,8 @@ async def acall_once(server: LlamaServer, pool: ThreadPoolExecutor, path: str, b
     return response_body(server, batch, payloads)
 
 
-class Stream(Generic[T]):
-    """The events of a streamed response, pulled as you iterate (like ``openai.Stream``).
-
-    Generation runs in the server's continuous batch whether or not you read; ``break``,
-    :meth:`close`, leaving a ``with`` block or dropping the stream cancels it, and the slot
-    is free after the decode step in progress. An error event raises the typed error after
-    the events before it; a stream cut short by ``stop()`` raises ``ServerNotRunningError``.
-    """
+class _StreamState(Generic[T]):
+    """What a sync and an async stream share: the queued events, how the call ended."""
 
     def __init__(self, server: LlamaServer, call: core.DirectCall, batch: _Batch, payloads: deque[str],
                  timeout: float | None) -> None:
@@ -152,6 +146,41 @@ class Stream(Generic[T]):
         self._end = batch.end
         self._deadline = _Deadline(timeout)
         self._closed = False
+
+    def _update(self, batch: _Batch) -> None:
+        self._done, self._end = batch.done, batch.end
+
+    def _at_end(self) -> bool:
+        """True when nothing follows; raises if the stream was cut short."""
+        if self._payloads or not self._done:
+            return False
+        self._closed = True
+        if self._end == "interrupted":
+            raise _interrupted(self._server)
+        return True
+
+    def _pop_event(self) -> T:
+        event = json.loads(self._payloads.popleft())
+        if isinstance(event, dict) and "error" in event and len(event) == 1:
+            self._closed = True
+            self._call.cancel()
+            raise request_error(int(event["error"].get("code", 500) or 500), event)
+        return event
+
+    def __del__(self) -> None:
+        call = getattr(self, "_call", None)
+        if call is not None:
+            call.cancel()
+
+
+class Stream(_StreamState[T]):
+    """The events of a streamed response, pulled as you iterate (like ``openai.Stream``).
+
+    Generation runs in the server's continuous batch whether or not you read; ``break``,
+    :meth:`close`, leaving a ``with`` block or dropping the stream cancels it, and the slot
+    is free after the decode step in progress. An error event raises the typed error after
+    the events before it; a stream cut short by ``stop()`` raises ``ServerNotRunningError``.
+    """
 
     @classmethod
     def open(cls, server: LlamaServer, path: str, body: dict[str, Any], timeout: float | None) -> Stream[Any] | Any:
@@ -171,18 +200,10 @@ class Stream(Generic[T]):
         if self._closed:
             raise StopIteration
         while not self._payloads:
-            if self._done:
-                self._closed = True
-                if self._end == "interrupted":
-                    raise _interrupted(self._server)
+            if self._at_end():
                 raise StopIteration
-            batch = pull(self._call, self._deadline, _has_items, self._payloads)
-            self._done, self._end = batch.done, batch.end
-        event = json.loads(self._payloads.popleft())
-        if isinstance(event, dict) and "error" in event and len(event) == 1:
-            self.close()
-            raise request_error(int(event["error"].get("code", 500) or 500), event)
-        return event
+            self._update(pull(self._call, self._deadline, _has_items, self._payloads))
+        return self._pop_event()
 
     def close(self) -> None:
         """Stop generating now (idempotent)."""
@@ -195,26 +216,15 @@ class Stream(Generic[T]):
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def __del__(self) -> None:
-        call = getattr(self, "_call", None)
-        if call is not None:
-            call.cancel()
 
-
-class AsyncStream(Generic[T]):
+class AsyncStream(_StreamState[T]):
     """:class:`Stream` for asyncio: ``async for``, ``await aclose()``, ``async with``; cancelling
     the task that iterates cancels the generation."""
 
     def __init__(self, server: LlamaServer, pool: ThreadPoolExecutor, call: core.DirectCall, batch: _Batch,
                  payloads: deque[str], timeout: float | None) -> None:
-        self._server = server
+        super().__init__(server, call, batch, payloads, timeout)
         self._pool = pool
-        self._call = call
-        self._payloads = payloads
-        self._done = batch.done
-        self._end = batch.end
-        self._deadline = _Deadline(timeout)
-        self._closed = False
 
     @classmethod
     async def open(cls, server: LlamaServer, pool: ThreadPoolExecutor, path: str, body: dict[str, Any],
@@ -235,18 +245,10 @@ class AsyncStream(Generic[T]):
         if self._closed:
             raise StopAsyncIteration
         while not self._payloads:
-            if self._done:
-                self._closed = True
-                if self._end == "interrupted":
-                    raise _interrupted(self._server)
+            if self._at_end():
                 raise StopAsyncIteration
-            batch = await apull(self._call, self._pool, self._deadline, _has_items, self._payloads)
-            self._done, self._end = batch.done, batch.end
-        event = json.loads(self._payloads.popleft())
-        if isinstance(event, dict) and "error" in event and len(event) == 1:
-            await self.aclose()
-            raise request_error(int(event["error"].get("code", 500) or 500), event)
-        return event
+            self._update(await apull(self._call, self._pool, self._deadline, _has_items, self._payloads))
+        return self._pop_event()
 
     async def aclose(self) -> None:
         """Stop generating now (idempotent)."""
@@ -258,8 +260,3 @@ class AsyncStream(Generic[T]):
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
-
-    def __del__(self) -> None:
-        call = getattr(self, "_call", None)
-        if call is not None:
-            call.cancel()
