@@ -118,13 +118,38 @@ def test_memory_limit_that_fits_starts(tiny_model):
         assert server.status is ServerStatus.READY
 
 
-def test_bad_request_bodies_get_http_errors_and_the_server_lives_on(tiny_server):
+def raw_post(url: str, path: str, data: bytes) -> int:
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", int(url.rsplit(":", 1)[1]), timeout=30)
+    try:
+        conn.request("POST", path, body=data, headers={"Content-Type": "application/json"})
+        res = conn.getresponse()
+        res.read()
+        return res.status
+    finally:
+        conn.close()
+
+
+CLIENT_MISTAKES = [
+    b"not json at all", b"{", b'{"messages": [', b"[1, 2, 3]", b"42", b'"a string"', b"null",
+    b'{"messages": "not a list"}', b'{"messages": [{"role": "user"}]}', b'{"messages": [{"role": 5, "content": 1}]}',
+    b'{"prompt": {"a": 1}}', b'{"prompt": "x", "n_predict": "many"}', b'{"prompt": "x", "temperature": "hot"}',
+    b'{"content": 42}', b'{"tokens": "abc"}', b'{"input": 5}', b'{"prompt": "\xff\xfe invalid utf-8 \xc3"}',
+    b'{"prompt": "x", "\xff": 1}',
+]
+ROUTES = ["/v1/chat/completions", "/v1/completions", "/completion", "/tokenize", "/detokenize", "/v1/embeddings",
+          "/apply-template", "/v1/responses", "/v1/messages", "/v1/chat/completions/input_tokens", "/infill"]
+
+
+def test_client_mistakes_get_4xx_never_5xx_and_the_server_lives_on(tiny_server):
     url = tiny_server.url
-    assert post(url + "/v1/chat/completions", {"messages": "not a list"})[0] in (400, 500)
-    assert post(url + "/v1/chat/completions", {"messages": [{"role": "user"}]})[0] in (400, 500)
-    assert post(url + "/completion", {"prompt": "x", "n_predict": "many"})[0] in (400, 500)
-    assert post(url + "/detokenize", {"tokens": [10**9, -5]})[0] in (200, 400, 500)
-    assert post(url + "/tokenize", {"content": 42})[0] in (400, 500)
+    answers = {(path, body): raw_post(url, path, body) for path in ROUTES for body in CLIENT_MISTAKES}
+    # 501: a feature this server was not started with (embeddings, infill on a model without
+    # fill-in-the-middle tokens): answered before the body is read, whatever it is
+    server_errors = {k: v for k, v in answers.items() if v >= 500 and v != 501}
+    assert not server_errors, server_errors
+    assert post(url + "/detokenize", {"tokens": [10**9, -5]})[0] < 500
     assert post(url + "/completion", {"prompt": "x", "n_predict": 2})[0] == 200
     assert tiny_server.status is ServerStatus.READY
 

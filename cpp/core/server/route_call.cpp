@@ -8,6 +8,8 @@
 
 #include <cctype>
 #include <chrono>
+#include <new>
+#include <system_error>
 #include <thread>
 
 namespace llamaproc {
@@ -148,8 +150,20 @@ server_http_res_ptr call_route(ModelInstance & inst, route_member member, const 
         return error_response(std::string("llama.cpp hit a failed assertion: ") + e.what(), ERROR_TYPE_SERVER);
     } catch (const std::invalid_argument & e) {
         return error_response(e.what(), ERROR_TYPE_INVALID_REQUEST);
-    } catch (const std::exception & e) {
+    } catch (const common_json_error & e) {
+        // malformed JSON, a field of the wrong type, a missing field, text that is not UTF-8:
+        // the request's fault, so 400 (llama.cpp's own handlers let these escape as 500)
+        return error_response(std::string("invalid request: ") + e.what(), ERROR_TYPE_INVALID_REQUEST);
+    } catch (const std::bad_alloc & e) {
+        return error_response(std::string("out of memory: ") + e.what(), ERROR_TYPE_SERVER);
+    } catch (const std::system_error & e) {
         return error_response(e.what(), ERROR_TYPE_SERVER);
+    } catch (const std::exception & e) {
+        // A handler throws while it reads the request (parsing, templating, tokenizing: "'messages'
+        // is required", an unknown role, ...); failures of the model come back as task results,
+        // not exceptions. So what escapes here is the request's fault.
+        log_line(LogLevel::debug, std::string("request refused: ") + e.what());
+        return error_response(e.what(), ERROR_TYPE_INVALID_REQUEST);
     }
     if (!res->is_stream() && res->data.empty() && req.should_stop()) {
         // the handler let go because the instance failed, the server is stopping or the caller left
