@@ -165,3 +165,16 @@ def test_a_failed_ggml_assertion_on_a_guarded_thread_raises_instead_of_aborting(
     with pytest.raises(errors.NativeError, match="failed assertion: .*boom"):
         core._trigger_ggml_abort("boom")
     assert any("boom" in line for line in core.process_log_tail(5))
+
+
+def test_std_terminate_says_why_and_aborts_without_attaching_a_debugger():
+    """ggml's terminate handler forks gdb on the process; ours prints one line and aborts."""
+    import signal
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-c", "from llamaproc._native import core; core._trigger_terminate()"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == -signal.SIGABRT
+    assert "llamaproc: std::terminate called" in r.stderr
+    assert "gdb" not in r.stderr.lower() and "backtrace" not in r.stderr.lower()

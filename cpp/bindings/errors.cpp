@@ -6,6 +6,8 @@
 
 #include "ggml.h"
 
+#include <exception>
+
 #include <nanobind/stl/string.h>
 #include <nanobind/stl/vector.h>
 
@@ -48,6 +50,9 @@ void init_errors(nb::module_ & m) {
         nb::call_guard<nb::gil_scoped_release>(), nb::arg("message"),
         "Test hook: call ggml_abort() on a guarded thread inside a catch (std::exception&) block; "
         "raises NativeError instead of aborting.");
+    m.def(
+        "_trigger_terminate", [] { std::terminate(); },
+        "Test hook: call std::terminate() (ends the process: run it in a child process only).");
     nb::register_exception_translator([](const std::exception_ptr & p, void *) {
         try {
             std::rethrow_exception(p);
