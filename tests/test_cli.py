@@ -58,6 +58,20 @@ def test_serve_stops_cleanly_on_signal(tiny_model, sig):
     assert "stopped" in err
 
 
+def test_a_second_signal_while_stopping_is_not_a_traceback(tiny_model):
+    proc, port = _serve(str(tiny_model), "-t", "1", "-c", "256")
+    try:
+        _wait_healthy(proc, port)
+        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=10)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err and "stopped" in err
+
+
 def test_serve_accepts_llama_server_flags_and_env_defaults(tiny_model):
     proc, port = _serve("-m", str(tiny_model), "--threads", "1", env={"LLAMA_ARG_CTX_SIZE": "768"})
     try:

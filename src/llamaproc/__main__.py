@@ -107,16 +107,22 @@ def serve(argv: Sequence[str]) -> int:
 
     stop_requested = threading.Event()
 
+    server = None
+
     def on_signal(signum: int, _frame: object) -> None:
         log.info("received %s, stopping", signal.Signals(signum).name)
+        first = not stop_requested.is_set()
         stop_requested.set()
-        raise KeyboardInterrupt  # interrupts a model load in progress too
+        if first and server is None:
+            raise KeyboardInterrupt  # interrupts a model load in progress
+        # serving (the main loop sees the event) or already stopping: nothing to interrupt
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-    server = None
     try:
         server = server_mod.LlamaServer.from_args(args, use_env=True, progress=_LoadBar("loading model"),
                                                   allow_unauthenticated_remote=allow_remote)
+        if stop_requested.is_set():  # a signal came as the load finished
+            raise KeyboardInterrupt
         log.info("serving %s at %s (Ctrl-C to stop)", args[args.index("--model") + 1] if "--model" in args else "",
                  server.url)
         while not stop_requested.wait(0.5):
