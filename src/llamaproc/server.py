@@ -308,19 +308,19 @@ class LlamaServer:
                 raise
             run = self._run = _Run(native)
             _live_servers.add(self)
-        self._emit(ServerEvent(EventKind.STARTED, time.time()))
-        try:
+        try:  # whatever interrupts the start (Ctrl-C included) leaves no server running
+            self._emit(ServerEvent(EventKind.STARTED, time.time()))
             self._await_ready(run, timeout, progress)
+            self._port = native.port  # restart() binds the same port again
+            self._host = native.host
+            self._emit(ServerEvent(EventKind.READY, time.time()))
+            run.watchdog = threading.Thread(target=self._watch, args=(run,), name=f"llamaproc-watchdog:{self._port}",
+                                            daemon=True)
+            run.watchdog.start()
+            _logging.flush_logs()
         except BaseException:
             self._stop_run(run, emit=False)
             raise
-        self._port = native.port  # restart() binds the same port again
-        self._host = native.host
-        self._emit(ServerEvent(EventKind.READY, time.time()))
-        run.watchdog = threading.Thread(target=self._watch, args=(run,), name=f"llamaproc-watchdog:{self._port}",
-                                        daemon=True)
-        run.watchdog.start()
-        _logging.flush_logs()
 
     @staticmethod
     def _await_ready(run: _Run, timeout: float, progress: Callable[[float], None] | None) -> None:
