@@ -21,7 +21,7 @@ import threading
 from collections.abc import Sequence
 
 from . import __version__
-from .errors import LlamaProcError
+from .errors import LlamaProcError, ServerNotRunningError
 
 SERVE_USAGE = """\
 usage: python -m llamaproc serve [MODEL.gguf] [llama-server flags...]
@@ -132,10 +132,13 @@ def serve(argv: Sequence[str]) -> int:
     except KeyboardInterrupt:
         pass
     except LlamaProcError as exc:
-        log.error("%s", exc)
-        for line in exc.log_tail[-15:]:
-            log.error("  | %s", line)
-        return 2
+        if stop_requested.is_set() and isinstance(exc, ServerNotRunningError):
+            pass  # a signal stopped the server while it was starting: a clean stop
+        else:
+            log.error("%s", exc)
+            for line in exc.log_tail[-15:]:
+                log.error("  | %s", line)
+            return 2
     finally:
         if server is not None:
             server.stop()
