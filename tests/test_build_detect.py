@@ -22,6 +22,8 @@ import pytest
 
 import llamaproc
 from llamaproc.build import Backend, BuildConfig, CpuVariant, cpu_targets, detect
+from llamaproc.__main__ import main as cli_main
+from llamaproc.build import cli as build_cli
 from llamaproc.build import machine as machine_mod
 from llamaproc.build.config import arm_march, ggml_cuda_architectures
 from llamaproc.build.machine import parse_compiler_version, parse_cpuinfo, parse_sysctl
@@ -514,6 +516,46 @@ def test_define_names_are_ggml_options(fake):
     assert {n for n in names if n.startswith("GGML_")} <= options
 
 
+# --- the CLI ---------------------------------------------------------------------------------------
+
+@pytest.fixture
+def fake_detect(fake, monkeypatch):
+    if os.name == "posix":
+        fake.program("nvcc", NVCC.format("12.4", "12.4.131"))
+    machine = _machine(fake, "sapphire_rapids.txt", GCC12)
+    monkeypatch.setattr(build_cli, "detect", lambda: machine)
+    return machine
+
+
+def test_build_config_text(fake_detect, capsys):
+    assert cli_main(["build-config"]) == 0
+    out = capsys.readouterr().out
+    config = BuildConfig.for_machine(fake_detect)
+    assert "Intel(R) Xeon(R) Platinum 8488C" in out and "pitfall (handled)" in out
+    for key, label in (("backends", "backends"), ("cpu_variant", "cpu variant"), ("cpu_target", "cpu target"),
+                       ("instruction_sets", "instruction sets"), ("build_type", "build type")):
+        line = next(l for l in out.splitlines() if l.startswith(label))
+        assert config.reasons[key] in line
+    assert "  -DGGML_NATIVE=ON" in out.splitlines() and config.pip_install_line() in out
+
+
+def test_build_config_json(fake_detect, capsys):
+    assert cli_main(["build-config", "--json", "--portable", "--backend", "cpu"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["machine"]["cpu"]["model"] == "Intel(R) Xeon(R) Platinum 8488C"
+    assert data["machine"]["toolkits"]["cuda"]["version"] == (None if os.name != "posix" else "12.4.131")
+    config = data["config"]
+    assert config["backends"] == ["cpu"] and config["cpu_variant"] == "portable" and config["cpu_target"] == "haswell"
+    assert config["cmake_defines"]["GGML_CUDA"] == "OFF" and config["cmake_defines"]["GGML_AVX2"] == "ON"
+    assert set(config["reasons"]) >= {"backends", "cpu_variant", "cpu_target", "instruction_sets", "build_type"}
+    assert config["pip_install"][-1] == "."
+
+
+def test_build_config_rejects_an_unknown_target(fake_detect, capsys):
+    assert cli_main(["build-config", "--target", "pentium4"]) == 2
+    assert "unknown CPU target 'pentium4'" in capsys.readouterr().err
+
+
 # --- no _core needed ---------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
@@ -548,6 +590,15 @@ def test_build_detection_imports_and_runs_without_core(src_without_core):
         print("ok")
         """), str(src_without_core))
     assert r.returncode == 0 and r.stdout.strip() == "ok", r.stdout + r.stderr
+
+
+@pytest.mark.parametrize("argv", [["-m", "llamaproc", "build-config", "--json"], ["-m", "llamaproc.build", "--json"]])
+def test_the_cli_runs_from_a_source_tree_without_core(src_without_core, argv):
+    r = _run_without_core(src_without_core, *argv)
+    assert r.returncode == 0, r.stderr
+    data = json.loads(r.stdout)
+    assert data["config"]["cmake_defines"]["CMAKE_BUILD_TYPE"] == "Release"
+    assert data["machine"]["cpu"]["arch"] and data["machine"]["problems"] == []
 
 
 def test_public_names_resolve_lazily_to_their_modules():
