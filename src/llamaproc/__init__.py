@@ -11,22 +11,56 @@ and ``stop()``, ``restart()``, ``health_check()``, ``status`` and ``metrics()`` 
 
 from __future__ import annotations
 
+import importlib
 from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING, Any
 
 from . import errors
-from ._logging import flush_logs, sync_log_level
-from .config import ServerConfig
-from .evaluation import Evaluator, QualityStats
-from .gguf_info import ModelInfo, inspect
-from .quant_types import QuantType
-from .quantization import QuantizeResult, quantize
-from .recovery import EventKind, RestartPolicy, ServerEvent
-from .server import HealthReport, HealthStatus, LlamaServer, ServerMetrics, ServerStatus
 
 try:
     __version__ = version("llamaproc")
 except PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0+unknown"
+
+# The public names below live in modules that load the native extension (`_core`). They are
+# imported on first use (PEP 562), so that `import llamaproc.build` (hardware detection, build
+# configuration) works before the extension exists. A missing extension still raises
+# errors.BuildError with the fix, at the first use of a native name.
+_LAZY = {
+    "LlamaServer": "server", "ServerStatus": "server", "HealthStatus": "server",
+    "HealthReport": "server", "ServerMetrics": "server",
+    "ServerConfig": "config",
+    "RestartPolicy": "recovery", "ServerEvent": "recovery", "EventKind": "recovery",
+    "quantize": "quantization", "QuantizeResult": "quantization",
+    "QuantType": "quant_types",
+    "inspect": "gguf_info", "ModelInfo": "gguf_info",
+    "Evaluator": "evaluation", "QualityStats": "evaluation",
+    "sync_log_level": "_logging", "flush_logs": "_logging",
+}
+
+if TYPE_CHECKING:
+    from ._logging import flush_logs, sync_log_level
+    from .config import ServerConfig
+    from .evaluation import Evaluator, QualityStats
+    from .gguf_info import ModelInfo, inspect
+    from .quant_types import QuantType
+    from .quantization import QuantizeResult, quantize
+    from .recovery import EventKind, RestartPolicy, ServerEvent
+    from .server import HealthReport, HealthStatus, LlamaServer, ServerMetrics, ServerStatus
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
 
 __all__ = [
     "LlamaServer",

@@ -1,14 +1,19 @@
-"""Command line: ``python -m llamaproc serve|info|quantize|inspect``.
+"""Command line: ``python -m llamaproc serve|info|quantize|inspect|build-config``.
 
     python -m llamaproc serve [MODEL.gguf] [llama-server flags...]
     python -m llamaproc info [--json]
     python -m llamaproc quantize SRC DST TYPE [--threads N] [--allow-requantize] [--imatrix F] [--overwrite]
     python -m llamaproc inspect FILE [--json]
+    python -m llamaproc build-config [--json] [--backend NAME] [--portable] [--target LEVEL]
 
 ``serve`` runs the embedded server in the foreground. It takes llama-server's own flags (and
 its ``LLAMA_ARG_*`` environment defaults), so ``llama-server -m m.gguf --port 8080`` becomes
 ``python -m llamaproc serve -m m.gguf --port 8080``. Without a model it serves the default
 model (SmolLM2-135M-Instruct), fetched once into the user cache. SIGINT and SIGTERM stop it.
+
+``build-config`` detects this machine and prints the build that fits it (backends, CPU
+variant, CMake defines, the pip install command), each choice with its reason; it needs no
+built extension.
 """
 
 from __future__ import annotations
@@ -233,7 +238,14 @@ def inspect_cmd(argv: Sequence[str]) -> int:
     return 0
 
 
-COMMANDS = {"serve": serve, "info": info, "quantize": quantize_cmd, "inspect": inspect_cmd}
+def build_config_cmd(argv: Sequence[str]) -> int:
+    from .build.cli import main as build_config_main  # pure Python: runs before _core is built
+
+    return build_config_main(argv)
+
+
+COMMANDS = {"serve": serve, "info": info, "quantize": quantize_cmd, "inspect": inspect_cmd,
+            "build-config": build_config_cmd}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -13,8 +13,24 @@
 
 from __future__ import annotations
 
-from .fake_server import FakeServer, RecordedRequest
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from .faults import Fault
 from .tiny_model import make_tiny_model
+
+if TYPE_CHECKING:
+    from .fake_server import FakeServer, RecordedRequest
+
+
+def __getattr__(name: str) -> Any:
+    # FakeServer shares types with the real server, which loads the native extension: import it
+    # on first use, so that loading this package (the pytest plugin does) never needs `_core`.
+    if name not in ("FakeServer", "RecordedRequest"):
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.fake_server"), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = ["FakeServer", "RecordedRequest", "Fault", "make_tiny_model"]

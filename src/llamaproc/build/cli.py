@@ -1,0 +1,61 @@
+"""``python -m llamaproc build-config`` (also ``python -m llamaproc.build``): this machine's build."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+from ..errors import ConfigError
+from .config import BUILD_TYPES, Backend, BuildConfig
+from .machine import Machine, detect
+
+
+def machine_summary(machine: Machine) -> str:
+    cpu = machine.cpu
+    cores = f"{cpu.physical_cores} cores" if cpu.physical_cores else "cores unknown"
+    if cpu.logical_cpus and cpu.logical_cpus != cpu.physical_cores:
+        cores += f" ({cpu.logical_cpus} threads)"
+    gpus = ", ".join(g.name for g in machine.gpus) or "no GPU seen"
+    cxx = f"{machine.cxx.name} = {machine.cxx.family} {machine.cxx.version}" if machine.cxx else "no C++ compiler"
+    tools = ", ".join(f"{t.name} {t.version or '?'}" if t.present else f"{t.name} absent"
+                      for t in (machine.cmake, machine.ninja))
+    lines = [f"machine: {machine.system} {cpu.arch}, {cpu.model or 'unknown CPU'}, {cores}",
+             f"  cpu features: {' '.join(cpu.features) if cpu.features_known else 'unknown'} ({cpu.source})",
+             f"  gpus: {gpus}",
+             f"  toolchain: {cxx}; {tools}"]
+    for pitfall in machine.pitfalls:
+        lines.append(f"  pitfall ({'handled' if pitfall.handled else 'open'}): {pitfall.message}")
+    for problem in machine.problems:
+        lines.append(f"  probe failed: {problem}")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None, prog: str = "python -m llamaproc build-config") -> int:
+    parser = argparse.ArgumentParser(
+        prog=prog, description="Detect this machine and print the build configuration that fits it: backends, "
+                               "CPU variant, instruction sets, CMake defines and the pip install command, with a "
+                               "reason for each choice. Needs no built extension.")
+    parser.add_argument("--json", action="store_true", help="machine and configuration as JSON")
+    parser.add_argument("--backend", action="append", choices=[b.value for b in Backend], metavar="NAME",
+                        help="GPU backend to build instead of the detected choice (repeatable): "
+                             + ", ".join(b.value for b in Backend))
+    parser.add_argument("--portable", action="store_true", help="a fixed instruction-set level instead of this CPU")
+    parser.add_argument("--target", help="the portable level: a ggml CPU variant name (haswell, skylakex, ...)")
+    parser.add_argument("--build-type", default="Release", choices=list(BUILD_TYPES))
+    args = parser.parse_args(argv)
+    machine = detect()
+    try:
+        config = BuildConfig.for_machine(machine, backends=args.backend, portable=args.portable, target=args.target,
+                                         build_type=args.build_type)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps({"machine": machine.to_dict(), "config": config.to_dict()}, indent=2))
+    else:
+        print(machine_summary(machine))
+        print()
+        print(config.describe())
+    return 0
