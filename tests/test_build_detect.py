@@ -568,7 +568,10 @@ def src_without_core(tmp_path_factory) -> Path:
 
 def _run_without_core(src: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {"PYTHONPATH": str(src)}
-    return subprocess.run([sys.executable, *args], cwd=src, env=env, capture_output=True, text=True, timeout=120)
+    # -S: no site-packages, so neither an installed llamaproc nor an editable install's import
+    # hook can stand in for the source copy (detection needs only the standard library)
+    return subprocess.run([sys.executable, "-S", *args], cwd=src, env=env, capture_output=True, text=True,
+                          timeout=120)
 
 
 def test_build_detection_imports_and_runs_without_core(src_without_core):
