@@ -70,7 +70,8 @@ def any_server(request, tiny_model):
     if request.param == "fake":
         server = FakeServer.start(replies="Hello there, friend.")
     else:
-        server = LlamaServer.start(tiny_config(tiny_model, context_size=2048))
+        # random weights may end a reply at any token: fixed-length replies keep the tests exact
+        server = LlamaServer.start(tiny_config(tiny_model, context_size=2048, extra_args=("--ignore-eos", "-n", "16")))
     try:
         yield server
     finally:
@@ -170,7 +171,8 @@ def test_loop_death_fails_the_server_and_load_faults_fail_its_restart(any_server
 
 def test_an_assert_while_serving_answers_an_error_then_recovers_by_policy(tiny_model):
     for server in (FakeServer.start(restart=RestartPolicy(backoff_s=(0.05, 0.1))),
-                   LlamaServer.start(tiny_config(tiny_model, restart=RestartPolicy(backoff_s=(0.05, 0.1))))):
+                   LlamaServer.start(tiny_config(tiny_model, restart=RestartPolicy(backoff_s=(0.05, 0.1)),
+                                                 extra_args=("--ignore-eos", "-n", "16")))):
         try:
             server.inject_fault(Fault.assert_in_request())
             with pytest.raises(urllib.error.HTTPError) as info:
@@ -187,6 +189,8 @@ def test_an_assert_while_serving_answers_an_error_then_recovers_by_policy(tiny_m
 
 
 # -- fidelity: the fake answers with the real server's shapes -----------------------------------
+# (ignore_eos: the tiny model's random weights may otherwise end a reply at its first token,
+# which changes the event sequence; the fake ignores the field, as it ignores sampling)
 
 def shape(value):
     """Keys and JSON types, recursively (lists by their first element)."""
@@ -221,12 +225,12 @@ def sse_events(data: bytes) -> list:
 
 
 CASES = [
-    ("POST", "/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 3}),
-    ("POST", "/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 3, "stream": True}),
+    ("POST", "/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 3, "ignore_eos": True}),
+    ("POST", "/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 3, "stream": True, "ignore_eos": True}),
     ("POST", "/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 3, "stream": True,
-                                      "stream_options": {"include_usage": True}}),
-    ("POST", "/v1/completions", {"prompt": "hi", "max_tokens": 3}),
-    ("POST", "/v1/completions", {"prompt": "hi", "max_tokens": 3, "stream": True}),
+                                      "ignore_eos": True, "stream_options": {"include_usage": True}}),
+    ("POST", "/v1/completions", {"prompt": "hi", "max_tokens": 3, "ignore_eos": True}),
+    ("POST", "/v1/completions", {"prompt": "hi", "max_tokens": 3, "stream": True, "ignore_eos": True}),
     ("POST", "/v1/embeddings", {"input": ["a", "b"]}),
     ("POST", "/v1/embeddings", {"input": "a", "encoding_format": "base64"}),
     ("POST", "/tokenize", {"content": "hi"}),
@@ -264,7 +268,7 @@ def test_the_fake_answers_with_the_real_servers_shapes(tiny_model):
 
 def test_the_openai_sdk_reads_the_fake_like_the_real_server(tiny_model):
     openai = pytest.importorskip("openai")
-    real = LlamaServer.start(tiny_config(tiny_model))
+    real = LlamaServer.start(tiny_config(tiny_model, extra_args=("--ignore-eos",)))
     fake = FakeServer.start(replies="two words here")
     try:
         for server in (real, fake):
