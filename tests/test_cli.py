@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -165,3 +166,26 @@ def test_serve_refuses_process_wide_flags_with_the_reason(tiny_model, tmp_path, 
     assert result.returncode == 2
     assert message in result.stderr
     assert not (tmp_path / "serve.log").exists()
+
+
+def test_info_flags_what_the_build_leaves_unused():
+    from types import SimpleNamespace
+
+    from llamaproc.__main__ import build_mismatches
+
+    cpu_only = {"backends": [{"name": "CPU", "features": {"AVX2": "1", "AVX512": "0", "AMX_INT8": "0"}}]}
+    avx512_cpu = SimpleNamespace(features=("avx2", "avx512f", "amx_int8"), features_known=True)
+    gpu = SimpleNamespace(name="NVIDIA H200")
+    found = build_mismatches(cpu_only, SimpleNamespace(gpus=(gpu,), cpu=avx512_cpu))
+    assert any("NVIDIA H200" in m and "only CPU backends" in m for m in found)
+    assert any("AVX512" in m and "AMX_INT8" in m for m in found)
+    with_cuda = {"backends": [{"name": "CUDA", "features": {}},
+                              {"name": "CPU", "features": {"AVX2": "1", "AVX512": "1", "AMX_INT8": "1"}}]}
+    assert build_mismatches(with_cuda, SimpleNamespace(gpus=(gpu,), cpu=avx512_cpu)) == []
+
+
+def test_info_reports_the_machine_next_to_the_build():
+    r = subprocess.run([sys.executable, "-m", "llamaproc", "info", "--json"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    data = json.loads(r.stdout)
+    assert data["machine"]["cpu"]["physical_cores"] >= 1 and isinstance(data["mismatches"], list)

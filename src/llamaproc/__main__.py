@@ -153,11 +153,41 @@ def serve(argv: Sequence[str]) -> int:
     return 0
 
 
+# CPU features the machine reports (llamaproc.build names) -> the ggml CPU backend's names
+_FEATURES_OF_BUILD = {"avx": "AVX", "avx2": "AVX2", "fma": "FMA", "f16c": "F16C", "avx512f": "AVX512",
+                      "avx512_vnni": "AVX512_VNNI", "avx512_bf16": "AVX512_BF16", "avx_vnni": "AVX_VNNI",
+                      "amx_int8": "AMX_INT8"}
+
+
+def build_mismatches(facts: dict, machine: object) -> list[str]:
+    """What this build leaves unused on this machine: a GPU without a GPU backend, CPU
+    instruction sets the CPU backend was not compiled for."""
+    out = []
+    backends = {b["name"].upper() for b in facts["backends"]}
+    gpus = getattr(machine, "gpus", ())
+    if gpus and backends <= {"CPU", "BLAS", "RPC"}:
+        names = ", ".join(getattr(g, "name", str(g)) for g in gpus)
+        out.append(f"a GPU is present ({names}) but this build has only CPU backends")
+    cpu_build = next((b["features"] for b in facts["backends"] if b["name"].upper() == "CPU"), {})
+    cpu = getattr(machine, "cpu", None)
+    if cpu_build and cpu is not None and getattr(cpu, "features_known", False):
+        unused = [ggml for feature, ggml in _FEATURES_OF_BUILD.items()
+                  if feature in cpu.features and cpu_build.get(ggml, "0") in ("0", "")]
+        if unused:
+            out.append("the CPU supports " + ", ".join(unused) + " but the CPU backend was built without them")
+    return out
+
+
 def info(argv: Sequence[str]) -> int:
     from ._native import core
+    from .build import BuildConfig, detect
 
     facts = core.system_info()
     facts["llamaproc_version"] = __version__
+    machine = detect()
+    mismatches = build_mismatches(facts, machine)
+    facts["machine"] = machine.to_dict()
+    facts["mismatches"] = mismatches
     if "--json" in argv:
         print(json.dumps(facts, indent=2))
         return 0
@@ -172,6 +202,12 @@ def info(argv: Sequence[str]) -> int:
         mem = f", {dev['memory_total'] / 2**30:.1f} GiB" if dev["memory_total"] else ""
         print(f"  {dev['name']} ({dev['type']}): {dev['description']}{mem}")
     print(f"system: {facts['summary'].strip()}")
+    gpus = ", ".join(getattr(g, "name", str(g)) for g in machine.gpus) or "none"
+    print(f"machine (llamaproc.build.detect()): {machine.cpu.model or machine.cpu.arch}, "
+          f"{machine.cpu.physical_cores} cores; GPUs: {gpus}")
+    for line in mismatches:
+        print(f"mismatch: {line}; `python -m llamaproc build-config` shows a build that fits:")
+        print(f"  {BuildConfig.for_machine(machine).pip_install_line()}")
     return 0
 
 
