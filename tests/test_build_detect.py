@@ -499,7 +499,8 @@ def test_pip_install_command(fake):
 
 
 def _ggml_options() -> set[str]:
-    src = Path(os.environ.get("LLAMAPROC_LLAMA_CPP_DIR") or SRC.parent / "vendor" / "llama.cpp")
+    # the checkout this test file belongs to (an installed llamaproc is not beside vendor/)
+    src = Path(os.environ.get("LLAMAPROC_LLAMA_CPP_DIR") or Path(__file__).resolve().parent.parent / "vendor" / "llama.cpp")
     ggml = src / "ggml" / "CMakeLists.txt"
     if not ggml.is_file():
         pytest.skip(f"no llama.cpp source at {src} (set LLAMAPROC_LLAMA_CPP_DIR)")
