@@ -5,6 +5,7 @@
     python -m llamaproc quantize SRC DST TYPE [--threads N] [--allow-requantize] [--imatrix F] [--overwrite]
     python -m llamaproc inspect FILE [--json]
     python -m llamaproc build-config [--json] [--backend NAME] [--portable] [--target LEVEL]
+    python -m llamaproc build [--backend NAME] [--portable] [--source DIR] [--editable] [--dry-run]
 
 ``serve`` runs the embedded server in the foreground. It takes llama-server's own flags (and
 its ``LLAMA_ARG_*`` environment defaults), so ``llama-server -m m.gguf --port 8080`` becomes
@@ -13,7 +14,9 @@ model (SmolLM2-135M-Instruct), fetched once into the user cache. SIGINT and SIGT
 
 ``build-config`` detects this machine and prints the build that fits it (backends, CPU
 variant, CMake defines, the pip install command), each choice with its reason; it needs no
-built extension.
+built extension. ``build`` runs that pip install and reports a failure as one typed error
+(``llamaproc.errors.CompilationError``, ``DependencyMissingError``, ``BuildConfigurationError``,
+``UnsupportedPlatformError``) with the log's path.
 """
 
 from __future__ import annotations
@@ -280,8 +283,14 @@ def build_config_cmd(argv: Sequence[str]) -> int:
     return build_config_main(argv)
 
 
+def build_cmd(argv: Sequence[str]) -> int:
+    from .build.cli import build_main  # pure Python: runs before _core is built
+
+    return build_main(argv)
+
+
 COMMANDS = {"serve": serve, "info": info, "quantize": quantize_cmd, "inspect": inspect_cmd,
-            "build-config": build_config_cmd}
+            "build-config": build_config_cmd, "build": build_cmd}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -44,7 +44,34 @@ class NativeError(LlamaProcError):
 
 
 class BuildError(LlamaProcError):
-    """The native extension is missing or was built without a needed feature."""
+    """The native extension is missing or was built without a needed feature, or building it failed."""
+
+
+class CompilationError(BuildError):
+    """The compiler failed. ``first_error`` is its first error line; the whole output is at ``log_path``."""
+
+    def __init__(self, message: str, *, first_error: str = "", log_path: str | None = None) -> None:
+        super().__init__(message)
+        self.first_error = first_error
+        self.log_path = log_path
+
+
+class DependencyMissingError(BuildError):
+    """Something the build needs is not installed: ``missing`` says what, ``install_hint`` how."""
+
+    def __init__(self, message: str, *, missing: str = "", install_hint: str = "", log_path: str | None = None) -> None:
+        super().__init__(message)
+        self.missing = missing
+        self.install_hint = install_hint
+        self.log_path = log_path
+
+
+class BuildConfigurationError(BuildError, ValueError):
+    """The build configuration contradicts the machine (e.g. Metal on Linux)."""
+
+
+class UnsupportedPlatformError(BuildError):
+    """llamaproc cannot be built on this platform."""
 
 
 class RequestError(LlamaProcError):
@@ -148,6 +175,10 @@ __all__ = [
     "ServerNotRunningError",
     "NativeError",
     "BuildError",
+    "CompilationError",
+    "DependencyMissingError",
+    "BuildConfigurationError",
+    "UnsupportedPlatformError",
     "RequestError",
     "BadRequestError",
     "ContextSizeExceededError",

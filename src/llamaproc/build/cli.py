@@ -59,3 +59,36 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m llamaproc bui
         print()
         print(config.describe())
     return 0
+
+
+def build_main(argv: Sequence[str] | None = None, prog: str = "python -m llamaproc build") -> int:
+    """``python -m llamaproc build``: build and install llamaproc for this machine; failures are
+    reported as one typed error (what failed, what to install, where the full log is)."""
+    from ..errors import BuildError
+    from .run import run_build
+
+    parser = argparse.ArgumentParser(prog=prog, description=build_main.__doc__)
+    parser.add_argument("--backend", action="append", choices=[b.value for b in Backend], metavar="NAME",
+                        help="GPU backend to build (repeatable): " + ", ".join(b.value for b in Backend))
+    parser.add_argument("--portable", action="store_true", help="a fixed instruction-set level instead of this CPU")
+    parser.add_argument("--target", help="the portable level: a ggml CPU variant name")
+    parser.add_argument("--build-type", default="Release", choices=list(BUILD_TYPES))
+    parser.add_argument("--source", default=".", help="the llamaproc source tree (default: .)")
+    parser.add_argument("--editable", action="store_true", help="the developer install (pip -e, no build isolation)")
+    parser.add_argument("--log", help="where to write the build's output (default: a temporary file)")
+    parser.add_argument("--dry-run", action="store_true", help="print the configuration and the command only")
+    args = parser.parse_args(argv)
+    machine = detect()
+    try:
+        config = BuildConfig.for_machine(machine, backends=args.backend, portable=args.portable, target=args.target,
+                                         build_type=args.build_type)
+        print(config.describe())
+        if args.dry_run:
+            print(config.pip_install_line(args.source, editable=args.editable))
+            return 0
+        log = run_build(config, source=args.source, machine=machine, editable=args.editable, log_path=args.log)
+    except (BuildError, ConfigError) as exc:
+        print(f"error ({type(exc).__name__}): {exc}", file=sys.stderr)
+        return 2
+    print(f"built and installed; the build's output is in {log}")
+    return 0
