@@ -8,6 +8,9 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cmath>
+#include <optional>
+#include <unordered_map>
 #include <cstring>
 #include <fstream>
 #include <memory>
@@ -282,10 +285,147 @@ void check_tensors(const std::string & path, const gguf_context * ctx, uint64_t 
             // the quantizer divides by the row length, and no model has empty weights
             reject(path, "tensor '" + name + "' has no elements", tail);
         }
+        const int64_t * ne = gguf_get_tensor_ne(ctx, i);
+        if (ne[1] == 1 && ne[2] == 1 && ne[3] == 1 && type != GGML_TYPE_F32) {
+            // vectors (norms, biases, scales) meet f32 activations in element-wise kernels,
+            // which abort on any other type; every converter writes them as f32
+            reject(path, "tensor '" + name + "' is a vector of type " + ggml_type_name(type) + "; vectors must be f32", tail);
+        }
         const uint64_t begin = data_offset + gguf_get_tensor_offset(ctx, i);
         if (begin < data_offset || begin > file_size || n_bytes > file_size - begin) {
             reject(path, "the data of tensor '" + name + "' runs past the end of the file (" +
                              std::to_string(file_size) + " bytes): truncated?", tail);
+        }
+        if (begin % 32 != 0) {
+            // llama.cpp maps the file and uses tensors in place; ggml asserts 32-byte alignment
+            reject(path, "the data of tensor '" + name + "' is at file offset " + std::to_string(begin) +
+                             ", not a multiple of 32 (general.alignment too small)", tail);
+        }
+    }
+}
+
+// A numeric metadata value (any integer or float type; for an array, its largest element).
+std::optional<double> number(const gguf_context * ctx, const std::string & key) {
+    const int64_t id = gguf_find_key(ctx, key.c_str());
+    if (id < 0) {
+        return std::nullopt;
+    }
+    auto element = [](gguf_type type, const void * data, size_t i) -> std::optional<double> {
+        switch (type) {
+            case GGUF_TYPE_UINT8: return static_cast<const uint8_t *>(data)[i];
+            case GGUF_TYPE_INT8: return static_cast<const int8_t *>(data)[i];
+            case GGUF_TYPE_UINT16: return static_cast<const uint16_t *>(data)[i];
+            case GGUF_TYPE_INT16: return static_cast<const int16_t *>(data)[i];
+            case GGUF_TYPE_UINT32: return static_cast<const uint32_t *>(data)[i];
+            case GGUF_TYPE_INT32: return static_cast<const int32_t *>(data)[i];
+            case GGUF_TYPE_UINT64: return static_cast<double>(static_cast<const uint64_t *>(data)[i]);
+            case GGUF_TYPE_INT64: return static_cast<double>(static_cast<const int64_t *>(data)[i]);
+            case GGUF_TYPE_FLOAT32: return static_cast<const float *>(data)[i];
+            case GGUF_TYPE_FLOAT64: return static_cast<const double *>(data)[i];
+            default: return std::nullopt;
+        }
+    };
+    const gguf_type type = gguf_get_kv_type(ctx, id);
+    if (type != GGUF_TYPE_ARRAY) {
+        return type == GGUF_TYPE_STRING || type == GGUF_TYPE_BOOL ? std::nullopt : element(type, gguf_get_val_data(ctx, id), 0);
+    }
+    const gguf_type etype = gguf_get_arr_type(ctx, id);
+    if (etype == GGUF_TYPE_STRING || etype == GGUF_TYPE_BOOL || etype == GGUF_TYPE_ARRAY) {
+        return std::nullopt;
+    }
+    std::optional<double> max;
+    const size_t n = gguf_get_arr_n(ctx, id);
+    const void * data = gguf_get_arr_data(ctx, id);
+    for (size_t i = 0; i < n; ++i) {
+        const auto v = element(etype, data, i);
+        if (v && (!max || *v > *max || std::isnan(*v))) {
+            max = v;
+        }
+    }
+    return max;
+}
+
+// Hyper-parameters that llama.cpp checks with GGML_ASSERT (an abort, or a NativeError where
+// llamaproc guards the thread) or not at all, where a bad value crashes a compute kernel
+// (possibly on one of ggml's worker threads, which cannot be guarded) or the serving loop.
+void check_hparams(const std::string & path, const gguf_context * ctx, const LogTail & tail) {
+    const int64_t arch_id = gguf_find_key(ctx, "general.architecture");
+    if (arch_id < 0 || gguf_get_kv_type(ctx, arch_id) != GGUF_TYPE_STRING) {
+        return;  // llama.cpp reports a missing architecture itself
+    }
+    const std::string arch = gguf_get_val_str(ctx, arch_id);
+    auto bad = [&](const std::string & key, const std::string & why) {
+        reject(path, "'" + key + "' " + why, tail);
+    };
+    const std::string k_layers = arch + ".block_count";
+    const auto n_layer = number(ctx, k_layers);
+    if (n_layer && !(*n_layer >= 1 && *n_layer <= 512)) {  // LLAMA_MAX_LAYERS
+        bad(k_layers, "must be between 1 and 512");
+    }
+    const std::string k_nextn = arch + ".nextn_predict_layers";
+    if (const auto v = number(ctx, k_nextn); v && n_layer && !(*v >= 0 && *v <= *n_layer)) {
+        bad(k_nextn, "must be between 0 and the block count");
+    }
+    const std::string k_expert = arch + ".expert_count", k_used = arch + ".expert_used_count";
+    const std::string k_groups = arch + ".expert_group_count", k_groups_used = arch + ".expert_group_used_count";
+    const double n_expert = number(ctx, k_expert).value_or(0);
+    const double n_used = number(ctx, k_used).value_or(0);
+    const double n_groups = number(ctx, k_groups).value_or(0);
+    const double n_groups_used = number(ctx, k_groups_used).value_or(0);
+    if (!(n_expert >= 0 && n_expert <= 1024)) {  // LLAMA_MAX_EXPERTS
+        bad(k_expert, "must be between 0 and 1024");
+    }
+    if (n_expert > 0 && !(n_used >= 1 && n_used <= n_expert)) {
+        bad(k_used, "must be between 1 and '" + k_expert + "'");
+    }
+    if (n_expert == 0 && (n_used != 0 || n_groups != 0)) {
+        bad(n_used != 0 ? k_used : k_groups, "is set but the model has no experts ('" + k_expert + "')");
+    }
+    if (n_expert > 0 && !(n_groups >= 0 && n_groups < n_expert)) {
+        bad(k_groups, "must be smaller than '" + k_expert + "'");
+    }
+    if (n_groups > 1 && !(std::fmod(n_expert, n_groups) == 0 && n_groups_used > 0 && n_groups_used < n_groups)) {
+        bad(k_groups, "must divide '" + k_expert + "', with '" + k_groups_used + "' between 1 and it");
+    }
+    const std::string k_ctx = arch + ".context_length";
+    if (const auto v = number(ctx, k_ctx); v && !(*v >= 0 && *v <= 2147483647.0)) {
+        bad(k_ctx, "must be between 0 and 2^31 - 1");  // the server keeps it in an int
+    }
+    for (const char * name : {".attention.layer_norm_rms_epsilon", ".attention.layer_norm_epsilon",
+                              ".attention.group_norm_epsilon"}) {
+        const std::string key = arch + name;
+        if (const auto v = number(ctx, key); v && !(std::isfinite(*v) && *v >= 0)) {
+            bad(key, "must be a finite number >= 0");  // asserted inside the norm kernels
+        }
+    }
+    const std::string k_rope = arch + ".rope.scaling.type";
+    const int64_t rope_id = gguf_find_key(ctx, k_rope.c_str());
+    if (rope_id >= 0 && gguf_get_kv_type(ctx, rope_id) == GGUF_TYPE_STRING) {
+        const std::string v = gguf_get_val_str(ctx, rope_id);
+        if (v != "none" && v != "linear" && v != "yarn" && v != "longrope") {
+            bad(k_rope, "must be one of none, linear, yarn, longrope (got '" + safe_line(v) + "')");
+        }
+    }
+}
+
+// Two tokens with the same text make llama.cpp's vocabulary assert while loading.
+void check_vocab(const std::string & path, const gguf_context * ctx, const LogTail & tail) {
+    const int64_t id = gguf_find_key(ctx, "tokenizer.ggml.tokens");
+    if (id < 0 || gguf_get_kv_type(ctx, id) != GGUF_TYPE_ARRAY || gguf_get_arr_type(ctx, id) != GGUF_TYPE_STRING) {
+        return;
+    }
+    const size_t n = gguf_get_arr_n(ctx, id);
+    std::unordered_map<std::string, size_t> seen;
+    seen.reserve(n);
+    for (size_t i = 0; i < n; ++i) {
+        std::string text = gguf_get_arr_str(ctx, id, i);
+        if (text.empty()) {
+            text = "[EMPTY_" + std::to_string(i) + "]";  // what llama.cpp makes of an empty token
+        }
+        const auto [it, fresh] = seen.emplace(std::move(text), i);
+        if (!fresh) {
+            reject(path, "tokens " + std::to_string(it->second) + " and " + std::to_string(i) + " of 'tokenizer.ggml.tokens' are the same ('" +
+                             safe_line(it->first) + "')", tail);
         }
     }
 }
@@ -299,6 +439,8 @@ uint64_t check_gguf_file(const std::string & path) {
     StringWalk(path, size, *tail).run();
     GgufPtr ctx = open_gguf(path, tail);
     check_tensors(path, ctx.get(), size, *tail);
+    check_hparams(path, ctx.get(), *tail);
+    check_vocab(path, ctx.get(), *tail);
     return size;
 }
 

@@ -454,6 +454,10 @@ def generate(name: str, base: Gguf, n: int, seed: int = 0) -> list[dict[str, Any
     random byte flips to make up the number."""
     rng = random.Random(f"{name}:{seed}")
     truncs = [{"op": "truncate", "at": at, "where": where} for at, where in base.boundaries]
+    if len(truncs) > n // 5:  # a big model: every structural boundary, a sample of the rest
+        structural = [t for t in truncs if ")[" not in t["where"] and not t["where"].startswith(("data of", "1 byte"))]
+        others = [t for t in truncs if t not in structural]
+        truncs = structural[: n // 5] + rng.sample(others, max(0, min(len(others), n // 5 - len(structural))))
     fields = []
     for f in base.fields:
         for v in _field_values(f, base, rng):
