@@ -388,8 +388,10 @@ void check_hparams(const std::string & path, const gguf_context * ctx, const Log
         bad(k_groups, "must divide '" + k_expert + "', with '" + k_groups_used + "' between 1 and it");
     }
     const std::string k_ctx = arch + ".context_length";
-    if (const auto v = number(ctx, k_ctx); v && !(*v >= 0 && *v <= 2147483647.0)) {
-        bad(k_ctx, "must be between 0 and 2^31 - 1");  // the server keeps it in an int
+    if (const auto v = number(ctx, k_ctx); v && !(*v >= 1 && *v <= 2147483647.0)) {
+        // the server caps each slot's context to it (kept in an int): 0 or a negative value
+        // leaves slots with no context, and the first request asserts in the serving loop
+        bad(k_ctx, "must be between 1 and 2^31 - 1");
     }
     for (const char * name : {".attention.layer_norm_rms_epsilon", ".attention.layer_norm_epsilon",
                               ".attention.group_norm_epsilon"}) {
@@ -408,8 +410,24 @@ void check_hparams(const std::string & path, const gguf_context * ctx, const Log
     }
 }
 
-// Two tokens with the same text make llama.cpp's vocabulary assert while loading.
+// Two tokens with the same text make llama.cpp's vocabulary assert while loading; so does a
+// byte token (type 6) in a vocabulary whose tokenizer has no byte tokens.
 void check_vocab(const std::string & path, const gguf_context * ctx, const LogTail & tail) {
+    const int64_t model_id = gguf_find_key(ctx, "tokenizer.ggml.model");
+    const int64_t types_id = gguf_find_key(ctx, "tokenizer.ggml.token_type");
+    if (model_id >= 0 && gguf_get_kv_type(ctx, model_id) == GGUF_TYPE_STRING && types_id >= 0 &&
+        gguf_get_kv_type(ctx, types_id) == GGUF_TYPE_ARRAY && gguf_get_arr_type(ctx, types_id) == GGUF_TYPE_INT32) {
+        const std::string model = gguf_get_val_str(ctx, model_id);
+        if (model == "bert" || model == "rwkv" || model == "plamo2" || model == "none" || model == "no_vocab") {
+            const auto * types = static_cast<const int32_t *>(gguf_get_arr_data(ctx, types_id));
+            for (size_t i = 0; i < gguf_get_arr_n(ctx, types_id); ++i) {
+                if (types[i] == 6) {  // LLAMA_TOKEN_TYPE_BYTE
+                    reject(path, "token " + std::to_string(i) + " is a byte token, which the '" + model +
+                                     "' tokenizer does not have", tail);
+                }
+            }
+        }
+    }
     const int64_t id = gguf_find_key(ctx, "tokenizer.ggml.tokens");
     if (id < 0 || gguf_get_kv_type(ctx, id) != GGUF_TYPE_ARRAY || gguf_get_arr_type(ctx, id) != GGUF_TYPE_STRING) {
         return;

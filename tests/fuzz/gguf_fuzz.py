@@ -186,6 +186,10 @@ class Worker:
         except ProcessLookupError:
             pass
         self.proc.wait()
+        try:
+            self.proc.stdin.close()  # type: ignore[union-attr]
+        except OSError:
+            pass
         self.results.close()
         self.stderr_file.close()
         self.proc = None
