@@ -35,7 +35,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from pathlib import Path
 from typing import Any
 
@@ -138,6 +138,8 @@ class ServerChild:
         self.proc: subprocess.Popen[str] | None = None
         self.port = 0
         self.starts = 0
+        self.generation = 0  # bumped by every (re)start
+        self.restart_lock = threading.Lock()
 
     def start(self) -> None:
         self.stderr = open(self.stderr_path, "ab")
@@ -158,6 +160,7 @@ class ServerChild:
             raise RuntimeError(f"server child did not start; see {self.stderr_path}")
         self.port = json.loads(line)["port"]
         self.starts += 1
+        self.generation += 1
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
@@ -312,6 +315,10 @@ def exchange(port: int, case: dict[str, Any], timeout: float) -> dict[str, Any]:
                 out["body"] = resp[:4000]
     except (ConnectionRefusedError, ConnectionResetError, BrokenPipeError, socket.timeout, OSError) as e:
         out["end"] = f"error:{type(e).__name__}"
+    if "raw" in case and out["end"] == "timeout" and out["status"] is None:
+        # malformed HTTP the server is still reading (it waits up to its read timeout, an hour by
+        # default): not a hang of the server, but a connection (and a thread) it holds
+        out["end"] = "held_open"
     out["seconds"] = round(time.monotonic() - started, 3)
     return out
 
@@ -722,6 +729,7 @@ def probe(port: int) -> dict[str, Any]:
                                      ("completion", "POST", "/completion", PROBE_COMPLETION),
                                      ("tokenize", "POST", "/tokenize", PROBE_TOKENIZE)):
         r = exchange(port, {"method": method, "path": path, "body": None if body is None else _json(body)}, 30)
+        r.pop("seconds", None)
         out[name + "_status"] = r["status"]
         try:
             data = json.loads(r.get("body", b"") or b"null")
@@ -746,17 +754,23 @@ def run(cases: list[dict[str, Any]], out: Path, *, clients: int, timeout: float,
     baseline = {name: probe(servers[name].port) for name in needed}
     results: list[dict[str, Any]] = []
     deaths: list[dict[str, Any]] = []
+    failures: list[dict[str, Any]] = []  # the server went FAILED (an assertion while serving)
+    recent: deque[tuple[float, int, str]] = deque(maxlen=64)
+
+    def case_timeout(case: dict[str, Any]) -> float:
+        return min(timeout, 10.0) if "raw" in case else timeout
     stderr_by_cat: Counter[str] = Counter()
     probes: list[dict[str, Any]] = []
     results_file = open(out / "results.jsonl", "w")
     lock = threading.Lock()
     t_start = time.monotonic()
 
-    def check_alive(name: str, in_flight: list[dict[str, Any]]) -> None:
+    def check_alive(name: str) -> None:
         srv = servers[name]
         if not srv.alive():
             rc = srv.proc.returncode if srv.proc else None
-            deaths.append({"server": name, "returncode": rc, "suspects": [c["id"] for c in in_flight]})
+            deaths.append({"kind": "death", "server": name, "generation": srv.generation, "returncode": rc,
+                           "suspects": [i for _, i, n in recent if n == name]})
             srv.close_pipes()
             srv.start()
 
@@ -782,6 +796,24 @@ def run(cases: list[dict[str, Any]], out: Path, *, clients: int, timeout: float,
         queue = list(batch)
         in_flight: dict[int, dict[str, Any]] = {}
 
+        def restart(name: str, gen: int, kind: str, case: dict[str, Any]) -> None:
+            """Record a failure of server generation `gen` once, with its suspects, and restart it."""
+            srv = servers[name]
+            with srv.restart_lock:
+                if srv.generation != gen:
+                    return  # another client saw it first
+                with lock:
+                    now = time.monotonic()
+                    # most likely first: requests still in flight, then the latest answered
+                    suspects = [c["id"] for c in in_flight.values() if c.get("server", "main") == name]
+                    suspects += [case["id"]] + [i for t, i, n in reversed(recent) if n == name and now - t < 3.0]
+                    event = {"kind": kind, "server": name, "generation": gen, "seen_on": case["id"],
+                             "suspects": list(dict.fromkeys(suspects)),
+                             "returncode": srv.proc.returncode if srv.proc is not None else None}
+                    (deaths if kind == "death" else failures).append(event)
+                srv.kill()
+                srv.start()
+
         def client() -> None:
             while True:
                 with lock:
@@ -791,24 +823,32 @@ def run(cases: list[dict[str, Any]], out: Path, *, clients: int, timeout: float,
                     in_flight[case["id"]] = case
                 name = case.get("server", "main")
                 srv = servers[name]
-                r = exchange(srv.port, case, timeout)
+                gen = srv.generation
+                r = exchange(srv.port, case, case_timeout(case))
                 r["id"], r["cat"], r["intent"] = case["id"], case["cat"], case["intent"]
                 r["path"], r["method"] = case.get("path"), case.get("method")
                 status = r["status"]
                 r["hang"] = r["end"] == "timeout"
+                body = r.get("body", b"")
                 if status is not None and status >= 500:
-                    r["class"] = classify_5xx(status, r.get("body", b""))
-                if isinstance(r.get("body"), bytes):
-                    r["body"] = r["body"][:600].decode("utf-8", "replace")
+                    r["class"] = classify_5xx(status, body)
+                if isinstance(body, bytes):
+                    r["body"] = body[:600].decode("utf-8", "replace")
+                model_failed = status == 503 and b"the model failed" in (body if isinstance(body, bytes) else b"")
                 with lock:
                     del in_flight[case["id"]]
+                    recent.append((time.monotonic(), case["id"], name))
+                    if gen != srv.generation or any(e["server"] == name and e["generation"] == gen for e in failures + deaths):
+                        r["collateral"] = True  # answered by a server that another request had already broken
                     results.append(r)
                     results_file.write(json.dumps(r) + "\n")
                     if progress and len(results) % 250 == 0:
                         print(f"[{len(results)}/{len(cases)}] {cat} {len(results) / (time.monotonic() - t_start):.1f} req/s",
                               flush=True)
-                    if not srv.alive():
-                        check_alive(name, [case] + list(in_flight.values()))
+                if not srv.alive():
+                    restart(name, gen, "death", case)
+                elif model_failed:
+                    restart(name, gen, "failed", case)
 
         threads = [threading.Thread(target=client) for _ in range(clients)]
         for t in threads:
@@ -817,7 +857,7 @@ def run(cases: list[dict[str, Any]], out: Path, *, clients: int, timeout: float,
             t.join()
         time.sleep(0.3)  # stderr of the last requests
         for n in names:
-            check_alive(n, [])
+            check_alive(n)
             stderr_by_cat[cat] += servers[n].stderr_bytes() - before[n]
             p = probe(servers[n].port)
             p.update({"after": cat, "server": n, "same_as_before": {k: p.get(k) == baseline[n].get(k) for k in baseline[n]}})
@@ -835,12 +875,46 @@ def run(cases: list[dict[str, Any]], out: Path, *, clients: int, timeout: float,
         stop_s = srv.stop()
         final[name] = {"status": status, "stop_seconds": stop_s, "starts": srv.starts}
     summary = summarize(cases, results, deaths, stderr_by_cat, probes, baseline, final, time.monotonic() - t_start)
+    summary["failures"] = len(failures)
+    summary["failure_details"] = failures
+    by_id = {c["id"]: c for c in cases}
+    summary["culprits"] = triage(deaths + failures, by_id, workdir, mem_limit_gb) if deaths or failures else []
     summary["peak_rss_mb"] = {k: round(v / 2**20) for k, v in sorted(peak_rss.items())}
     return summary
 
 
+def triage(events: list[dict[str, Any]], by_id: dict[int, dict[str, Any]], workdir: Path,
+           mem_limit_gb: float, max_events: int = 12) -> list[dict[str, Any]]:
+    """Replays each suspect of each death or failure alone on a fresh server: which one does it."""
+    culprits: list[dict[str, Any]] = []
+    tried: set[int] = set()
+    for event in events[:max_events]:
+        for case_id in event["suspects"][:16]:
+            if case_id in tried:
+                continue
+            tried.add(case_id)
+            case = by_id[case_id]
+            srv = ServerChild(workdir, f"triage-{case_id}", embeddings=event["server"] == "embed", mem_limit_gb=mem_limit_gb)
+            srv.start()
+            try:
+                r = exchange(srv.port, case, 60.0)
+                time.sleep(0.3)
+                alive = srv.alive()
+                health = exchange(srv.port, {"method": "GET", "path": "/health"}, 10)["status"] if alive else None
+                if not alive or health != 200:
+                    culprits.append({"case": case_id, "event": event["kind"], "path": case.get("path"),
+                                     "body": (case.get("body") or case.get("raw") or "")[:400],
+                                     "status": r["status"], "health_after": health, "alive_after": alive,
+                                     "answer": (r.get("body") or b"")[:300].decode("utf-8", "replace")})
+                    break
+            finally:
+                srv.kill() if not srv.alive() else srv.stop()
+    return culprits
+
+
 def summarize(cases, results, deaths, stderr_by_cat, probes, baseline, final, seconds) -> dict[str, Any]:
-    fivexx = [r for r in results if r["status"] is not None and r["status"] >= 500]
+    own = [r for r in results if not r.get("collateral")]
+    fivexx = [r for r in own if r["status"] is not None and r["status"] >= 500]
     client_5xx = [r for r in fivexx if r["intent"] != "valid" and r["status"] not in (501, 503)]
     classes: dict[str, dict[str, Any]] = {}
     for r in client_5xx:
@@ -850,13 +924,16 @@ def summarize(cases, results, deaths, stderr_by_cat, probes, baseline, final, se
         c["routes"][r["path"]] += 1
     for c in classes.values():
         c["routes"] = dict(c["routes"].most_common(8))
-    valid = [r for r in results if r["intent"] == "valid"]
+    valid = [r for r in own if r["intent"] == "valid"]
     return {
         "requests": len(results),
         "by_category": dict(Counter(r["cat"] for r in results)),
         "deaths": len(deaths), "death_details": deaths,
-        "hangs": sum(1 for r in results if r["hang"]),
-        "hang_cases": [r["id"] for r in results if r["hang"]][:50],
+        "hangs": sum(1 for r in own if r["hang"]),
+        "hang_cases": [r["id"] for r in own if r["hang"]][:50],
+        "collateral": sum(1 for r in results if r.get("collateral")),
+        "held_open": sum(1 for r in results if r["end"] == "held_open"),
+        "held_open_cases": [r["id"] for r in results if r["end"] == "held_open"][:50],
         "status": dict(sorted(Counter(str(r["status"]) for r in results).items())),
         "status_by_category": {cat: dict(Counter(str(r["status"]) for r in results if r["cat"] == cat))
                                for cat in dict.fromkeys(r["cat"] for r in results)},
@@ -908,11 +985,12 @@ def main(argv: list[str] | None = None) -> int:
     results = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
     bad_ids = {r["id"] for r in results if r["hang"] or (r["status"] and r["status"] >= 500 and r["intent"] != "valid"
                                                          and r["status"] not in (501, 503))}
-    bad_ids |= {s for d in summary["death_details"] for s in d["suspects"]}
+    bad_ids |= {s for d in summary["death_details"] + summary["failure_details"] for s in d["suspects"]}
     (out / "failures.jsonl").write_text("".join(json.dumps(by_id[i]) + "\n" for i in sorted(bad_ids)))
     print(json.dumps({k: v for k, v in summary.items() if k not in ("baseline", "status_by_category")}, indent=2,
                      default=str))
-    ok = (summary["deaths"] == 0 and summary["hangs"] == 0 and summary["probes_all_same_as_before"])
+    ok = (summary["deaths"] == 0 and summary["failures"] == 0 and summary["hangs"] == 0
+          and summary["probes_all_same_as_before"])
     return 0 if ok else 1
 
 
