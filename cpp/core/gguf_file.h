@@ -12,6 +12,14 @@ namespace llamaproc {
 
 // Throws Error(model_load) naming the file when it is missing, not a regular file,
 // unreadable, not GGUF, or shorter than a GGUF header. Returns the file's size.
+uint64_t check_gguf_file_basics(const std::string & path);
+
+// check_gguf_file_basics(), then what llama.cpp's loader and quantizer take for granted: the
+// header parses (gguf's own checks of counts, lengths, types, shapes and offsets), every
+// string is UTF-8, every tensor has elements, a type ggml can compute with, and its data
+// inside the file. Run before llama.cpp sees a file (start, quantize, evaluate): a file that
+// passes loads or fails with llama.cpp's own error, instead of crashing the process.
+// Throws Error(model_load) naming the file and the reason. Returns the file's size.
 uint64_t check_gguf_file(const std::string & path);
 
 struct GgufTensor {
