@@ -189,8 +189,9 @@ def test_an_assert_while_serving_answers_an_error_then_recovers_by_policy(tiny_m
 
 
 # -- fidelity: the fake answers with the real server's shapes -----------------------------------
-# (ignore_eos: the tiny model's random weights may otherwise end a reply at its first token,
-# which changes the event sequence; the fake ignores the field, as it ignores sampling)
+# (ignore_eos and temperature 0: the tiny model's random weights may otherwise end a reply at its
+# first token or sample only halves of UTF-8 characters, which changes the event sequence; the
+# fake ignores both fields, as it ignores sampling)
 
 def shape(value):
     """Keys and JSON types, recursively (lists by their first element)."""
@@ -203,6 +204,10 @@ def shape(value):
     if isinstance(value, (int, float)):
         return "number"
     return type(value).__name__
+
+
+def _is_role_event(event) -> bool:
+    return isinstance(event, dict) and bool(event.get("choices")) and "role" in event["choices"][0].get("delta", {})
 
 
 def raw_exchange(url: str, method: str, path: str, body: dict | None) -> tuple[int, str, bytes]:
@@ -225,12 +230,12 @@ def sse_events(data: bytes) -> list:
 
 
 CASES = [
-    ("POST", "/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 3, "ignore_eos": True}),
-    ("POST", "/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 3, "stream": True, "ignore_eos": True}),
+    ("POST", "/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 3, "ignore_eos": True, "temperature": 0}),
+    ("POST", "/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 3, "stream": True, "ignore_eos": True, "temperature": 0}),
     ("POST", "/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 3, "stream": True,
-                                      "ignore_eos": True, "stream_options": {"include_usage": True}}),
-    ("POST", "/v1/completions", {"prompt": "hi", "max_tokens": 3, "ignore_eos": True}),
-    ("POST", "/v1/completions", {"prompt": "hi", "max_tokens": 3, "stream": True, "ignore_eos": True}),
+                                      "ignore_eos": True, "temperature": 0, "stream_options": {"include_usage": True}}),
+    ("POST", "/v1/completions", {"prompt": "hi", "max_tokens": 3, "ignore_eos": True, "temperature": 0}),
+    ("POST", "/v1/completions", {"prompt": "hi", "max_tokens": 3, "stream": True, "ignore_eos": True, "temperature": 0}),
     ("POST", "/v1/embeddings", {"input": ["a", "b"]}),
     ("POST", "/v1/embeddings", {"input": "a", "encoding_format": "base64"}),
     ("POST", "/tokenize", {"content": "hi"}),
@@ -254,9 +259,15 @@ def test_the_fake_answers_with_the_real_servers_shapes(tiny_model):
             if rt.startswith("text/event-stream"):
                 real_events, fake_events = sse_events(rb), sse_events(fb)
                 assert real_events[-1] == fake_events[-1] == "[DONE]"
-                assert [shape(e) for e in fake_events[:1] + fake_events[-2:-1]] == \
-                       [shape(e) for e in real_events[:1] + real_events[-2:-1]], (path, body)
-                assert shape(fake_events[1]) == shape(real_events[1])
+                assert shape(fake_events[-2]) == shape(real_events[-2]), (path, body)  # the final event
+                # every kind of event the fake sends, the real server sends too (llama.cpp sends
+                # the chat role event with the first decoded token; when the tiny model's first
+                # token is half a UTF-8 character, it has none: so the converse is not required)
+                real_shapes = [shape(e) for e in real_events[:-1]]
+                assert all(shape(e) in real_shapes for e in fake_events[:-1] if not _is_role_event(e)), (path, body)
+                role = [e for e in real_events if _is_role_event(e)]
+                if role:
+                    assert shape(role[0]) == shape(fake_events[0])
             else:
                 assert shape(json.loads(fb)) == shape(json.loads(rb)), (path, body)
         real_props, fake_props = (json.loads(raw_exchange(s.url, "GET", "/props", None)[2]) for s in (real, fake))

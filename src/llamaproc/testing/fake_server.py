@@ -537,10 +537,12 @@ def _chat(fake: FakeServer, request: RecordedRequest) -> _Answer:
     events: list[Any] = [{"choices": [{"finish_reason": None, "index": 0,
                                        "delta": {"role": "assistant", "content": None}}], **chunk}]
     events += [{"choices": [{"finish_reason": None, "index": 0, "delta": {"content": p}}], **chunk} for p in pieces]
-    final = {"choices": [{"finish_reason": finish, "index": 0, "delta": {}}], **chunk, "timings": _timings(prompt_n, n)}
+    final: dict[str, Any] = {"choices": [{"finish_reason": finish, "index": 0, "delta": {}}], **chunk}
     events.append(final)
-    if (body.get("stream_options") or {}).get("include_usage"):
+    if (body.get("stream_options") or {}).get("include_usage"):  # usage and timings in one more event
         events.append({"choices": [], **chunk, "usage": _usage(prompt_n, n), "timings": _timings(prompt_n, n)})
+    else:
+        final["timings"] = _timings(prompt_n, n)
     return _Answer(200, events=events)
 
 
