@@ -35,6 +35,8 @@ bool has_gpu_device() {
     return false;
 }
 
+constexpr int DEFAULT_CLIENT_TIMEOUT_S = 10;
+
 bool flag_given(const std::vector<std::string> & args, std::initializer_list<const char *> names) {
     for (const auto & arg : args) {
         const std::string flag = arg.substr(0, arg.find('='));
@@ -178,6 +180,11 @@ void EmbeddedServer::prepare_params() {
         params_.n_ctx = params_.n_parallel * params_.kv_unified_per_slot;
     }
     const bool env = options_.use_env;
+    // llama-server waits up to an hour for a client to send its request or read its answer, and
+    // stop() waits for those threads: an embedded server gives a silent client 10 s
+    if (!flag_given(options_.args, {"-to", "--timeout"}) && !(env && std::getenv("LLAMA_ARG_TIMEOUT"))) {
+        params_.timeout_read = params_.timeout_write = DEFAULT_CLIENT_TIMEOUT_S;
+    }
     if (!flag_given(options_.args, {"-t", "--threads"}) && !(env && std::getenv("LLAMA_ARG_THREADS"))) {
         params_.cpuparams.n_threads = default_threads();
         if (!flag_given(options_.args, {"-tb", "--threads-batch"})) {
