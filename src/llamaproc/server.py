@@ -303,11 +303,12 @@ class LlamaServer:
             self._pending_faults.clear()
             try:
                 native.start()  # binds; raises ConfigError / ModelLoadError / StartupError right away
-            except BaseException:
+                run = self._run = _Run(native)
+                _live_servers.add(self)
+            except BaseException:  # a start error, or Ctrl-C that arrived while native code ran
+                native.stop()
                 _logging.flush_logs()
                 raise
-            run = self._run = _Run(native)
-            _live_servers.add(self)
         try:  # whatever interrupts the start (Ctrl-C included) leaves no server running
             self._emit(ServerEvent(EventKind.STARTED, time.time()))
             self._await_ready(run, timeout, progress)
