@@ -141,6 +141,8 @@ RequestOutcome outcome_of(int status) {
     return RequestOutcome::ok;
 }
 
+static void reclassify_client_errors(server_http_res & res);
+
 server_http_res_ptr call_route(ModelInstance & inst, route_member member, const server_http_req & req) {
     server_http_res_ptr res;
     try {
@@ -169,7 +171,36 @@ server_http_res_ptr call_route(ModelInstance & inst, route_member member, const 
         // the handler let go because the instance failed, the server is stopping or the caller left
         return error_response(unavailable_reason(inst), ERROR_TYPE_UNAVAILABLE);
     }
+    if (res->status == 500) {
+        reclassify_client_errors(*res);
+    }
     return res;
+}
+
+// llama.cpp answers some request-made conditions with a 500 server_error from the inference
+// loop (the request's input did not fit, its grammar rejected every token). They are the
+// request's fault: 400, with the same message.
+static void reclassify_client_errors(server_http_res & res) {
+    static const char * const client_conditions[] = {
+        "Context size has been exceeded",
+        "is too large to process",
+        "grammar stack",
+    };
+    for (const char * condition : client_conditions) {
+        if (res.data.find(condition) == std::string::npos) {
+            continue;
+        }
+        try {
+            json body = json::parse(res.data);
+            const std::string message = body.at("error").at("message").get<std::string>();
+            auto fixed = error_response(message, ERROR_TYPE_INVALID_REQUEST);
+            res.status = fixed->status;
+            res.data = std::move(fixed->data);
+        } catch (const std::exception &) {
+            // not llama.cpp's error body: leave it as it is
+        }
+        return;
+    }
 }
 
 bool next_chunk(server_http_res & res, ModelInstance & inst, std::string & chunk, bool & failed) {
