@@ -178,3 +178,15 @@ def test_std_terminate_says_why_and_aborts_without_attaching_a_debugger():
     assert r.returncode == -signal.SIGABRT
     assert "llamaproc: std::terminate called" in r.stderr
     assert "gdb" not in r.stderr.lower() and "backtrace" not in r.stderr.lower()
+
+
+def test_native_text_that_is_not_utf8_still_reaches_python():
+    """Log lines and error messages may carry raw bytes from a model file: they arrive with
+    U+FFFD in place of each bad byte instead of failing to decode (and losing the batch)."""
+    from llamaproc._native import core
+
+    assert core._valid_utf8(b"ok \xff\xfe end") == "ok \ufffd\ufffd end"
+    assert core._valid_utf8("héllo ✓ 😀".encode()) == "héllo ✓ 😀"
+    assert core._valid_utf8(b"\xc3") == "\ufffd"  # truncated sequence
+    assert core._valid_utf8(b"\xed\xa0\x80") == "\ufffd\ufffd\ufffd"  # a surrogate
+    assert core._valid_utf8(b"\xc0\xaf") == "\ufffd\ufffd"  # overlong '/'

@@ -27,7 +27,7 @@ const char * class_name(llamaproc::ErrorKind kind) {
 void raise_python(const llamaproc::Error & e) {
     nb::object errors = nb::module_::import_("llamaproc.errors");
     nb::object cls = errors.attr(class_name(e.kind()));
-    nb::object exc = cls(nb::str(e.what()));
+    nb::object exc = cls(nb::str(llamaproc::valid_utf8(e.what()).c_str()));
     errors.attr("attach_log_tail")(exc, nb::cast(e.log_tail()));
     PyErr_SetObject(cls.ptr(), exc.ptr());
 }
@@ -50,6 +50,9 @@ void init_errors(nb::module_ & m) {
         nb::call_guard<nb::gil_scoped_release>(), nb::arg("message"),
         "Test hook: call ggml_abort() on a guarded thread inside a catch (std::exception&) block; "
         "raises NativeError instead of aborting.");
+    m.def(
+        "_valid_utf8", [](nb::bytes raw) { return llamaproc::valid_utf8(std::string(raw.c_str(), raw.size())); },
+        nb::arg("raw"), "Test hook: what a native log line or error message with these bytes becomes in Python.");
     m.def(
         "_trigger_terminate", [] { std::terminate(); },
         "Test hook: call std::terminate() (ends the process: run it in a child process only).");

@@ -7,6 +7,7 @@
 #include "log.h"
 
 #include <atomic>
+#include <cstdint>
 #include <chrono>
 #include <condition_variable>
 #include <cstdarg>
@@ -43,6 +44,7 @@ thread_local std::string t_partial;  // text of the current line so far
 thread_local LogLevel t_partial_level = LogLevel::info;
 
 void emit(LogLevel level, std::string line) {
+    line = valid_utf8(line);
     while (!line.empty() && (line.back() == '\r' || line.back() == ' ')) {
         line.pop_back();
     }
@@ -226,6 +228,37 @@ void log_native_ggml_text(int ggml_level, const char * text) {
 
 void log_line(LogLevel level, const std::string & line) {
     emit(level, line);
+}
+
+std::string valid_utf8(const std::string & text) {
+    std::string out;
+    out.reserve(text.size());
+    const auto * p = reinterpret_cast<const unsigned char *>(text.data());
+    const size_t n = text.size();
+    for (size_t i = 0; i < n;) {
+        const unsigned char c = p[i];
+        size_t len = c < 0x80 ? 1 : (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xE ? 3 : (c >> 3) == 0x1E ? 4 : 0;
+        bool ok = len > 0 && i + len <= n;
+        for (size_t k = 1; ok && k < len; ++k) {
+            ok = (p[i + k] & 0xC0) == 0x80;
+        }
+        if (ok && len > 1) {  // no overlong forms, surrogates or code points past U+10FFFF
+            const uint32_t cp = len == 2 ? ((c & 0x1F) << 6) | (p[i + 1] & 0x3F)
+                              : len == 3 ? ((c & 0x0F) << 12) | ((p[i + 1] & 0x3F) << 6) | (p[i + 2] & 0x3F)
+                                         : ((c & 0x07) << 18) | ((p[i + 1] & 0x3F) << 12) | ((p[i + 2] & 0x3F) << 6) |
+                                               (p[i + 3] & 0x3F);
+            ok = (len == 2 && cp >= 0x80) || (len == 3 && cp >= 0x800 && (cp < 0xD800 || cp > 0xDFFF)) ||
+                 (len == 4 && cp >= 0x10000 && cp <= 0x10FFFF);
+        }
+        if (ok) {
+            out.append(text, i, len);
+            i += len;
+        } else {
+            out += "\xEF\xBF\xBD";  // U+FFFD
+            i += 1;
+        }
+    }
+    return out;
 }
 
 std::vector<std::string> process_log_tail(std::size_t max_lines) {

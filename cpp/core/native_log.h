@@ -72,6 +72,10 @@ void log_native_ggml_text(int ggml_level, const char * text);
 // Log one whole line from llamaproc's own code.
 void log_line(LogLevel level, const std::string & line);
 
+// `text` with every byte that is not part of valid UTF-8 replaced by U+FFFD, so that it
+// crosses into Python (which decodes strictly) whatever llama.cpp printed.
+std::string valid_utf8(const std::string & text);
+
 // The process-wide tail (every line from every thread).
 std::vector<std::string> process_log_tail(std::size_t max_lines = 40);
 
