@@ -104,7 +104,6 @@ void init_server(nb::module_ & m) {
         .def_prop_ro("port", [](ServerHandle & h) { return h.server->port(); })
         .def_prop_ro("host", [](ServerHandle & h) { return h.server->host(); })
         .def_prop_ro("load_progress", [](ServerHandle & h) { return h.server->load_progress(); })
-        .def_prop_ro("loop_running", [](ServerHandle & h) { return h.server->loop_running(); })
         .def_prop_ro("abandoned_instances", [](ServerHandle & h) { return h.server->abandoned_instances(); })
         .def_prop_ro("failure",
                      [](ServerHandle & h) -> nb::object {

@@ -68,7 +68,6 @@ public:
     int port() const;
     std::string host() const;
     float load_progress() const;
-    bool loop_running() const { return state() == ServerState::ready; }
     std::optional<InstanceMemory> memory() const;
     RequestCounts request_counts() const;
     std::vector<std::string> log_tail(std::size_t max_lines = 40) const;

@@ -93,10 +93,6 @@ bool FaultPlan::take(FaultKind kind) {
     return false;
 }
 
-bool FaultPlan::armed(FaultKind kind) const {
-    return remaining_[static_cast<int>(kind)].load() > 0;
-}
-
 int FaultPlan::param(FaultKind kind) const {
     return param_[static_cast<int>(kind)].load();
 }

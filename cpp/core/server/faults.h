@@ -27,7 +27,6 @@ public:
     void clear();
     // True (and one use consumed) if `kind` is armed.
     bool take(FaultKind kind);
-    bool armed(FaultKind kind) const;
     int param(FaultKind kind) const;
     int remaining(FaultKind kind) const { return remaining_[static_cast<int>(kind)].load(); }
 

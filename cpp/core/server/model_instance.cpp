@@ -308,10 +308,8 @@ void ModelInstance::run() {
                 memory_ = mem;
             }
             load_progress_ = 1.0f;
-            loop_running_ = true;
             set_state(InstanceState::ready);
             ctx_server_->start_loop();  // returns once terminate() is called
-            loop_running_ = false;
             if (!stop_requested_.load()) {
                 fail(ErrorKind::internal, "the inference loop stopped unexpectedly");
             }
@@ -327,7 +325,6 @@ void ModelInstance::run() {
         fail(loaded ? ErrorKind::internal : ErrorKind::model_load,
              (loaded ? std::string("the inference loop failed: ") : "failed to load model '" + path + "': ") + e.what());
     }
-    loop_running_ = false;
     thread_done_ = true;
     cv_.notify_all();
 }

@@ -147,7 +147,6 @@ private:
     std::atomic<float> load_progress_{0.0f};
     int slow_load_ms_ = 0;  // the slow_load fault, taken for this instance's load
     std::atomic<bool> stop_requested_{false};
-    std::atomic<bool> loop_running_{false};
     std::atomic<bool> thread_done_{false};
     std::atomic<bool> poisoned_{false};  // a native assert unwound through llama.cpp
     std::shared_ptr<std::atomic<bool>> down_ = std::make_shared<std::atomic<bool>>(false);
