@@ -12,3 +12,4 @@ void init_info(nb::module_ & m);
 void init_quant_types(nb::module_ & m);
 void init_models(nb::module_ & m);
 void init_direct(nb::module_ & m);
+void init_pool(nb::module_ & m);

@@ -20,6 +20,8 @@ const char * class_name(llamaproc::ErrorKind kind) {
         case llamaproc::ErrorKind::startup: return "StartupError";
         case llamaproc::ErrorKind::resource: return "ResourceError";
         case llamaproc::ErrorKind::not_running: return "ServerNotRunningError";
+        case llamaproc::ErrorKind::not_found: return "ModelNotFoundError";
+        case llamaproc::ErrorKind::timeout: return "WaitTimeoutError";
         default: return "NativeError";
     }
 }

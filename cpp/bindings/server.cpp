@@ -2,6 +2,7 @@
 // threads runs without the GIL.
 #include "bindings.h"
 
+#include "convert.h"
 #include "server/embedded_server.h"
 
 #include "common.h"
@@ -48,36 +49,6 @@ const char * state_name(llamaproc::ServerState s) {
     }
 }
 
-const char * error_kind_name(llamaproc::ErrorKind kind) {
-    switch (kind) {
-        case llamaproc::ErrorKind::config: return "config";
-        case llamaproc::ErrorKind::model_load: return "model_load";
-        case llamaproc::ErrorKind::startup: return "startup";
-        case llamaproc::ErrorKind::resource: return "resource";
-        case llamaproc::ErrorKind::not_running: return "not_running";
-        default: return "internal";
-    }
-}
-
-llamaproc::FaultKind fault_kind(const std::string & name) {
-    using llamaproc::FaultKind;
-    for (FaultKind k : {FaultKind::loop_dies, FaultKind::assert_in_request, FaultKind::load_fails, FaultKind::slow_load,
-                        FaultKind::over_memory}) {
-        if (name == llamaproc::fault_name(k)) {
-            return k;
-        }
-    }
-    throw nb::value_error(("unknown fault '" + name + "'").c_str());
-}
-
-nb::object load_to_dict(const llamaproc::SlotLoad & load) {
-    nb::dict d;
-    d["n_slots"] = load.n_slots;
-    d["n_processing"] = load.n_processing;
-    d["n_deferred"] = load.n_deferred;
-    return d;
-}
-
 }  // namespace
 
 void init_server(nb::module_ & m) {
@@ -117,29 +88,11 @@ void init_server(nb::module_ & m) {
         .def_prop_ro("memory",
                      [](ServerHandle & h) -> nb::object {
                          auto e = h.server->memory();
-                         if (!e) {
-                             return nb::none();
-                         }
-                         nb::dict d;
-                         d["model"] = e->model_bytes;
-                         d["context"] = e->context_bytes;
-                         d["compute"] = e->compute_bytes;
-                         d["prompt_cache_limit"] = e->prompt_cache_limit_bytes;
-                         return d;
+                         return e ? memory_to_dict(*e) : nb::none();
                      },
                      "Bytes the loaded model holds (model, context, compute, prompt_cache_limit); None before load.")
         .def_prop_ro("request_counts",
-                     [](ServerHandle & h) {
-                         const auto c = h.server->request_counts();
-                         using O = llamaproc::RequestOutcome;
-                         std::map<std::string, uint64_t> d;
-                         d["ok"] = c.by_outcome[static_cast<int>(O::ok)];
-                         d["client_error"] = c.by_outcome[static_cast<int>(O::client_error)];
-                         d["server_error"] = c.by_outcome[static_cast<int>(O::server_error)];
-                         d["unavailable"] = c.by_outcome[static_cast<int>(O::unavailable)];
-                         d["stream_failed"] = c.by_outcome[static_cast<int>(O::stream_failed)];
-                         return d;
-                     },
+                     [](ServerHandle & h) { return counts_to_dict(h.server->request_counts()); },
                      "HTTP requests answered since start, by outcome.")
         .def("log_tail", [](ServerHandle & h, size_t n) { return h.server->log_tail(n); }, nb::arg("max_lines") = 40)
         .def("call",
@@ -204,19 +157,7 @@ void init_server(nb::module_ & m) {
                     nb::gil_scoped_release r;
                     m = h.server->query_metrics(timeout);
                 }
-                if (!m) {
-                    return nb::none();
-                }
-                nb::dict d;
-                d["load"] = load_to_dict(m->load);
-                d["prompt_tokens"] = m->prompt_tokens;
-                d["prompt_seconds"] = m->prompt_seconds;
-                d["prompt_tokens_cached"] = m->prompt_tokens_cached;
-                d["generated_tokens"] = m->generated_tokens;
-                d["generation_seconds"] = m->generation_seconds;
-                d["decode_calls"] = m->decode_calls;
-                d["prometheus"] = m->prometheus;
-                return d;
+                return m ? metrics_to_dict(*m) : nb::none();
             },
             nb::arg("timeout"), "Cumulative counters; None if the loop did not answer in time.");
 }

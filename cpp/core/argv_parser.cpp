@@ -232,20 +232,20 @@ void finish(common_params & params) {
     }
 }
 
-void reject_process_features(const common_params & params) {
+void reject_process_features(const common_params & params, ArgsFor what) {
     if (!params.model.hf_repo.empty() || !params.model.url.empty() || !params.model.docker_repo.empty()) {
         config_error("llamaproc loads local GGUF files only: download the model first and pass its path "
                      "(model download flags such as -hf, -mu and -dr are not supported)");
     }
-    if (params.model.path.empty()) {
-        config_error("no model given: pass the path of a .gguf file (llama-server's router mode, "
-                     "which runs models as child processes, is not available in-process)");
+    if (params.model.path.empty() && what == ArgsFor::server) {
+        config_error("no model given: pass the path of a .gguf file (-m), or serve several models with a model "
+                     "pool (llama-server's router mode: --models-dir or --models-preset; llamaproc.ModelPool)");
     }
 }
 
 }  // namespace
 
-common_params parse_server_args(const std::vector<std::string> & args, bool use_env) {
+common_params parse_server_args(const std::vector<std::string> & args, bool use_env, ArgsFor what) {
     common_params params;
     common_params_context ctx = common_params_parser_init(params, LLAMA_EXAMPLE_SERVER);
     if (use_env) {
@@ -253,7 +253,7 @@ common_params parse_server_args(const std::vector<std::string> & args, bool use_
     }
     apply_flags(ctx, args);
     finish(params);
-    reject_process_features(params);
+    reject_process_features(params, what);
     return params;
 }
 

@@ -15,7 +15,9 @@ namespace llamaproc {
 // Throws Error(config) naming the flag for unknown flags and bad values, and for flags that
 // only make sense for a separate process (help, version, model downloads, router mode) or act
 // on process-wide state (log settings, --numa, --prio, --rpc; also as LLAMA_ARG_* variables).
-common_params parse_server_args(const std::vector<std::string> & args, bool use_env);
+// With ArgsFor::router the flags are a model pool's (llama-server's router mode): no model.
+enum class ArgsFor { server, router };
+common_params parse_server_args(const std::vector<std::string> & args, bool use_env, ArgsFor what = ArgsFor::server);
 
 // The help text of every llama-server flag, as llama-server --help prints it.
 std::string server_flags_help();

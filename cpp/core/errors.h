@@ -14,6 +14,8 @@ enum class ErrorKind {
     startup,      // the server could not start: bind failure, port in use, ...
     resource,     // not enough memory for the requested configuration
     not_running,  // the operation needs a running server
+    not_found,    // no model of that name (model pool)
+    timeout,      // an operation did not finish within the time it was given
     internal,     // anything else that went wrong inside llama.cpp
 };
 

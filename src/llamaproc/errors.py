@@ -32,11 +32,23 @@ class StartupError(LlamaProcError):
 
 
 class ResourceError(LlamaProcError):
-    """The configuration needs more memory than allowed (``ServerConfig.memory_limit``)."""
+    """The configuration needs more memory than allowed (``ServerConfig.memory_limit``, or a model
+    pool's ``memory_budget``)."""
 
 
 class ServerNotRunningError(LlamaProcError):
     """The operation needs a running server."""
+
+
+class ModelNotFoundError(LlamaProcError, KeyError):
+    """A model pool has no model (or alias) of that name."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class WaitTimeoutError(LlamaProcError, TimeoutError):
+    """An operation (loading a model, a swap, a drain) did not finish within its ``timeout``."""
 
 
 class NativeError(LlamaProcError):
@@ -173,6 +185,8 @@ __all__ = [
     "StartupError",
     "ResourceError",
     "ServerNotRunningError",
+    "ModelNotFoundError",
+    "WaitTimeoutError",
     "NativeError",
     "BuildError",
     "CompilationError",

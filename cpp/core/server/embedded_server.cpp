@@ -1,4 +1,5 @@
 #include "server/embedded_server.h"
+#include "server/instance_params.h"
 
 #include "argv_parser.h"
 #include "errors.h"
@@ -25,39 +26,7 @@ clock::time_point deadline_after(double seconds) {
     return clock::now() + std::chrono::duration_cast<clock::duration>(std::chrono::duration<double>(seconds));
 }
 
-bool has_gpu_device() {
-    for (size_t i = 0; i < ggml_backend_dev_count(); ++i) {
-        const auto type = ggml_backend_dev_type(ggml_backend_dev_get(i));
-        if (type == GGML_BACKEND_DEVICE_TYPE_GPU || type == GGML_BACKEND_DEVICE_TYPE_IGPU) {
-            return true;
-        }
-    }
-    return false;
-}
-
-constexpr int DEFAULT_CLIENT_TIMEOUT_S = 10;
-
-bool flag_given(const std::vector<std::string> & args, std::initializer_list<const char *> names) {
-    for (const auto & arg : args) {
-        const std::string flag = arg.substr(0, arg.find('='));
-        for (const char * name : names) {
-            if (flag == name) {
-                return true;
-            }
-        }
-    }
-    return false;
-}
-
 }  // namespace
-
-int default_threads() {
-    // One core is left to the host: the Python program around the server has at most one
-    // thread running Python at a time (the GIL), and with every core in ggml's thread pool a
-    // busy host thread deschedules a pool thread that the others then wait for at each
-    // barrier (docs/benchmarks.md, bench_host.py).
-    return std::max(1, common_cpu_get_num_math() - 1);
-}
 
 EmbeddedServer::EmbeddedServer(ServerOptions options) : options_(std::move(options)) {}
 
@@ -142,65 +111,10 @@ uint64_t EmbeddedServer::wait_change(uint64_t seen, double timeout_s) {
     return change_seq_;
 }
 
-bool is_loopback(const std::string & host) {
-    if (host.empty()) {
-        return false;  // "" binds every interface
-    }
-    if (host == "localhost" || host == "::1" || host == "[::1]" || host.rfind("127.", 0) == 0) {
-        return true;
-    }
-    return host.size() > 5 && host.compare(host.size() - 5, 5, ".sock") == 0;  // a unix socket
-}
-
 // What llama_server() does to the parsed flags before it builds the server.
 void EmbeddedServer::prepare_params() {
-    for (const auto & host : params_.hostnames) {
-        if (!is_loopback(host) && params_.api_keys.empty() && !options_.allow_unauthenticated_remote) {
-            throw Error(ErrorKind::config,
-                        "refusing to listen on " + host + " without an API key: anyone who can reach this machine "
-                        "could use the server. Set an API key (api_key=, --api-key), listen on 127.0.0.1, or opt in "
-                        "with allow_unauthenticated_remote=True (CLI: --allow-unauthenticated-remote)");
-        }
-    }
-    if (params_.ui_mcp_proxy) {
-        throw Error(ErrorKind::config,
-                    "--ui-mcp-proxy: the web UI's CORS proxy forwards requests to any URL; llamaproc serves no web "
-                    "UI and does not run that proxy. Remove the flag (or LLAMA_ARG_UI_MCP_PROXY)");
-    }
-    if (params_.embedding && params_.n_batch > params_.n_ubatch) {
-        params_.n_batch = params_.n_ubatch;  // embeddings need the whole input in one ubatch
-    }
-    if (params_.n_parallel < 0) {
-        params_.n_parallel = 4;
-        params_.kv_unified = true;
-    }
-    const bool pool_auto_sized = params_.kv_unified_per_slot > 0 && params_.n_ctx == 0 &&
-                                 (uint32_t) params_.fit_params_min_ctx != UINT32_MAX;
-    if (pool_auto_sized) {
-        params_.n_ctx = params_.n_parallel * params_.kv_unified_per_slot;
-    }
-    const bool env = options_.use_env;
-    // llama-server waits up to an hour for a client to send its request or read its answer, and
-    // stop() waits for those threads: an embedded server gives a silent client 10 s
-    if (!flag_given(options_.args, {"-to", "--timeout"}) && !(env && std::getenv("LLAMA_ARG_TIMEOUT"))) {
-        params_.timeout_read = params_.timeout_write = DEFAULT_CLIENT_TIMEOUT_S;
-    }
-    if (!flag_given(options_.args, {"-t", "--threads"}) && !(env && std::getenv("LLAMA_ARG_THREADS"))) {
-        params_.cpuparams.n_threads = default_threads();
-        if (!flag_given(options_.args, {"-tb", "--threads-batch"})) {
-            params_.cpuparams_batch.n_threads = params_.cpuparams.n_threads;
-        }
-    }
-    const std::string name = params_.model.get_name();
-    if (params_.model_alias.empty() && !name.empty()) {
-        params_.model_alias.insert(name);
-    }
-    // fit_params adapts *unset* values (auto context size, GPU layers) to device memory. With an
-    // explicit context and no GPU there is nothing it can change, and its dry-run load of the
-    // model costs about a third of the start time: skip it then.
-    if (params_.fit_params && params_.n_ctx > 0 && !has_gpu_device()) {
-        params_.fit_params = false;
-    }
+    check_front_params(params_, options_.allow_unauthenticated_remote);
+    prepare_instance_params(params_, options_.args, options_.use_env);
 }
 
 std::shared_ptr<ModelInstance> EmbeddedServer::make_instance() {
@@ -227,7 +141,20 @@ void EmbeddedServer::start() {
             params_ = std::move(parsed);
         }
         prepare_params();
-        front_ = std::make_unique<HttpFront>(params_, tail_, faults_, options_.max_request_bytes);
+        // every model route goes to the current instance, or gets 503 with the reason
+        front_ = std::make_unique<HttpFront>(params_, tail_, faults_, options_.max_request_bytes,
+                                             [this](const server_http_req &, const std::function<bool()> &) {
+                                                 Routed routed;
+                                                 std::shared_ptr<ModelInstance> inst = current();
+                                                 if (inst && inst->acquire()) {
+                                                     routed.inst = std::move(inst);
+                                                 } else {
+                                                     routed.answer = error_response(
+                                                         inst ? unavailable_reason(*inst) : "Loading model",
+                                                         ERROR_TYPE_UNAVAILABLE);
+                                                 }
+                                                 return routed;
+                                             });
         front_->start();
         auto inst = make_instance();
         {
@@ -236,7 +163,6 @@ void EmbeddedServer::start() {
             instance_ = inst;
             phase_ = Phase::running;
         }
-        front_->set_instance(inst);
         inst->start();
     } catch (...) {
         // undo whatever was built, in the right order, then report
@@ -300,7 +226,10 @@ void EmbeddedServer::restart_instance() {
             return;
         }
     }
-    front_->set_instance(nullptr);  // requests get 503 "Loading model" meanwhile
+    {
+        std::lock_guard<std::mutex> lock(mutex_);
+        instance_.reset();  // requests get 503 "Loading model" meanwhile
+    }
     if (old && !old->shutdown()) {
         std::lock_guard<std::mutex> lock(mutex_);
         ++abandoned_;
@@ -310,7 +239,6 @@ void EmbeddedServer::restart_instance() {
         std::lock_guard<std::mutex> lock(mutex_);
         instance_ = fresh;
     }
-    front_->set_instance(fresh);
     changed();
     fresh->start();
 #if defined(__GLIBC__)
@@ -342,7 +270,6 @@ void EmbeddedServer::stop() {
         std::lock_guard<std::mutex> lock(mutex_);
         inst = std::move(instance_);
     }
-    front_->set_instance(nullptr);
     if (inst && !inst->shutdown()) {
         std::lock_guard<std::mutex> lock(mutex_);
         ++abandoned_;

@@ -16,6 +16,7 @@
 #include "native_log.h"
 #include "server/faults.h"
 #include "server/http_front.h"
+#include "server/instance_params.h"
 #include "server/model_instance.h"
 
 #include "common.h"
@@ -39,9 +40,6 @@ struct ServerOptions {
     bool allow_unauthenticated_remote = false;  // listen beyond loopback without an API key
     uint64_t max_request_bytes = 32ull << 20;   // larger request bodies get HTTP 413
 };
-
-// Threads a server decodes with when its flags name none: one per physical core but one.
-int default_threads();
 
 class EmbeddedServer {
 public:

@@ -48,12 +48,13 @@ struct GuardedResponse : server_http_res {
 }  // namespace
 
 HttpFront::HttpFront(const common_params & params, std::shared_ptr<LogTail> tail, std::shared_ptr<FaultPlan> faults,
-                     uint64_t max_request_bytes)
+                     uint64_t max_request_bytes, RouteFn route)
     : params_(params),
       tail_(std::move(tail)),
       faults_(std::move(faults)),
       max_request_bytes_(max_request_bytes),
-      api_keys_(params.api_keys) {}
+      api_keys_(params.api_keys),
+      route_(std::move(route)) {}
 
 namespace {
 
@@ -119,14 +120,8 @@ int HttpFront::port() const {
     return http_ ? http_->port : 0;
 }
 
-void HttpFront::set_instance(std::shared_ptr<ModelInstance> instance) {
-    std::lock_guard<std::mutex> lock(mutex_);
-    instance_ = std::move(instance);
-}
-
-std::shared_ptr<ModelInstance> HttpFront::instance() const {
-    std::lock_guard<std::mutex> lock(mutex_);
-    return instance_;
+void HttpFront::add_route(const std::string & method, const std::string & path, handler_t handler) {
+    extra_routes_.push_back({method, path, std::move(handler)});
 }
 
 void HttpFront::count(RequestOutcome outcome) {
@@ -236,11 +231,20 @@ void HttpFront::register_routes() {
                 count(RequestOutcome::unavailable);
                 return error_response("the server is stopping", ERROR_TYPE_UNAVAILABLE);
             }
-            std::shared_ptr<ModelInstance> inst = instance();
-            if (!inst || !inst->acquire()) {
-                count(RequestOutcome::unavailable);
-                return error_response(inst ? unavailable_reason(*inst) : "Loading model", ERROR_TYPE_UNAVAILABLE);
+            const std::function<bool()> client_gone_or_stopping = [this, &original] {
+                return stopping_->load() || (original.should_stop && original.should_stop());
+            };
+            Routed routed;
+            try {
+                routed = route_(original, client_gone_or_stopping);
+            } catch (const std::exception & e) {
+                routed.answer = error_response(e.what(), ERROR_TYPE_SERVER);
             }
+            if (!routed.inst) {
+                count(outcome_of(routed.answer->status));
+                return std::move(routed.answer);
+            }
+            std::shared_ptr<ModelInstance> inst = std::move(routed.inst);
             auto lease = std::make_unique<Lease>(inst);
             auto request = std::make_unique<GuardedRequest>(original, stopping_, inst->down_flag());
             server_http_res_ptr res = injected_error(*faults_, original.path, original.body);
@@ -285,6 +289,15 @@ void HttpFront::register_routes() {
             http.post(route.path, instance_route(route.member));
         } else {
             http.get(route.path, instance_route(route.member));
+        }
+    }
+    for (auto & route : extra_routes_) {
+        if (route.method == "GET") {
+            http.get(route.path, guard(route.handler));
+        } else if (route.method == "POST") {
+            http.post(route.path, guard(route.handler));
+        } else {
+            http.del(route.path, guard(route.handler));
         }
     }
     // resumable-stream lookups: no session is ever created (see GuardedRequest), so these

@@ -1,10 +1,13 @@
 // HttpFront: llama.cpp's HTTP server (server_http_context: listener, thread pool, API key,
-// CORS) with every llama-server route, each sent to the current model instance.
+// CORS) with every llama-server route. A model route asks the front's owner where the request
+// goes (a RouteFn): the single-model server answers with its one instance, the model pool
+// picks the instance by the request's "model" (loading it first if need be).
 //
-// Every handler is guarded: it answers 503 at once when no instance is ready (loading,
-// failed, stopping), holds a lease on the instance for the life of the response (streams
-// included), lets go when the instance fails or the server stops, turns a failed native
-// assertion into HTTP 500 plus a FAILED instance, and counts the outcome.
+// Every handler is guarded: it answers at once when its owner refuses the request (503 while
+// loading, failed, stopping; 400 for an unknown model), holds a lease on the instance for the
+// life of the response (streams included), lets go when the instance fails or the server
+// stops, turns a failed native assertion into HTTP 500 plus a FAILED instance, and counts the
+// outcome.
 #pragma once
 
 #include "native_log.h"
@@ -16,8 +19,10 @@
 #include <array>
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <memory>
-#include <mutex>
+#include <string>
+#include <vector>
 
 struct server_http_context;
 struct server_tools;
@@ -29,11 +34,23 @@ struct RequestCounts {
     std::array<uint64_t, static_cast<int>(RequestOutcome::count_)> by_outcome{};
 };
 
+// Where a request to a model route goes: an instance already leased for it (acquire()
+// succeeded; the front releases it), or the answer to send instead.
+struct Routed {
+    std::shared_ptr<ModelInstance> inst;
+    server_http_res_ptr answer;
+};
+// Decides where a request goes; may block (e.g. until a model loads) while `should_stop()`
+// stays false. Called on an HTTP thread without any front lock held.
+using RouteFn = std::function<Routed(const server_http_req & req, const std::function<bool()> & should_stop)>;
+
 class HttpFront {
 public:
+    using handler_t = std::function<server_http_res_ptr(const server_http_req &)>;
+
     // `params` must outlive the front. Requests over `max_request_bytes` get HTTP 413.
     HttpFront(const common_params & params, std::shared_ptr<LogTail> tail, std::shared_ptr<FaultPlan> faults,
-              uint64_t max_request_bytes);
+              uint64_t max_request_bytes, RouteFn route);
     ~HttpFront();
     HttpFront(const HttpFront &) = delete;
     HttpFront & operator=(const HttpFront &) = delete;
@@ -42,9 +59,9 @@ public:
     void start();
     int port() const;
 
-    // The instance requests go to (null: none, requests get 503 "Loading model").
-    void set_instance(std::shared_ptr<ModelInstance> instance);
-    std::shared_ptr<ModelInstance> instance() const;
+    // Routes beyond llama-server's model routes (before start()); they get the same API-key
+    // check, body limit, exception guard and counts. `method` is "GET", "POST" or "DELETE".
+    void add_route(const std::string & method, const std::string & path, handler_t handler);
 
     // From now on new requests get 503 and waiting handlers let go.
     void begin_stop();
@@ -70,8 +87,12 @@ private:
     std::unique_ptr<common_params> http_params_;  // what llama.cpp's HTTP layer refers to
     std::shared_ptr<std::atomic<bool>> stopping_ = std::make_shared<std::atomic<bool>>(false);
 
-    mutable std::mutex mutex_;  // guards instance_
-    std::shared_ptr<ModelInstance> instance_;
+    RouteFn route_;
+    struct ExtraRoute {
+        std::string method, path;
+        handler_t handler;
+    };
+    std::vector<ExtraRoute> extra_routes_;
 
     std::array<std::atomic<uint64_t>, static_cast<int>(RequestOutcome::count_)> counts_{};
 

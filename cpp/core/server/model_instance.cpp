@@ -116,11 +116,20 @@ bool ModelInstance::acquire() {
 }
 
 void ModelInstance::release() {
+    bool idle;
     {
         std::lock_guard<std::mutex> lock(mutex_);
-        --leases_;
+        idle = --leases_ == 0;
     }
     cv_.notify_all();
+    if (idle && on_idle_) {
+        on_idle_();
+    }
+}
+
+int ModelInstance::leases() const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return leases_;
 }
 
 void ModelInstance::set_state(InstanceState s) {

@@ -99,6 +99,10 @@ public:
     // Requests. A lease is refused (false) unless the instance is READY.
     bool acquire();
     void release();
+    // Leases held now (requests in flight on this instance).
+    int leases() const;
+    // Called (without locks held) each time the last lease is released. Set before start().
+    void on_idle(std::function<void()> fn) { on_idle_ = std::move(fn); }
     // True once the instance failed or is shutting down: waiting handlers must let go.
     const std::shared_ptr<std::atomic<bool>> & down_flag() const { return down_; }
     server_routes & routes() { return *routes_; }
@@ -131,6 +135,7 @@ private:
     std::shared_ptr<LogTail> tail_;
     std::shared_ptr<FaultPlan> faults_;
     ChangeCallback on_change_;
+    std::function<void()> on_idle_;
     std::shared_ptr<ProcessRuntime> runtime_;
 
     std::unique_ptr<server_context> ctx_server_;

@@ -1,0 +1,81 @@
+// Conversions shared by the bindings: native records -> Python dicts and names.
+#pragma once
+
+#include "bindings.h"
+
+#include "errors.h"
+#include "server/faults.h"
+#include "server/http_front.h"
+#include "server/model_instance.h"
+
+#include <map>
+#include <string>
+
+namespace {
+
+inline const char * error_kind_name(llamaproc::ErrorKind kind) {
+    switch (kind) {
+        case llamaproc::ErrorKind::config: return "config";
+        case llamaproc::ErrorKind::model_load: return "model_load";
+        case llamaproc::ErrorKind::startup: return "startup";
+        case llamaproc::ErrorKind::resource: return "resource";
+        case llamaproc::ErrorKind::not_running: return "not_running";
+        case llamaproc::ErrorKind::not_found: return "not_found";
+        case llamaproc::ErrorKind::timeout: return "timeout";
+        default: return "internal";
+    }
+}
+
+inline llamaproc::FaultKind fault_kind(const std::string & name) {
+    using llamaproc::FaultKind;
+    for (FaultKind k : {FaultKind::loop_dies, FaultKind::assert_in_request, FaultKind::load_fails, FaultKind::slow_load,
+                        FaultKind::over_memory}) {
+        if (name == llamaproc::fault_name(k)) {
+            return k;
+        }
+    }
+    throw nb::value_error(("unknown fault '" + name + "'").c_str());
+}
+
+inline nb::object load_to_dict(const llamaproc::SlotLoad & load) {
+    nb::dict d;
+    d["n_slots"] = load.n_slots;
+    d["n_processing"] = load.n_processing;
+    d["n_deferred"] = load.n_deferred;
+    return d;
+}
+
+inline nb::object metrics_to_dict(const llamaproc::LoopMetrics & m) {
+    nb::dict d;
+    d["load"] = load_to_dict(m.load);
+    d["prompt_tokens"] = m.prompt_tokens;
+    d["prompt_seconds"] = m.prompt_seconds;
+    d["prompt_tokens_cached"] = m.prompt_tokens_cached;
+    d["generated_tokens"] = m.generated_tokens;
+    d["generation_seconds"] = m.generation_seconds;
+    d["decode_calls"] = m.decode_calls;
+    d["prometheus"] = m.prometheus;
+    return d;
+}
+
+inline std::map<std::string, uint64_t> counts_to_dict(const llamaproc::RequestCounts & c) {
+    using O = llamaproc::RequestOutcome;
+    std::map<std::string, uint64_t> d;
+    d["ok"] = c.by_outcome[static_cast<int>(O::ok)];
+    d["client_error"] = c.by_outcome[static_cast<int>(O::client_error)];
+    d["server_error"] = c.by_outcome[static_cast<int>(O::server_error)];
+    d["unavailable"] = c.by_outcome[static_cast<int>(O::unavailable)];
+    d["stream_failed"] = c.by_outcome[static_cast<int>(O::stream_failed)];
+    return d;
+}
+
+inline nb::object memory_to_dict(const llamaproc::InstanceMemory & e) {
+    nb::dict d;
+    d["model"] = e.model_bytes;
+    d["context"] = e.context_bytes;
+    d["compute"] = e.compute_bytes;
+    d["prompt_cache_limit"] = e.prompt_cache_limit_bytes;
+    return d;
+}
+
+}  // namespace

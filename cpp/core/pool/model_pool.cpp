@@ -1,0 +1,1107 @@
+#include "pool/model_pool.h"
+
+#include "argv_parser.h"
+#include "memory_estimate.h"
+#include "server/instance_params.h"
+#include "server/route_call.h"
+
+#include "server-common.h"
+#include "server-context.h"
+
+#include <algorithm>
+#include <ctime>
+#include <filesystem>
+
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
+
+namespace llamaproc {
+
+namespace {
+
+using clock = std::chrono::steady_clock;
+constexpr uint64_t MiB = 1024 * 1024;
+// A pool instance's prompt cache may use this share of the memory available when the pool
+// starts, and at most this share of the budget (llama-server's 8 GiB default is the cap).
+constexpr uint64_t PROMPT_CACHE_SHARE_OF_AVAILABLE = 10;  // percent
+constexpr uint64_t PROMPT_CACHE_SHARE_OF_BUDGET = 10;     // percent
+
+clock::time_point after(double seconds) {
+    if (seconds > 1e9) {
+        return clock::time_point::max();
+    }
+    return clock::now() + std::chrono::duration_cast<clock::duration>(std::chrono::duration<double>(std::max(0.0, seconds)));
+}
+
+double unix_now() {
+    return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
+
+double seconds_since(clock::time_point t) {
+    return std::chrono::duration<double>(clock::now() - t).count();
+}
+
+std::string mib_text(uint64_t bytes) {
+    char buf[64];
+    std::snprintf(buf, sizeof(buf), "%.1f MiB", static_cast<double>(bytes) / MiB);
+    return buf;
+}
+
+// The model name a request asks for: the body's "model", else ?model=.
+std::string requested_model(const server_http_req & req) {
+    if (!req.body.empty()) {
+        try {
+            const json body = json::parse(req.body);
+            if (body.is_object() && body.contains("model") && body.at("model").is_string()) {
+                return body.at("model").get<std::string>();
+            }
+        } catch (const std::exception &) {
+            // not JSON (e.g. a multipart upload): fall back to the query
+        }
+    }
+    return req.get_param("model");
+}
+
+}  // namespace
+
+ModelPool::ModelPool(PoolOptions options) : options_(std::move(options)) {}
+
+ModelPool::~ModelPool() {
+    stop();
+}
+
+bool ModelPool::running() const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return running_;
+}
+
+int ModelPool::port() const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return running_ && front_ ? front_->port() : 0;
+}
+
+std::string ModelPool::host() const {
+    return router_params_.hostnames.empty() ? std::string("127.0.0.1") : router_params_.hostnames.front();
+}
+
+int ModelPool::max_loaded() const {
+    return router_params_.models_max;
+}
+
+bool ModelPool::autoload() const {
+    return router_params_.models_autoload;
+}
+
+uint64_t ModelPool::reserved_bytes() const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return reserved_;
+}
+
+int ModelPool::instances_alive() const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return alive_;
+}
+
+RequestCounts ModelPool::request_counts() const {
+    return front_ ? front_->counts() : RequestCounts{};
+}
+
+// Parses the model's flags and estimates what one load of it reserves. Never throws: a model
+// that cannot be prepared is listed with the reason and fails when it is asked for.
+void ModelPool::prepare_entry(Entry & e) {
+    try {
+        common_params params = parse_server_args(e.config.args, options_.use_env);
+        prepare_instance_params(params, e.config.args, options_.use_env);
+        params.model_alias = {e.config.name};
+        params.hostnames = router_params_.hostnames;
+        params.port = 0;
+        const bool cache_given = flag_given(e.config.args, {"-cram", "--cache-ram"});
+        uint64_t cache = 0;
+        if (cache_given) {
+            if (params.cache_ram_mib < 0 && options_.memory_budget > 0) {
+                throw Error(ErrorKind::config, "model '" + e.config.name +
+                                                   "': --cache-ram -1 (no limit) cannot be combined with a memory budget");
+            }
+            cache = params.cache_ram_mib > 0 ? static_cast<uint64_t>(params.cache_ram_mib) * MiB : 0;
+        } else {
+            cache = std::min<uint64_t>(static_cast<uint64_t>(common_params{}.cache_ram_mib) * MiB,
+                                       available_memory_bytes() / 100 * PROMPT_CACHE_SHARE_OF_AVAILABLE);
+            if (options_.memory_budget > 0) {
+                cache = std::min(cache, options_.memory_budget / 100 * PROMPT_CACHE_SHARE_OF_BUDGET);
+            }
+            params.cache_ram_mib = static_cast<int32_t>(cache / MiB);
+        }
+        // weights are at least the file (its pages are read in), and at least what the last
+        // load of this model measured (repacked copies that llama.cpp's estimate leaves out)
+        const MemoryEstimate est = estimate_memory(params);
+        std::error_code ec;
+        const uint64_t file = std::filesystem::file_size(params.model.path, ec);
+        const uint64_t weights = std::max<uint64_t>(est.model_bytes, ec ? 0 : file);
+        e.need = std::max<uint64_t>(weights + est.context_bytes + est.compute_bytes, e.measured_need->load()) + cache;
+        e.params = std::move(params);
+        e.config_error.reset();
+    } catch (const Error & err) {
+        e.config_error = Failure{err.kind(), err.what()};
+    } catch (const std::exception & err) {
+        e.config_error = Failure{ErrorKind::model_load, "model '" + e.config.name + "': " + err.what()};
+    }
+}
+
+void ModelPool::start() {
+    std::lock_guard<std::mutex> lifecycle(lifecycle_mutex_);
+    {
+        std::lock_guard<std::mutex> lock(mutex_);
+        if (running_ || stopping_) {
+            throw Error(ErrorKind::internal, "a ModelPool starts once; create a new one to start again");
+        }
+    }
+    ThreadLogScope scope(tail_);
+    {
+        common_params params;
+        try {
+            params = parse_server_args(options_.router_args, options_.use_env, ArgsFor::router);
+        } catch (const Error & e) {
+            throw Error(ErrorKind::config, std::string("router flags: ") + e.what());
+        }
+        if (!params.model.path.empty()) {
+            throw Error(ErrorKind::config, "a model pool serves the models of --models-dir, --models-preset and its "
+                                           "model list; -m/--model is for a single-model server");
+        }
+        check_front_params(params, options_.allow_unauthenticated_remote);
+        prepare_instance_params(params, options_.router_args, options_.use_env);  // client timeouts
+        router_params_ = std::move(params);
+    }
+    if (router_params_.models_max < 0) {
+        throw Error(ErrorKind::config, "--models-max must be 0 (no limit) or more");
+    }
+    std::vector<PoolModelConfig> configs = collect_pool_models(options_.router_args, router_params_.models_dir,
+                                                               router_params_.models_preset, options_.models);
+    if (!options_.default_model.empty()) {
+        bool known = false;
+        for (const auto & c : configs) {
+            known = known || c.name == options_.default_model ||
+                    std::find(c.aliases.begin(), c.aliases.end(), options_.default_model) != c.aliases.end();
+        }
+        if (!known) {
+            throw Error(ErrorKind::config, "default model '" + options_.default_model + "' is not one of the pool's models");
+        }
+    }
+    int startup_loads = 0;
+    for (auto & c : configs) {
+        auto e = std::make_shared<Entry>();
+        e->config = std::move(c);
+        prepare_entry(*e);
+        startup_loads += e->config.load_on_startup ? 1 : 0;
+        entries_[e->config.name] = e;
+    }
+    if (router_params_.models_max > 0 && startup_loads > router_params_.models_max) {
+        throw Error(ErrorKind::config, std::to_string(startup_loads) + " models are marked load-on-startup, more than "
+                                       "--models-max " + std::to_string(router_params_.models_max));
+    }
+    runtime_ = std::make_unique<ProcessRuntime>();
+    front_ = std::make_unique<HttpFront>(router_params_, tail_, no_faults_, options_.max_request_bytes,
+                                         [this](const server_http_req & req, const std::function<bool()> & stop) {
+                                             return route(req, stop);
+                                         });
+    register_routes();
+    try {
+        front_->start();
+    } catch (...) {
+        front_.reset();
+        runtime_.reset();
+        throw;
+    }
+    std::vector<std::shared_ptr<ModelInstance>> to_start;
+    {
+        std::lock_guard<std::mutex> lock(mutex_);
+        router_params_.port = front_->port();
+        running_ = true;
+        for (auto & [name, e] : entries_) {
+            if (e->config.load_on_startup) {
+                queue_.push_back(name);
+            }
+        }
+        pump_locked(to_start);
+    }
+    maintenance_ = std::thread(&ModelPool::maintain, this);
+    start_all(to_start);
+}
+
+ModelPool::Entry * ModelPool::lookup_locked(const std::string & name) {
+    auto it = entries_.find(name);
+    if (it != entries_.end()) {
+        return it->second.get();
+    }
+    for (auto & [key, e] : entries_) {
+        if (std::find(e->config.aliases.begin(), e->config.aliases.end(), name) != e->config.aliases.end()) {
+            return e.get();
+        }
+    }
+    return nullptr;
+}
+
+ModelPool::Entry & ModelPool::find_locked(const std::string & name) {
+    Entry * e = lookup_locked(name);
+    if (!e) {
+        throw Error(ErrorKind::not_found, "model '" + name + "' not found");
+    }
+    return *e;
+}
+
+bool ModelPool::fits_locked(uint64_t need, int extra_instances) const {
+    const int max = router_params_.models_max;
+    return (max <= 0 || alive_ + extra_instances <= max) &&
+           (options_.memory_budget == 0 || reserved_ + need <= options_.memory_budget);
+}
+
+// Unloads idle models, least recently used first, until `need` fits beside what stays.
+// Busy, loading, pinned and waited-for models stay. True once it fits now; false while it
+// does not (yet: the memory of a model being freed counts until it is gone).
+bool ModelPool::make_room_locked(uint64_t need, const Entry * keep) {
+    auto fits_once_freed = [&] {
+        uint64_t bytes = reserved_;
+        int count = alive_;
+        for (const auto & r : retiring_) {
+            bytes -= r.bytes;
+            --count;
+        }
+        const int max = router_params_.models_max;
+        return (max <= 0 || count + 1 <= max) && (options_.memory_budget == 0 || bytes + need <= options_.memory_budget);
+    };
+    while (!fits_once_freed()) {
+        Entry * victim = nullptr;
+        for (auto & [name, e] : entries_) {
+            if (e.get() == keep || !e->ready() || e->config.pinned || e->parked || waiters_.count(name) ||
+                e->current->leases() > 0) {
+                continue;
+            }
+            if (!victim || e->last_used < victim->last_used) {
+                victim = e.get();
+            }
+        }
+        if (!victim) {
+            return false;
+        }
+        log_line(LogLevel::info, "model pool: unloading idle model '" + victim->config.name + "' to make room");
+        retire_locked(*victim, 0);
+    }
+    return fits_locked(need, 1);
+}
+
+// Whether `need` would fit once every model that make_room_locked() may unload is gone.
+bool ModelPool::could_fit_locked(uint64_t need, const Entry * keep) const {
+    uint64_t bytes = reserved_;
+    int count = alive_;
+    for (const auto & r : retiring_) {
+        bytes -= r.bytes;
+        --count;
+    }
+    for (const auto & [name, e] : entries_) {
+        if (e.get() != keep && e->ready() && !e->config.pinned && !e->parked && !waiters_.count(name) &&
+            e->current->leases() == 0) {
+            bytes -= e->current_bytes;
+            --count;
+        }
+    }
+    const int max = router_params_.models_max;
+    return (max <= 0 || count + 1 <= max) && (options_.memory_budget == 0 || bytes + need <= options_.memory_budget);
+}
+
+std::shared_ptr<ModelInstance> ModelPool::start_load_locked(Entry & e, const common_params & params, uint64_t need,
+                                                            std::vector<std::shared_ptr<ModelInstance>> & to_start) {
+    auto self = std::make_shared<std::weak_ptr<ModelInstance>>();
+    const std::string name = e.config.name;
+    auto inst = std::make_shared<ModelInstance>(params, MemoryPolicy{0, true, e.measured_need}, tail_, e.faults,
+                                                [this, name, self] { on_instance_change(name, *self); });
+    *self = inst;
+    inst->on_idle([this] { cv_.notify_all(); });
+    reserved_ += need;
+    ++alive_;
+    ++e.loads;
+    to_start.push_back(inst);
+    return inst;
+}
+
+void ModelPool::start_all(std::vector<std::shared_ptr<ModelInstance>> & to_start) {
+    for (auto & inst : to_start) {
+        inst->start();
+    }
+    to_start.clear();
+}
+
+std::shared_ptr<bool> ModelPool::retire_instance_locked(std::shared_ptr<ModelInstance> inst, const std::string & name,
+                                                        uint64_t bytes, double drain_s) {
+    auto freed = std::make_shared<bool>(false);
+    retiring_.push_back(Retiring{std::move(inst), name, bytes, after(drain_s), freed, false});
+    cv_.notify_all();
+    return freed;
+}
+
+std::shared_ptr<bool> ModelPool::retire_locked(Entry & e, double drain_s) {
+    auto inst = std::move(e.current);
+    e.current.reset();
+    const uint64_t bytes = e.current_bytes;
+    e.current_bytes = 0;
+    publish_status_locked(e);
+    return retire_instance_locked(std::move(inst), e.config.name, bytes, drain_s);
+}
+
+// Starts the loads the queue asks for, in order, while they fit (making room as needed).
+void ModelPool::pump_locked(std::vector<std::shared_ptr<ModelInstance>> & to_start) {
+    while (!queue_.empty() && running_ && !stopping_) {
+        auto it = entries_.find(queue_.front());
+        Entry * e = it == entries_.end() ? nullptr : it->second.get();
+        if (!e || e->removed || e->current || e->parked) {
+            queue_.pop_front();  // gone, or already loading or serving: its waiters wait on that
+            continue;
+        }
+        std::optional<Failure> refused = e->config_error;
+        if (!refused && options_.memory_budget > 0 && e->need > options_.memory_budget) {
+            refused = Failure{ErrorKind::resource, "model '" + e->config.name + "' needs about " + mib_text(e->need) +
+                                                       " (weights, context, compute buffers and prompt cache), more than "
+                                                       "the pool's memory budget of " +
+                                                       mib_text(options_.memory_budget) + "; nothing was loaded"};
+        }
+        if (refused) {
+            e->failure = refused;
+            ++e->failures;
+            queue_.pop_front();
+            publish_status_locked(*e);
+            continue;
+        }
+        if (!make_room_locked(e->need, e)) {
+            break;  // first in, first served: later models wait too
+        }
+        e->current = start_load_locked(*e, e->params, e->need, to_start);
+        e->current_bytes = e->need;
+        queue_.pop_front();
+        publish_status_locked(*e);
+    }
+    cv_.notify_all();
+}
+
+void ModelPool::on_instance_change(const std::string & name, const std::weak_ptr<ModelInstance> & weak) {
+    std::vector<std::shared_ptr<ModelInstance>> to_start;
+    {
+        std::lock_guard<std::mutex> lock(mutex_);
+        auto inst = weak.lock();
+        auto it = entries_.find(name);
+        if (inst && it != entries_.end() && it->second->current == inst) {
+            Entry & e = *it->second;
+            switch (inst->state()) {
+                case InstanceState::ready: {
+                    e.failure.reset();
+                    e.last_used = clock::now();  // idle time counts from the load
+                    if (auto mem = inst->memory()) {
+                        // what it really holds corrects the estimate, for this and later loads
+                        const uint64_t held = mem->model_bytes + mem->context_bytes + mem->compute_bytes;
+                        e.measured_need->store(std::max(e.measured_need->load(), held));
+                        const uint64_t total = held + mem->prompt_cache_limit_bytes;
+                        if (total > e.current_bytes) {
+                            reserved_ += total - e.current_bytes;
+                            e.current_bytes = total;
+                            e.need = std::max(e.need, total);
+                        }
+                    }
+                    publish_status_locked(e);
+                    break;
+                }
+                case InstanceState::failed:
+                    e.failure = inst->failure();
+                    ++e.failures;
+                    retire_locked(e, 0);
+                    break;
+                default: break;
+            }
+        }
+        pump_locked(to_start);
+    }
+    cv_.notify_all();
+    start_all(to_start);
+}
+
+// The maintenance thread: frees drained (or timed-out) instances and unloads idle models.
+void ModelPool::maintain() {
+    std::unique_lock<std::mutex> lock(mutex_);
+    while (true) {
+        Retiring * next = nullptr;
+        for (auto & r : retiring_) {
+            if (!r.taken && (stopping_ || clock::now() >= r.drain_deadline || r.inst->leases() == 0)) {
+                next = &r;
+                break;
+            }
+        }
+        if (next) {
+            next->taken = true;
+            auto inst = next->inst;
+            lock.unlock();
+            inst->shutdown();  // ends what is left in flight (after the drain deadline), frees the model
+#if defined(__GLIBC__)
+            malloc_trim(0);
+#endif
+            lock.lock();
+            std::vector<std::shared_ptr<ModelInstance>> to_start;
+            for (auto it = retiring_.begin(); it != retiring_.end(); ++it) {
+                if (it->inst == inst) {
+                    reserved_ -= it->bytes;
+                    --alive_;
+                    *it->freed = true;
+                    retiring_.erase(it);
+                    break;
+                }
+            }
+            pump_locked(to_start);
+            if (!to_start.empty()) {
+                lock.unlock();
+                start_all(to_start);
+                lock.lock();
+            }
+            cv_.notify_all();
+            continue;
+        }
+        if (options_.idle_unload_s > 0 && !stopping_) {
+            for (auto & [name, e] : entries_) {
+                if (e->ready() && !e->config.pinned && !e->parked && e->current->leases() == 0 &&
+                    seconds_since(e->last_used) >= options_.idle_unload_s) {
+                    log_line(LogLevel::info, "model pool: unloading model '" + name + "', idle for " +
+                                                 std::to_string(static_cast<int>(options_.idle_unload_s)) + " s");
+                    retire_locked(*e, 0);
+                }
+            }
+        }
+        if (stopping_ && retiring_.empty() && alive_ == 0) {
+            return;
+        }
+        cv_.wait_for(lock, std::chrono::milliseconds(100));
+    }
+}
+
+void ModelPool::publish_status_locked(const Entry & e) {
+    json data = {{"status", e.status()}};
+    if (!e.current) {
+        data["exit_code"] = e.failure ? 1 : 0;
+        if (e.failure) {
+            data["failed"] = true;
+            data["error"] = e.failure->message;
+        }
+    } else if (e.current->state() == InstanceState::ready) {
+        data["info"] = e.current->routes().get_model_info();
+    }
+    events_.publish(safe_json_to_str({{"model", e.config.name}, {"event", "status_change"}, {"data", data}}));
+}
+
+PoolModelInfo ModelPool::info_locked(const Entry & e) const {
+    PoolModelInfo info;
+    info.name = e.config.name;
+    info.aliases = e.config.aliases;
+    info.tags = e.config.tags;
+    info.source = e.config.source;
+    info.status = e.status();
+    const std::optional<Failure> failure = e.config_error ? e.config_error : e.failure;
+    info.failed = !e.current && failure.has_value();
+    if (failure) {
+        info.failure_kind = failure->kind;
+        info.failure = failure->message;
+    }
+    info.args = e.config.args;
+    info.model_path = e.params.model.path;
+    info.memory_estimate = e.need;
+    if (e.current) {
+        info.memory = e.current->memory();
+        info.active_requests = e.current->leases();
+        info.load_progress = e.current->load_progress();
+    }
+    info.last_used = e.last_used_unix;
+    info.pinned = e.config.pinned;
+    info.loads = e.loads;
+    return info;
+}
+
+std::vector<PoolModelInfo> ModelPool::models() const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    std::vector<PoolModelInfo> out;
+    for (const auto & [name, e] : entries_) {
+        out.push_back(info_locked(*e));
+    }
+    return out;
+}
+
+// Waits (lock held, released while waiting) until the instance is ready or gone.
+bool ModelPool::wait_ready(std::unique_lock<std::mutex> & lock, const std::shared_ptr<ModelInstance> & inst,
+                           clock::time_point deadline) {
+    while (true) {
+        const InstanceState s = inst->state();
+        if (s == InstanceState::ready) {
+            return true;
+        }
+        if (s != InstanceState::loading || stopping_ || clock::now() >= deadline) {
+            return false;
+        }
+        cv_.wait_until(lock, std::min(deadline, clock::now() + std::chrono::milliseconds(100)));
+    }
+}
+
+bool ModelPool::wait_freed(std::unique_lock<std::mutex> & lock, const std::shared_ptr<bool> & freed,
+                           clock::time_point deadline) {
+    while (!*freed) {
+        if (clock::now() >= deadline) {
+            return false;
+        }
+        cv_.wait_until(lock, std::min(deadline, clock::now() + std::chrono::milliseconds(100)));
+    }
+    return true;
+}
+
+Routed ModelPool::route(const server_http_req & req, const std::function<bool()> & should_stop) {
+    Routed out;
+    const bool has_body = !req.body.empty();
+    if (req.path == "/health" || req.path == "/v1/health") {
+        out.answer = std::make_unique<server_http_res>();
+        out.answer->data = safe_json_to_str({{"status", "ok"}});
+        return out;
+    }
+    if (!has_body && (req.path == "/models" || req.path == "/v1/models")) {
+        out.answer = models_response(!req.get_param("reload").empty());
+        return out;
+    }
+    std::string name = requested_model(req);
+    if (!has_body && req.path == "/props" && name.empty()) {
+        out.answer = router_props_response();
+        return out;
+    }
+    const std::string autoload_param = req.get_param("autoload");
+    const bool autoload = autoload_param.empty() ? router_params_.models_autoload
+                                                 : (autoload_param == "true" || autoload_param == "1");
+    out = route_to(name, autoload, should_stop);
+    if (out.inst && has_body) {
+        std::lock_guard<std::mutex> lock(mutex_);
+        if (Entry * e = lookup_locked(name.empty() ? options_.default_model : name)) {
+            e->last_used = clock::now();
+            e->last_used_unix = unix_now();
+        }
+    }
+    return out;
+}
+
+// Finds the model, waits for it to load (queueing a load if autoload allows), takes a lease.
+Routed ModelPool::route_to(const std::string & requested, bool autoload, const std::function<bool()> & should_stop) {
+    Routed out;
+    auto answer = [&](const std::string & message, error_type type) {
+        out.answer = error_response(message, type);
+        return std::move(out);
+    };
+    const std::string name = requested.empty() ? options_.default_model : requested;
+    if (name.empty()) {
+        return answer("model name is missing from the request", ERROR_TYPE_INVALID_REQUEST);
+    }
+    std::vector<std::shared_ptr<ModelInstance>> to_start;
+    std::unique_lock<std::mutex> lock(mutex_);
+    Entry * found = lookup_locked(name);
+    if (!found) {
+        return answer("model '" + name + "' not found", ERROR_TYPE_INVALID_REQUEST);
+    }
+    std::shared_ptr<Entry> e = entries_.at(found->config.name);  // stays valid if removed meanwhile
+    if (!autoload && !e->current && !e->parked) {
+        return answer("model is not loaded", ERROR_TYPE_INVALID_REQUEST);
+    }
+    uint64_t failures_seen = e->failures;
+    bool queued = false;
+    auto leave_queue = [&] {
+        if (queued && --waiters_[e->config.name] == 0) {
+            waiters_.erase(e->config.name);
+            auto q = std::find(queue_.begin(), queue_.end(), e->config.name);
+            if (q != queue_.end() && !e->current) {
+                queue_.erase(q);  // nobody waits for it any more: no load, no eviction for it
+            }
+        }
+        queued = false;
+    };
+    while (true) {
+        if (stopping_ || !running_) {
+            leave_queue();
+            return answer("the server is stopping", ERROR_TYPE_UNAVAILABLE);
+        }
+        if (e->removed) {
+            leave_queue();
+            return answer("model '" + name + "' not found", ERROR_TYPE_INVALID_REQUEST);
+        }
+        if (!e->parked && e->current && e->current->acquire()) {
+            leave_queue();
+            out.inst = e->current;
+            return out;
+        }
+        if (e->parked) {
+            failures_seen = e->failures;  // a swap's failed load is the swap's, not this request's
+        } else if (e->failures != failures_seen) {
+            leave_queue();
+            const Failure f = e->failure.value_or(Failure{ErrorKind::internal, "the model failed"});
+            return answer("model '" + e->config.name + "' failed to load: " + f.message, ERROR_TYPE_SERVER);
+        }
+        if (!e->current && !e->parked && !queued) {
+            if (!autoload) {
+                return answer("model is not loaded", ERROR_TYPE_INVALID_REQUEST);
+            }
+            queued = true;
+            ++waiters_[e->config.name];
+            if (std::find(queue_.begin(), queue_.end(), e->config.name) == queue_.end()) {
+                queue_.push_back(e->config.name);  // requests for one model share one load
+            }
+            pump_locked(to_start);
+            if (!to_start.empty()) {
+                lock.unlock();
+                start_all(to_start);
+                lock.lock();
+                continue;
+            }
+        }
+        if (should_stop && should_stop()) {
+            leave_queue();
+            return answer("the client went away while the model loaded", ERROR_TYPE_UNAVAILABLE);
+        }
+        cv_.wait_for(lock, std::chrono::milliseconds(100));
+    }
+}
+
+void ModelPool::load(const std::string & requested, double timeout_s) {
+    const auto deadline = after(timeout_s);
+    std::vector<std::shared_ptr<ModelInstance>> to_start;
+    std::unique_lock<std::mutex> lock(mutex_);
+    if (!running_) {
+        throw Error(ErrorKind::not_running, "the model pool is not running");
+    }
+    std::shared_ptr<Entry> e = entries_.at(find_locked(requested).config.name);
+    if (e->config_error) {
+        throw Error(e->config_error->kind, e->config_error->message);
+    }
+    uint64_t failures_seen = e->failures;
+    bool queued = false;
+    auto leave_queue = [&] {
+        if (queued && --waiters_[e->config.name] == 0) {
+            waiters_.erase(e->config.name);
+            auto q = std::find(queue_.begin(), queue_.end(), e->config.name);
+            if (q != queue_.end() && !e->current) {
+                queue_.erase(q);
+            }
+        }
+        queued = false;
+    };
+    while (true) {
+        if (!running_ || stopping_) {
+            leave_queue();
+            throw Error(ErrorKind::not_running, "the model pool stopped while model '" + e->config.name + "' loaded");
+        }
+        if (e->removed) {
+            leave_queue();
+            throw Error(ErrorKind::not_found, "model '" + requested + "' was removed while it loaded");
+        }
+        if (!e->parked && e->ready()) {
+            leave_queue();
+            return;
+        }
+        if (e->parked) {
+            failures_seen = e->failures;
+        } else if (e->failures != failures_seen) {
+            leave_queue();
+            const Failure f = e->failure.value_or(Failure{ErrorKind::internal, "the model failed"});
+            throw Error(f.kind, f.message, tail_->lines());
+        }
+        if (!e->current && !e->parked && !queued) {
+            queued = true;
+            ++waiters_[e->config.name];
+            if (std::find(queue_.begin(), queue_.end(), e->config.name) == queue_.end()) {
+                queue_.push_back(e->config.name);
+            }
+            pump_locked(to_start);
+            if (!to_start.empty()) {
+                lock.unlock();
+                start_all(to_start);
+                lock.lock();
+                continue;
+            }
+        }
+        if (clock::now() >= deadline) {
+            leave_queue();
+            throw Error(ErrorKind::timeout, "model '" + e->config.name + "' did not load within " +
+                                                std::to_string(timeout_s) + " s (it " +
+                                                (e->current ? "is still loading" : "waits for room in the pool") + ")");
+        }
+        cv_.wait_until(lock, std::min(deadline, clock::now() + std::chrono::milliseconds(100)));
+    }
+}
+
+bool ModelPool::unload(const std::string & requested, double drain_timeout_s, bool wait) {
+    std::unique_lock<std::mutex> lock(mutex_);
+    if (!running_) {
+        throw Error(ErrorKind::not_running, "the model pool is not running");
+    }
+    Entry & e = find_locked(requested);
+    if (!e.current) {
+        return false;
+    }
+    const double drain = drain_timeout_s < 0 ? e.config.stop_timeout_s : drain_timeout_s;
+    auto freed = retire_locked(e, drain);
+    if (wait) {
+        wait_freed(lock, freed, clock::time_point::max());
+    }
+    return true;
+}
+
+void ModelPool::add(PoolModelConfig model) {
+    std::vector<PoolModelConfig> existing;
+    {
+        std::lock_guard<std::mutex> lock(mutex_);
+        if (!running_) {
+            throw Error(ErrorKind::not_running, "the model pool is not running");
+        }
+        for (const auto & [name, e] : entries_) {
+            existing.push_back(e->config);
+        }
+    }
+    std::vector<PoolModelConfig> rendered = collect_pool_models(options_.router_args, "", "", {model});
+    check_unique_names(existing, rendered.front());
+    auto e = std::make_shared<Entry>();
+    e->config = std::move(rendered.front());
+    prepare_entry(*e);  // reads the file: outside the lock
+    if (e->config_error) {
+        throw Error(e->config_error->kind, e->config_error->message);
+    }
+    std::vector<std::shared_ptr<ModelInstance>> to_start;
+    {
+        std::lock_guard<std::mutex> lock(mutex_);
+        existing.clear();
+        for (const auto & [name, other] : entries_) {
+            existing.push_back(other->config);
+        }
+        check_unique_names(existing, e->config);  // again: another add() may have raced this one
+        entries_[e->config.name] = e;
+        publish_status_locked(*e);
+        if (e->config.load_on_startup) {
+            queue_.push_back(e->config.name);
+            pump_locked(to_start);
+        }
+    }
+    start_all(to_start);
+}
+
+void ModelPool::remove(const std::string & name, double drain_timeout_s) {
+    std::shared_ptr<bool> freed;
+    std::unique_lock<std::mutex> lock(mutex_);
+    auto it = entries_.find(name);
+    if (it == entries_.end()) {
+        throw Error(ErrorKind::not_found, "model '" + name + "' not found (remove() takes the model's name, not an alias)");
+    }
+    std::shared_ptr<Entry> e = it->second;
+    if (e->current) {
+        freed = retire_locked(*e, drain_timeout_s < 0 ? e->config.stop_timeout_s : drain_timeout_s);
+    }
+    e->removed = true;
+    entries_.erase(it);
+    events_.publish(safe_json_to_str({{"model", name}, {"event", "model_remove"}}));
+    cv_.notify_all();
+    if (freed) {
+        wait_freed(lock, freed, clock::time_point::max());
+    }
+}
+
+SwapReport ModelPool::swap(const std::string & requested, std::vector<std::string> args, const std::string & mode,
+                           double timeout_s) {
+    if (mode != "auto" && mode != "hot" && mode != "cold") {
+        throw Error(ErrorKind::config, "swap mode must be 'auto', 'hot' or 'cold', got '" + mode + "'");
+    }
+    std::lock_guard<std::mutex> one_swap(swap_mutex_);
+    const auto deadline = after(timeout_s);
+    std::shared_ptr<Entry> e;
+    PoolModelConfig old_config;
+    {
+        std::lock_guard<std::mutex> lock(mutex_);
+        if (!running_) {
+            throw Error(ErrorKind::not_running, "the model pool is not running");
+        }
+        e = entries_.at(find_locked(requested).config.name);
+        old_config = e->config;
+    }
+    // the new model, prepared (flags parsed, memory estimated) before anything changes
+    PoolModelConfig given = old_config;
+    given.args = std::move(args);
+    given.aliases.clear();
+    given.tags.clear();
+    Entry fresh;
+    fresh.config = collect_pool_models(options_.router_args, "", "", {given}).front();
+    fresh.config.aliases = old_config.aliases;
+    fresh.config.tags = old_config.tags;
+    fresh.config.pinned = old_config.pinned;
+    fresh.config.source = old_config.source;
+    fresh.measured_need = std::make_shared<std::atomic<uint64_t>>(0);
+    prepare_entry(fresh);
+    if (fresh.config_error) {
+        throw Error(fresh.config_error->kind, fresh.config_error->message);
+    }
+    if (options_.memory_budget > 0 && fresh.need > options_.memory_budget) {
+        throw Error(ErrorKind::resource, "the new model for '" + e->config.name + "' needs about " + mib_text(fresh.need) +
+                                             ", more than the pool's memory budget of " +
+                                             mib_text(options_.memory_budget) + "; nothing changed");
+    }
+
+    SwapReport report;
+    std::vector<std::shared_ptr<ModelInstance>> to_start;
+    std::unique_lock<std::mutex> lock(mutex_);
+    // a load in progress finishes first
+    if (e->current && e->current->state() == InstanceState::loading) {
+        auto loading = e->current;
+        wait_ready(lock, loading, deadline);
+    }
+    auto adopt_config = [&] {
+        e->config = fresh.config;
+        e->params = fresh.params;
+        e->need = fresh.need;
+        e->measured_need = fresh.measured_need;
+        e->config_error.reset();
+    };
+    if (!e->ready()) {
+        // nothing serves under this name: the next request (or load()) loads the new model
+        adopt_config();
+        report.mode = "cold";
+        publish_status_locked(*e);
+        return report;
+    }
+    const bool hot = mode == "hot" || (mode == "auto" && could_fit_locked(fresh.need, e.get()));
+    auto load_new = [&](const common_params & params, uint64_t need) -> std::shared_ptr<ModelInstance> {
+        auto saved = e->measured_need;
+        e->measured_need = fresh.measured_need;
+        auto inst = start_load_locked(*e, params, need, to_start);
+        e->measured_need = saved;
+        lock.unlock();
+        start_all(to_start);
+        lock.lock();
+        return inst;
+    };
+    if (hot) {
+        report.mode = "hot";
+        // room beside the old model, unloading idle others (waits for their memory)
+        while (!make_room_locked(fresh.need, e.get())) {
+            if (clock::now() >= deadline || stopping_) {
+                throw Error(ErrorKind::resource, "a hot swap of '" + e->config.name +
+                                                     "' needs room for both models, and the pool has none (other models "
+                                                     "are busy, pinned or loading); try mode='cold'");
+            }
+            cv_.wait_until(lock, std::min(deadline, clock::now() + std::chrono::milliseconds(100)));
+        }
+        const auto t0 = clock::now();
+        auto inst = load_new(fresh.params, fresh.need);
+        const bool ok = wait_ready(lock, inst, deadline);
+        report.load_s = seconds_since(t0);
+        if (!ok) {
+            const auto f = inst->failure();
+            retire_instance_locked(inst, e->config.name, fresh.need, 0);
+            if (!f) {
+                throw Error(stopping_ ? ErrorKind::not_running : ErrorKind::timeout,
+                            "the new model for '" + e->config.name + "' did not load in time; the old model serves on");
+            }
+            throw Error(f->kind, "swap of '" + e->config.name + "' failed, the old model serves on: " + f->message,
+                        tail_->lines());
+        }
+        // flip: new requests go to the new instance, the old one drains
+        auto old = e->current;
+        const uint64_t old_bytes = e->current_bytes;
+        report.finished_on_old = old->leases();
+        adopt_config();
+        e->current = inst;
+        e->current_bytes = fresh.need;
+        if (auto mem = inst->memory()) {
+            const uint64_t total = mem->model_bytes + mem->context_bytes + mem->compute_bytes + mem->prompt_cache_limit_bytes;
+            if (total > e->current_bytes) {
+                reserved_ += total - e->current_bytes;
+                e->current_bytes = total;
+            }
+        }
+        publish_status_locked(*e);
+        const auto t1 = clock::now();
+        auto freed = retire_instance_locked(old, e->config.name, old_bytes, timeout_s);
+        wait_freed(lock, freed, clock::time_point::max());
+        report.drain_s = seconds_since(t1);
+        return report;
+    }
+
+    // cold: park new requests, drain and free the old model, load the new one
+    report.mode = "cold";
+    const common_params old_params = e->params;
+    const uint64_t old_need = e->need;
+    e->parked = true;
+    const auto t1 = clock::now();
+    report.finished_on_old = e->current->leases();
+    auto freed = retire_locked(*e, timeout_s);
+    wait_freed(lock, freed, clock::time_point::max());
+    report.drain_s = seconds_since(t1);
+    auto unpark = [&] {
+        e->parked = false;
+        publish_status_locked(*e);
+        cv_.notify_all();
+    };
+    auto load_parked = [&](const common_params & params, uint64_t need) -> std::shared_ptr<ModelInstance> {
+        while (!make_room_locked(need, e.get())) {
+            if (clock::now() >= deadline || stopping_) {
+                return nullptr;
+            }
+            cv_.wait_until(lock, std::min(deadline, clock::now() + std::chrono::milliseconds(100)));
+        }
+        auto inst = load_new(params, need);
+        e->current = inst;
+        e->current_bytes = need;
+        if (!wait_ready(lock, inst, deadline)) {
+            if (e->current == inst) {
+                retire_locked(*e, 0);
+            }
+            return nullptr;
+        }
+        return inst;
+    };
+    const auto t0 = clock::now();
+    auto inst = load_parked(fresh.params, fresh.need);
+    report.load_s = seconds_since(t0);
+    if (inst) {
+        adopt_config();
+        unpark();
+        return report;
+    }
+    const std::string why = e->failure ? e->failure->message : "it did not load in time";
+    // roll back: the old model again
+    report.rolled_back = true;
+    auto back = load_parked(old_params, old_need);
+    unpark();
+    if (!back) {
+        throw Error(ErrorKind::model_load, "swap of '" + e->config.name + "' failed (" + why +
+                                               ") and reloading the old model failed too; the model is unloaded",
+                    tail_->lines());
+    }
+    throw Error(ErrorKind::model_load, "swap of '" + e->config.name + "' failed, the old model was reloaded: " + why,
+                tail_->lines());
+}
+
+std::optional<LoopMetrics> ModelPool::query_metrics(const std::string & name, double timeout_s) {
+    std::shared_ptr<ModelInstance> inst;
+    {
+        std::lock_guard<std::mutex> lock(mutex_);
+        inst = find_locked(name).current;
+    }
+    return inst ? inst->query_metrics(timeout_s) : std::nullopt;
+}
+
+std::shared_ptr<DirectCall> ModelPool::call(const std::string & path, std::string body, bool post) {
+    const std::function<bool()> never = [] { return false; };
+    server_http_req probe{{}, {}, path, "", post ? body : "", {}, never};
+    if (!post && (path == "/models" || path == "/v1/models")) {
+        auto res = models_response(false);
+        return DirectCall::finished(res->status, res->data);
+    }
+    std::shared_ptr<std::atomic<bool>> stopping;
+    {
+        std::lock_guard<std::mutex> lock(mutex_);
+        if (!running_ || !front_) {
+            auto res = error_response("the server is not running", ERROR_TYPE_UNAVAILABLE);
+            return DirectCall::finished(res->status, res->data);
+        }
+        stopping = front_->stopping_flag();
+    }
+    Routed routed = route(probe, never);
+    if (!routed.inst) {
+        return DirectCall::finished(routed.answer->status, routed.answer->data);
+    }
+    std::shared_ptr<FaultPlan> faults;
+    {
+        std::lock_guard<std::mutex> lock(mutex_);
+        for (auto & [name, e] : entries_) {
+            if (e->current == routed.inst) {
+                faults = e->faults;
+            }
+        }
+    }
+    if (!faults) {
+        faults = no_faults_;
+    }
+    if (auto res = injected_error(*faults, path, body)) {
+        routed.inst->release();
+        return DirectCall::finished(res->status, res->data);
+    }
+    return DirectCall::start(std::make_unique<Lease>(routed.inst), find_instance_route(post, path), path, std::move(body),
+                             tail_, std::move(stopping), faults);
+}
+
+void ModelPool::inject_fault(const std::string & name, FaultKind kind, int times, int param) {
+    std::shared_ptr<ModelInstance> inst;
+    std::shared_ptr<FaultPlan> faults;
+    {
+        std::lock_guard<std::mutex> lock(mutex_);
+        Entry & e = find_locked(name);
+        faults = e.faults;
+        inst = e.current;
+    }
+    faults->arm(kind, times, param);
+    if (kind == FaultKind::loop_dies && inst && inst->state() == InstanceState::ready && faults->take(kind)) {
+        inst->kill_loop();
+    }
+}
+
+void ModelPool::stop() {
+    std::vector<std::shared_ptr<ModelInstance>> all;
+    {
+        std::lock_guard<std::mutex> lock(mutex_);
+        if (!running_) {
+            return;
+        }
+        stopping_ = true;
+        for (auto & [name, e] : entries_) {
+            if (e->current) {
+                retire_locked(*e, 0);
+            }
+        }
+        for (auto & r : retiring_) {
+            if (!r.taken) {
+                r.taken = true;
+                all.push_back(r.inst);
+            }
+        }
+        queue_.clear();
+    }
+    cv_.notify_all();
+    std::lock_guard<std::mutex> lifecycle(lifecycle_mutex_);
+    front_->begin_stop();  // handlers and streams let go
+    // every model shuts down at once: a stop waits for the slowest, not for the sum
+    std::vector<std::thread> stoppers;
+    for (auto & inst : all) {
+        stoppers.emplace_back([inst] { inst->shutdown(); });
+    }
+    for (auto & t : stoppers) {
+        t.join();
+    }
+    {
+        std::lock_guard<std::mutex> lock(mutex_);
+        for (auto & inst : all) {
+            for (auto it = retiring_.begin(); it != retiring_.end(); ++it) {
+                if (it->inst == inst) {
+                    reserved_ -= it->bytes;
+                    --alive_;
+                    *it->freed = true;
+                    retiring_.erase(it);
+                    break;
+                }
+            }
+        }
+    }
+    cv_.notify_all();
+    if (maintenance_.joinable()) {
+        maintenance_.join();  // it finishes an instance it was freeing, then returns
+    }
+    front_->stop_and_join();
+    events_.close();
+    {
+        std::lock_guard<std::mutex> lock(mutex_);
+        running_ = false;
+    }
+    runtime_.reset();
+#if defined(__GLIBC__)
+    malloc_trim(0);
+#endif
+}
+
+}  // namespace llamaproc
