@@ -49,7 +49,15 @@ def _no_leaked_servers():
     """Every test stops what it starts: no server threads outlive a test."""
     server_mod = sys.modules.get("llamaproc.server")  # never imported: no server can have started
     before = set(server_mod._live_servers) if server_mod else set()
+    pool_mod = sys.modules.get("llamaproc.pool.pool")
+    pools_before = set(pool_mod._live_pools) if pool_mod else set()
     yield
+    pool_mod = sys.modules.get("llamaproc.pool.pool")
+    if pool_mod is not None:
+        pools = [p for p in list(pool_mod._live_pools) if p not in pools_before and p.running]
+        for p in pools:
+            p.stop()
+        assert not pools, f"test left model pools running: {pools}"
     server_mod = sys.modules.get("llamaproc.server")
     if server_mod is None:
         return

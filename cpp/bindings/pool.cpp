@@ -17,6 +17,7 @@
 namespace {
 
 using llamaproc::ModelPool;
+using Record = nb::typed<nb::dict, nb::str, nb::object>;  // dict[str, object] in the stub
 
 // Owns the pool; if Python drops it without stop(), its threads are joined without the GIL.
 struct PoolHandle {
@@ -31,7 +32,7 @@ struct PoolHandle {
     }
 };
 
-llamaproc::PoolModelConfig model_config(const nb::dict & d) {
+llamaproc::PoolModelConfig model_config(const Record & d) {
     llamaproc::PoolModelConfig c;
     c.name = nb::cast<std::string>(d["name"]);
     c.args = nb::cast<std::vector<std::string>>(d["args"]);
@@ -53,8 +54,8 @@ llamaproc::PoolModelConfig model_config(const nb::dict & d) {
     return c;
 }
 
-nb::dict info_to_dict(const llamaproc::PoolModelInfo & i) {
-    nb::dict d;
+Record info_to_dict(const llamaproc::PoolModelInfo & i) {
+    Record d;
     d["name"] = i.name;
     d["aliases"] = i.aliases;
     d["tags"] = i.tags;
@@ -95,7 +96,7 @@ void init_pool(nb::module_ & m) {
     nb::class_<PoolHandle>(m, "ModelPool", "Several llama.cpp models behind one HTTP port, in this process.")
         .def(
             "__init__",
-            [](PoolHandle * self, std::vector<std::string> router_args, bool use_env, std::vector<nb::dict> models,
+            [](PoolHandle * self, std::vector<std::string> router_args, bool use_env, std::vector<Record> models,
                uint64_t memory_budget, double idle_unload_s, std::string default_model, bool allow_unauthenticated_remote,
                uint64_t max_request_bytes) {
                 llamaproc::PoolOptions o;
@@ -111,7 +112,7 @@ void init_pool(nb::module_ & m) {
                 o.max_request_bytes = max_request_bytes;
                 new (self) PoolHandle(std::move(o));
             },
-            nb::arg("router_args"), nb::arg("use_env") = false, nb::arg("models") = std::vector<nb::dict>{},
+            nb::arg("router_args"), nb::arg("use_env") = false, nb::arg("models") = std::vector<Record>{},
             nb::arg("memory_budget") = 0, nb::arg("idle_unload_s") = 0.0, nb::arg("default_model") = "",
             nb::arg("allow_unauthenticated_remote") = false, nb::arg("max_request_bytes") = 32ull << 20)
         .def("start", [](PoolHandle & h) { h.pool->start(); }, release(),
@@ -134,9 +135,9 @@ void init_pool(nb::module_ & m) {
                     nb::gil_scoped_release r;
                     infos = h.pool->models();
                 }
-                nb::list out;
+                std::vector<Record> out;
                 for (const auto & i : infos) {
-                    out.append(info_to_dict(i));
+                    out.push_back(info_to_dict(i));
                 }
                 return out;
             },
@@ -149,7 +150,7 @@ void init_pool(nb::module_ & m) {
                 return h.pool->unload(name, drain_timeout, wait);
             },
             release(), nb::arg("name"), nb::arg("drain_timeout"), nb::arg("wait") = true)
-        .def("add", [](PoolHandle & h, nb::dict model) {
+        .def("add", [](PoolHandle & h, Record model) {
                  auto c = model_config(model);
                  nb::gil_scoped_release r;
                  h.pool->add(std::move(c));
@@ -164,7 +165,7 @@ void init_pool(nb::module_ & m) {
                     nb::gil_scoped_release rel;
                     r = h.pool->swap(name, std::move(args), mode, timeout);
                 }
-                nb::dict d;
+                Record d;
                 d["mode"] = r.mode;
                 d["load_s"] = r.load_s;
                 d["drain_s"] = r.drain_s;
@@ -194,6 +195,8 @@ void init_pool(nb::module_ & m) {
             },
             release(), nb::arg("path"), nb::arg("body"), nb::arg("post") = true,
             "POST (or GET) `path` in-process, routed by the body's \"model\" (waits for a load); returns a DirectCall.")
+        .def("inject_slow_tokens", [](PoolHandle & h, int ms) { h.pool->front_faults().arm_slow_tokens(ms); },
+             nb::arg("ms"), "Tests only: every stream chunk of every model waits `ms` first (0: off).")
         .def(
             "inject_fault",
             [](PoolHandle & h, const std::string & name, const std::string & kind, int times, int param) {

@@ -7,6 +7,7 @@
 
 No child process and no binary to find: the server runs on native threads of this process,
 and ``stop()``, ``restart()``, ``health_check()``, ``status`` and ``metrics()`` are methods.
+Several models behind one port: :class:`ModelPool` (llama-server's router mode, in-process).
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ _LAZY = {
     "inspect": "gguf_info", "ModelInfo": "gguf_info",
     "Evaluator": "evaluation", "QualityStats": "evaluation",
     "sync_log_level": "_logging", "flush_logs": "_logging",
+    "ModelPool": "pool", "PoolConfig": "pool", "ModelSpec": "pool", "ModelStatus": "pool",
+    "PoolModelInfo": "pool", "SwapReport": "pool", "ModelEvent": "pool", "serve_from_args": "pool",
 }
 
 if TYPE_CHECKING:
@@ -43,6 +46,7 @@ if TYPE_CHECKING:
     from .config import ServerConfig
     from .evaluation import Evaluator, QualityStats
     from .gguf_info import ModelInfo, inspect
+    from .pool import ModelEvent, ModelPool, ModelSpec, ModelStatus, PoolConfig, PoolModelInfo, SwapReport, serve_from_args
     from .quant_types import QuantType
     from .quantization import QuantizeResult, quantize
     from .recovery import EventKind, RestartPolicy, ServerEvent
@@ -82,5 +86,13 @@ __all__ = [
     "QualityStats",
     "sync_log_level",
     "flush_logs",
+    "ModelPool",
+    "PoolConfig",
+    "ModelSpec",
+    "ModelStatus",
+    "PoolModelInfo",
+    "SwapReport",
+    "ModelEvent",
+    "serve_from_args",
     "__version__",
 ]

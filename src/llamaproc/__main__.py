@@ -10,7 +10,9 @@
 ``serve`` runs the embedded server in the foreground. It takes llama-server's own flags (and
 its ``LLAMA_ARG_*`` environment defaults), so ``llama-server -m m.gguf --port 8080`` becomes
 ``python -m llamaproc serve -m m.gguf --port 8080``. Without a model it serves the default
-model (SmolLM2-135M-Instruct), fetched once into the user cache. SIGINT and SIGTERM stop it.
+model (SmolLM2-135M-Instruct), fetched once into the user cache. With ``--models-dir`` or
+``--models-preset`` (and no model) it runs a model pool, as llama-server's router mode does.
+SIGINT and SIGTERM stop it.
 
 ``build-config`` detects this machine and prints the build that fits it (backends, CPU
 variant, CMake defines, the pip install command), each choice with its reason; it needs no
@@ -27,6 +29,7 @@ import signal
 import sys
 import threading
 from collections.abc import Sequence
+from typing import Any
 
 from . import __version__
 from .errors import LlamaProcError, ServerNotRunningError
@@ -45,6 +48,12 @@ llamaproc options:
                         listen on a non-loopback --host without --api-key (refused otherwise)
   -v, -lv N             debug lines (-v, -lv 4, -lv 5), or llama.cpp's level N mapped to the
                         log level: 3 info, 2 warnings, 1 errors (also LLAMA_ARG_LOG_VERBOSITY)
+
+Several models (llama-server's router mode, in-process): --models-dir DIR and/or
+--models-preset FILE.ini, no model; --models-max N, --no-models-autoload as llama-server. Also:
+  --default-model NAME  requests naming no model go to NAME (llama-server answers them 400)
+  --memory-budget BYTES loaded models hold at most this much together (idle ones are unloaded)
+  --idle-unload SECONDS unload a model unused this long
 
 Defaults that differ from llama-server: --host 127.0.0.1 and --port 8080 unless given.
 LLAMA_ARG_* environment variables supply defaults, as for llama-server.
@@ -80,6 +89,28 @@ def _has_model_flag(args: Sequence[str]) -> bool:
     return any(a in ("-m", "--model") or a.startswith("--model=") for a in args)
 
 
+def _take_option(args: list[str], name: str) -> str | None:
+    """Remove ``name VALUE`` (or ``name=VALUE``) from ``args``; return VALUE."""
+    for i, arg in enumerate(args):
+        if arg == name and i + 1 < len(args):
+            value = args[i + 1]
+            del args[i:i + 2]
+            return value
+        if arg.startswith(name + "="):
+            del args[i]
+            return arg.split("=", 1)[1]
+    return None
+
+
+def _router_mode(args: Sequence[str]) -> bool:
+    import os
+
+    if _has_model_flag(args) or (args and not args[0].startswith("-")) or os.environ.get("LLAMA_ARG_MODEL"):
+        return False
+    return (any(a.split("=", 1)[0] in ("--models-dir", "--models-preset") for a in args)
+            or bool(os.environ.get("LLAMA_ARG_MODELS_DIR") or os.environ.get("LLAMA_ARG_MODELS_PRESET")))
+
+
 def serve(argv: Sequence[str]) -> int:
     from . import server as server_mod
     from ._native import core
@@ -105,9 +136,24 @@ def serve(argv: Sequence[str]) -> int:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     log = logging.getLogger("llamaproc.cli")
 
+    pool_options: dict[str, object] = {}
+    try:
+        for option, key, kind in (("--default-model", "default_model", str), ("--memory-budget", "memory_budget", int),
+                                  ("--idle-unload", "idle_unload_s", float)):
+            value = _take_option(args, option)
+            if value is not None:
+                pool_options[key] = kind(value)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    router = _router_mode(args)
+    if pool_options and not router:
+        print("error: --default-model, --memory-budget and --idle-unload are for a model pool "
+              "(--models-dir / --models-preset without a model)", file=sys.stderr)
+        return 2
     if args and not args[0].startswith("-"):
         args = ["--model", args[0]] + args[1:]
-    if not _has_model_flag(args) and "LLAMA_ARG_MODEL" not in __import__("os").environ:
+    if not router and not _has_model_flag(args) and "LLAMA_ARG_MODEL" not in __import__("os").environ:
         log.info("no model given: serving the default model, %s", DEFAULT_MODEL.name)
         args = ["--model", str(fetch_model(DEFAULT_MODEL))] + args
     if "--port" not in args and "LLAMA_ARG_PORT" not in __import__("os").environ:
@@ -115,7 +161,7 @@ def serve(argv: Sequence[str]) -> int:
 
     stop_requested = threading.Event()
 
-    server = None
+    server: Any = None  # the LlamaServer or ModelPool to stop
 
     def on_signal(signum: int, _frame: object) -> None:
         log.info("received %s, stopping", signal.Signals(signum).name)
@@ -127,15 +173,31 @@ def serve(argv: Sequence[str]) -> int:
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        server = server_mod.LlamaServer.from_args(args, use_env=True, progress=_LoadBar("loading model"),
+        if router:
+            from .pool import ModelPool
+
+            pool = ModelPool.from_args(args, use_env=True, allow_unauthenticated_remote=allow_remote,
+                                       **pool_options)  # type: ignore[arg-type]
+            server = pool
+            if stop_requested.is_set():
+                raise KeyboardInterrupt
+            log.info("serving %d models at %s (Ctrl-C to stop): %s", len(pool.models()), pool.url,
+                     ", ".join(m.name for m in pool.models()))
+            while not stop_requested.wait(0.5):
+                if not pool.running:
+                    log.error("the model pool stopped; last log lines:\n%s", "\n".join(pool.log_tail()))
+                    return 1
+            return 0
+        single = server_mod.LlamaServer.from_args(args, use_env=True, progress=_LoadBar("loading model"),
                                                   allow_unauthenticated_remote=allow_remote)
+        server = single
         if stop_requested.is_set():  # a signal came as the load finished
             raise KeyboardInterrupt
         log.info("serving %s at %s (Ctrl-C to stop)", args[args.index("--model") + 1] if "--model" in args else "",
-                 server.url)
+                 single.url)
         while not stop_requested.wait(0.5):
-            if server.status is not server_mod.ServerStatus.READY:
-                log.error("server is %s; last log lines:\n%s", server.status.value, "\n".join(server.log_tail()))
+            if single.status is not server_mod.ServerStatus.READY:
+                log.error("server is %s; last log lines:\n%s", single.status.value, "\n".join(single.log_tail()))
                 return 1
     except KeyboardInterrupt:
         pass

@@ -239,7 +239,9 @@ class LlamaServer:
         ``use_env`` (the default, as for llama-server) ``LLAMA_ARG_*`` environment variables
         supply defaults. ``restart`` and ``on_event`` are as for :meth:`start`;
         ``allow_unauthenticated_remote`` and ``max_request_bytes`` as in :class:`ServerConfig`.
-        Raises like :meth:`start`.
+        Raises like :meth:`start`. Flags without a model (llama-server's router mode:
+        ``--models-dir``, ``--models-preset``) are a :class:`~llamaproc.ModelPool`'s:
+        ``ModelPool.from_args``, or :func:`llamaproc.serve_from_args` for either.
         """
         argv, log_level = flags.split_process_flags([str(a) for a in args], use_env=use_env)
         core.validate_server_args(argv, use_env)

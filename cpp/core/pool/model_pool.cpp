@@ -200,7 +200,7 @@ void ModelPool::start() {
                                        "--models-max " + std::to_string(router_params_.models_max));
     }
     runtime_ = std::make_unique<ProcessRuntime>();
-    front_ = std::make_unique<HttpFront>(router_params_, tail_, no_faults_, options_.max_request_bytes,
+    front_ = std::make_unique<HttpFront>(router_params_, tail_, front_faults_, options_.max_request_bytes,
                                          [this](const server_http_req & req, const std::function<bool()> & stop) {
                                              return route(req, stop);
                                          });
@@ -315,12 +315,21 @@ std::shared_ptr<ModelInstance> ModelPool::start_load_locked(Entry & e, const com
     auto inst = std::make_shared<ModelInstance>(params, MemoryPolicy{0, true, e.measured_need}, tail_, e.faults,
                                                 [this, name, self] { on_instance_change(name, *self); });
     *self = inst;
-    inst->on_idle([this] { cv_.notify_all(); });
+    inst->on_idle([this] { pump(); });  // its last request finished: it may be unloaded for a waiting model
     reserved_ += need;
     ++alive_;
     ++e.loads;
     to_start.push_back(inst);
     return inst;
+}
+
+void ModelPool::pump() {
+    std::vector<std::shared_ptr<ModelInstance>> to_start;
+    {
+        std::lock_guard<std::mutex> lock(mutex_);
+        pump_locked(to_start);
+    }
+    start_all(to_start);
 }
 
 void ModelPool::start_all(std::vector<std::shared_ptr<ModelInstance>> & to_start) {
@@ -472,6 +481,15 @@ void ModelPool::maintain() {
         }
         if (stopping_ && retiring_.empty() && alive_ == 0) {
             return;
+        }
+        if (!queue_.empty()) {
+            std::vector<std::shared_ptr<ModelInstance>> to_start;
+            pump_locked(to_start);  // a model may have become idle since the last pump
+            if (!to_start.empty()) {
+                lock.unlock();
+                start_all(to_start);
+                lock.lock();
+            }
         }
         cv_.wait_for(lock, std::chrono::milliseconds(100));
     }
@@ -1017,7 +1035,7 @@ std::shared_ptr<DirectCall> ModelPool::call(const std::string & path, std::strin
         }
     }
     if (!faults) {
-        faults = no_faults_;
+        faults = front_faults_;
     }
     if (auto res = injected_error(*faults, path, body)) {
         routed.inst->release();

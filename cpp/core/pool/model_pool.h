@@ -125,6 +125,8 @@ public:
     // POST (or GET) `path` in-process, routed like an HTTP request (by the body's "model").
     std::shared_ptr<DirectCall> call(const std::string & path, std::string body, bool post = true);
 
+    // Tests only: the faults of the HTTP front (slow stream chunks, cut streams) for every model.
+    FaultPlan & front_faults() { return *front_faults_; }
     // Tests only: make a model's instance misbehave (faults.h); loop_dies acts at once.
     void inject_fault(const std::string & name, FaultKind kind, int times, int param);
 
@@ -181,6 +183,7 @@ private:
     std::shared_ptr<bool> retire_instance_locked(std::shared_ptr<ModelInstance> inst, const std::string & name,
                                                  uint64_t bytes, double drain_s);
     void pump_locked(std::vector<std::shared_ptr<ModelInstance>> & to_start);
+    void pump();
     void start_all(std::vector<std::shared_ptr<ModelInstance>> & to_start);
     void on_instance_change(const std::string & name, const std::weak_ptr<ModelInstance> & inst);
     void maintain();
@@ -201,7 +204,7 @@ private:
     PoolOptions options_;
     common_params router_params_;  // the router's own flags (host, port, api key, CORS, models-*)
     std::shared_ptr<LogTail> tail_ = std::make_shared<LogTail>();
-    std::shared_ptr<FaultPlan> no_faults_ = std::make_shared<FaultPlan>();
+    std::shared_ptr<FaultPlan> front_faults_ = std::make_shared<FaultPlan>();
     std::unique_ptr<ProcessRuntime> runtime_;
     std::unique_ptr<HttpFront> front_;
     EventHub events_;

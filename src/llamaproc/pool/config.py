@@ -1,0 +1,249 @@
+"""ModelSpec and PoolConfig: what a model pool serves, validated when they are made."""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..config import _FIELD_FLAGS, _int_field, is_loopback
+from ..errors import ConfigError
+from ..flags import split_process_flags
+from ..recovery import RestartPolicy
+
+
+def _strings(name: str, value: object) -> tuple[str, ...]:
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
+        raise ConfigError(f"{name} must be a sequence of strings, e.g. ('--temp', '0.2')")
+    out = tuple(value)
+    for item in out:
+        if not isinstance(item, str):
+            raise ConfigError(f"{name} must hold strings only, got {item!r}")
+    return out
+
+
+def _seconds(name: str, value: object, *, optional: bool = True) -> None:
+    if value is None and optional:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        raise ConfigError(f"{name} must be a number of seconds >= 0, got {value!r}")
+
+
+_POOL_OWNED_FLAGS = {"--host", "--port", "--api-key", "--api-key-file", "--ssl-key-file", "--ssl-cert-file",
+                     "--models-dir", "--models-preset", "--models-max", "--models-autoload", "--no-models-autoload"}
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelSpec:
+    """One model of a :class:`~llamaproc.pool.ModelPool`.
+
+    The fields mean what they mean in :class:`~llamaproc.ServerConfig` (each maps to a
+    llama-server flag); ``extra_args`` passes any other llama-server flag for this model.
+
+    Attributes:
+        model_path: Path of a local ``.gguf`` file. Replace a model's file by writing a new
+            file and renaming it over the old one (or use :meth:`ModelPool.swap`): a loaded
+            model maps its file, and rewriting it in place corrupts the weights in use.
+        context_size: KV-cache size in tokens shared by the slots (``-c``).
+        batch_size: Logical batch size (``-b``).
+        threads: Decode threads (``-t``); None: one per physical core but one.
+        gpu_layers: Layers to offload to a GPU (``-ngl``).
+        parallel: Slots (``-np``), i.e. requests of this model decoded together.
+        embeddings: Serve the embeddings endpoints.
+        aliases: Other names requests may use for this model.
+        tags: Informational labels, listed by ``GET /models``.
+        pinned: Never unloaded to make room, nor when idle.
+        load_on_startup: Load when the pool starts (``start()`` waits for it).
+        stop_timeout: Seconds an :meth:`~ModelPool.unload` lets requests in flight finish
+            before it ends them (llama-server's preset key ``stop-timeout``).
+        restart: Reload the model when it fails after it served (None: the pool's
+            ``PoolConfig.restart``).
+        extra_args: Further llama-server flags for this model.
+    """
+
+    model_path: str | os.PathLike[str]
+    context_size: int = 4096
+    batch_size: int = 512
+    threads: int | None = None
+    gpu_layers: int | None = None
+    parallel: int = 4
+    embeddings: bool = False
+    aliases: Sequence[str] = ()
+    tags: Sequence[str] = ()
+    pinned: bool = False
+    load_on_startup: bool = False
+    stop_timeout: float = 10.0
+    restart: RestartPolicy | None = None
+    extra_args: Sequence[str] = field(default_factory=tuple)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.model_path, (str, os.PathLike)) or not str(self.model_path):
+            raise ConfigError(f"model_path must be a non-empty path, got {self.model_path!r}")
+        object.__setattr__(self, "model_path", str(Path(self.model_path)))
+        _int_field("context_size", self.context_size, minimum=0)
+        _int_field("batch_size", self.batch_size, minimum=1)
+        _int_field("threads", self.threads, minimum=1, optional=True)
+        _int_field("gpu_layers", self.gpu_layers, minimum=-1, optional=True)
+        _int_field("parallel", self.parallel, minimum=1)
+        for name in ("embeddings", "pinned", "load_on_startup"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{name} must be a bool, got {getattr(self, name)!r}")
+        object.__setattr__(self, "aliases", _strings("aliases", self.aliases))
+        object.__setattr__(self, "tags", _strings("tags", self.tags))
+        _seconds("stop_timeout", self.stop_timeout, optional=False)
+        if self.restart is not None and not isinstance(self.restart, RestartPolicy):
+            raise ConfigError(f"restart must be a RestartPolicy or None, got {self.restart!r}")
+        extra = _strings("extra_args", self.extra_args)
+        for arg in extra:
+            flag = arg.split("=", 1)[0] if arg.startswith("--") else arg
+            if flag in _POOL_OWNED_FLAGS:
+                raise ConfigError(f"{arg!r} is the pool's, not a model's: set it in PoolConfig")
+            if flag in _FIELD_FLAGS:
+                raise ConfigError(f"{arg!r} in extra_args: set ModelSpec.{_FIELD_FLAGS[flag]} instead")
+        object.__setattr__(self, "extra_args", extra)
+        split_process_flags(extra)  # refuses process-wide flags (--numa, --prio, ...) with the reason
+
+    def to_argv(self) -> list[str]:
+        """The llama-server flags of this model (no program name)."""
+        argv = ["--model", str(self.model_path), "--ctx-size", str(self.context_size),
+                "--batch-size", str(self.batch_size), "--parallel", str(self.parallel)]
+        if self.parallel > 1:
+            argv.append("--kv-unified")
+        if self.threads is not None:
+            argv += ["--threads", str(self.threads)]
+        if self.gpu_layers is not None:
+            argv += ["--gpu-layers", str(self.gpu_layers)]
+        if self.embeddings:
+            argv.append("--embeddings")
+        return argv + split_process_flags(self.extra_args)[0]
+
+    def native(self, name: str) -> dict[str, object]:
+        """What the native pool takes for this model."""
+        return {"name": name, "args": self.to_argv(), "aliases": list(self.aliases), "tags": list(self.tags),
+                "pinned": self.pinned, "load_on_startup": self.load_on_startup, "stop_timeout": float(self.stop_timeout)}
+
+
+@dataclass(frozen=True, kw_only=True)
+class PoolConfig:
+    """Configuration of a :class:`~llamaproc.pool.ModelPool`: its models, the room it may use,
+    and its HTTP front.
+
+    Models come from ``models`` and, as in llama-server's router mode, from ``models_dir``
+    (each ``*.gguf`` file, or sub-folder with its shards and mmproj, is a model named after it)
+    and ``models_preset`` (an INI file: a ``[name]`` section per model, keys are llama-server
+    flags without dashes, ``[*]`` applies to every model).
+
+    Attributes:
+        models: Models by name.
+        models_dir: A folder of GGUF models (``--models-dir``).
+        models_preset: An INI preset file (``--models-preset``).
+        max_loaded: Models loaded at once (``--models-max``); 0 means no limit.
+        memory_budget: Bytes the loaded models may hold together (weights, KV cache, compute
+            buffers and prompt cache, estimated before each load). Idle models are unloaded,
+            least recently used first, to make room; a model that can never fit raises
+            :class:`~llamaproc.errors.ResourceError`. None: no byte budget.
+        idle_unload_s: Unload a model nobody used for this many seconds (frees its room).
+        autoload: Load a model when a request names it (``--models-autoload``); without it,
+            requests for an unloaded model get HTTP 400 until :meth:`ModelPool.load`.
+        default_model: Requests that name no model go to this one. None (the default) answers
+            them with llama-server's HTTP 400 "model name is missing from the request".
+        host, port, api_key, allow_unauthenticated_remote, max_request_bytes: The HTTP front,
+            as in :class:`~llamaproc.ServerConfig`.
+        extra_args: llama-server flags applied to every model (and the front's, such as
+            ``--cors-origins`` or ``--timeout``); a model's own settings win over them.
+        restart: Reload a model that fails after it served (see
+            :class:`~llamaproc.RestartPolicy`); a ModelSpec's own ``restart`` wins.
+    """
+
+    models: Mapping[str, ModelSpec] = field(default_factory=dict)
+    models_dir: str | os.PathLike[str] | None = None
+    models_preset: str | os.PathLike[str] | None = None
+    max_loaded: int = 4
+    memory_budget: int | None = None
+    idle_unload_s: float | None = None
+    autoload: bool = True
+    default_model: str | None = None
+    host: str = "127.0.0.1"
+    port: int = 0
+    api_key: str | None = None
+    allow_unauthenticated_remote: bool = False
+    max_request_bytes: int = 32 * 2**20
+    extra_args: Sequence[str] = field(default_factory=tuple)
+    restart: RestartPolicy | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.models, Mapping):
+            raise ConfigError("models must be a mapping of name -> ModelSpec")
+        models = dict(self.models)
+        for name, spec in models.items():
+            if not isinstance(name, str) or not name:
+                raise ConfigError(f"model names must be non-empty strings, got {name!r}")
+            if not isinstance(spec, ModelSpec):
+                raise ConfigError(f"models[{name!r}] must be a ModelSpec, got {type(spec).__name__}")
+        object.__setattr__(self, "models", models)
+        for name in ("models_dir", "models_preset"):
+            value = getattr(self, name)
+            if value is not None:
+                if not isinstance(value, (str, os.PathLike)) or not str(value):
+                    raise ConfigError(f"{name} must be a path or None, got {value!r}")
+                object.__setattr__(self, name, str(value))
+        if self.models_dir is not None and not Path(self.models_dir).is_dir():
+            raise ConfigError(f"models_dir {self.models_dir} does not exist or is not a directory")
+        if self.models_preset is not None:
+            from .presets import check_preset_file
+
+            check_preset_file(str(self.models_preset))
+        _int_field("max_loaded", self.max_loaded, minimum=0)
+        _int_field("memory_budget", self.memory_budget, minimum=1, optional=True)
+        _seconds("idle_unload_s", self.idle_unload_s)
+        if self.idle_unload_s is not None and self.idle_unload_s <= 0:
+            raise ConfigError(f"idle_unload_s must be > 0 or None, got {self.idle_unload_s!r}")
+        if not isinstance(self.autoload, bool):
+            raise ConfigError(f"autoload must be a bool, got {self.autoload!r}")
+        if self.default_model is not None and (not isinstance(self.default_model, str) or not self.default_model):
+            raise ConfigError(f"default_model must be a model name or None, got {self.default_model!r}")
+        if not isinstance(self.host, str) or not self.host.strip():
+            raise ConfigError(f"host must be a non-empty string, got {self.host!r}")
+        _int_field("port", self.port, minimum=0, maximum=65535)
+        if self.api_key is not None and (not isinstance(self.api_key, str) or not self.api_key):
+            raise ConfigError("api_key must be None or a non-empty string")
+        _int_field("max_request_bytes", self.max_request_bytes, minimum=1)
+        if not is_loopback(self.host) and self.api_key is None and not self.allow_unauthenticated_remote:
+            raise ConfigError(f"refusing to listen on {self.host} without an API key: anyone who can reach this "
+                              "machine could use the pool. Set api_key=..., listen on 127.0.0.1, or opt in with "
+                              "allow_unauthenticated_remote=True")
+        extra = _strings("extra_args", self.extra_args)
+        for arg in extra:
+            flag = arg.split("=", 1)[0] if arg.startswith("--") else arg
+            if flag in _POOL_OWNED_FLAGS or flag in ("-m", "--model"):
+                raise ConfigError(f"{arg!r} in extra_args: set the PoolConfig field (or a ModelSpec) instead")
+        split_process_flags(extra)
+        object.__setattr__(self, "extra_args", extra)
+        if self.restart is not None and not isinstance(self.restart, RestartPolicy):
+            raise ConfigError(f"restart must be a RestartPolicy or None, got {self.restart!r}")
+        if not models and self.models_dir is None and self.models_preset is None:
+            raise ConfigError("a pool needs models: give models=, models_dir= or models_preset=")
+        if self.default_model is not None and self.models_dir is None and self.models_preset is None:
+            names = set(models) | {a for spec in models.values() for a in spec.aliases}
+            if self.default_model not in names:
+                raise ConfigError(f"default_model {self.default_model!r} is not one of the pool's models")
+
+    def router_argv(self) -> list[str]:
+        """The router-level llama-server flags of this pool (no model)."""
+        argv = ["--host", self.host, "--port", str(self.port), "--models-max", str(self.max_loaded)]
+        if not self.autoload:
+            argv.append("--no-models-autoload")
+        if self.models_dir is not None:
+            argv += ["--models-dir", str(self.models_dir)]
+        if self.models_preset is not None:
+            argv += ["--models-preset", str(self.models_preset)]
+        if self.api_key is not None:
+            argv += ["--api-key", self.api_key]
+        return argv + split_process_flags(self.extra_args)[0]
+
+    def restart_policy(self, name: str) -> RestartPolicy | None:
+        """The restart policy of model ``name``."""
+        spec = self.models.get(name)
+        return spec.restart if spec is not None and spec.restart is not None else self.restart

@@ -1,0 +1,637 @@
+"""ModelPool: several models behind one HTTP port, in this process.
+
+llama-server's router mode runs each model as a child process behind a proxy; a ModelPool
+runs each loaded model as a llama.cpp instance on native threads of this process, behind one
+HTTP front that serves the router's API unchanged (``GET /models``, ``POST /models/load`` and
+``/models/unload``, ``GET /models/sse``, every inference route chosen by the body's
+``"model"``)::
+
+    pool = ModelPool.start(PoolConfig(
+        models={"chat": ModelSpec(model_path="a.gguf", aliases=("default",)),
+                "embed": ModelSpec(model_path="e.gguf", embeddings=True, pinned=True)},
+        max_loaded=2, memory_budget=12 * 2**30, idle_unload_s=600))
+    pool.url                          # http://127.0.0.1:<port>, OpenAI-compatible
+    pool.swap("chat", ModelSpec(model_path="a-v2.gguf"))   # no request fails
+
+Beyond llama-server: unloading drains (requests in flight finish), a byte budget beside the
+model count, swaps with zero failed requests, pool-level idle unload, per-model restart
+policies, and the same events in Python as on ``/models/sse``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import enum
+import json
+import logging
+import threading
+import time
+import weakref
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from .. import _logging, errors, flags
+from .._native import core
+from ..direct.client import AsyncDirectClient, DirectClient, direct_pool
+from ..errors import ConfigError, LlamaProcError, ServerNotRunningError, StartupError
+from ..recovery import RestartBudget, RestartPolicy
+from ..server import (HealthReport, HealthStatus, LlamaServer, ServerMetrics, ServerStatus, _client_host, _http_status,
+                      _rss_bytes)
+from . import presets
+from .config import ModelSpec, PoolConfig
+
+_log = logging.getLogger("llamaproc")
+
+_ERROR_OF_KIND: dict[str, type[LlamaProcError]] = {
+    "config": errors.ConfigError,
+    "model_load": errors.ModelLoadError,
+    "startup": errors.StartupError,
+    "resource": errors.ResourceError,
+    "not_running": errors.ServerNotRunningError,
+    "not_found": errors.ModelNotFoundError,
+    "timeout": errors.WaitTimeoutError,
+    "internal": errors.NativeError,
+}
+
+
+class ModelStatus(enum.Enum):
+    """Where one model of a pool is (``GET /models`` shows the same values, with ``failed``
+    as ``unloaded`` plus ``"failed": true``)."""
+
+    UNLOADED = "unloaded"
+    LOADING = "loading"
+    LOADED = "loaded"
+    FAILED = "failed"  #: its last load failed, or it failed while serving; ``failure`` says why
+
+
+@dataclass(frozen=True)
+class PoolModelInfo:
+    """One model of a pool, as :meth:`ModelPool.models` reports it.
+
+    Attributes:
+        name: The name requests use (also any of ``aliases``).
+        status: UNLOADED, LOADING, LOADED or FAILED.
+        source: Where it came from: "api" (PoolConfig.models / add()), "models_dir", "preset".
+        failure: Why it failed (the error a load would raise), or None.
+        memory_estimate: Bytes the pool reserves for it while it is loaded.
+        memory_bytes: Bytes it holds now, as llama.cpp measured them (0 unless loaded).
+        last_used: ``time.time()`` of its last request (0.0: never).
+        active_requests: Requests in flight on it.
+        loads: How often it was loaded since the pool started.
+    """
+
+    name: str
+    aliases: tuple[str, ...]
+    tags: tuple[str, ...]
+    status: ModelStatus
+    source: str
+    model_path: str
+    args: tuple[str, ...]
+    failure: LlamaProcError | None
+    memory_estimate: int
+    memory_bytes: int
+    last_used: float
+    active_requests: int
+    pinned: bool
+    load_progress: float
+    loads: int
+
+
+@dataclass(frozen=True)
+class SwapReport:
+    """How a :meth:`ModelPool.swap` went.
+
+    Attributes:
+        mode: "hot" (the new model loaded beside the old one, then requests flipped to it) or
+            "cold" (requests waited while the old model drained and freed and the new loaded).
+        load_s: Seconds loading the new model took.
+        drain_s: Seconds from the flip until the old model's last request finished and its
+            memory was freed (cold: before the load).
+        finished_on_old: Requests in flight on the old model at the flip; all of them finished
+            there.
+    """
+
+    mode: str
+    load_s: float
+    drain_s: float
+    finished_on_old: int
+
+
+@dataclass(frozen=True)
+class ModelEvent:
+    """One status event, as ``GET /models/sse`` sends it.
+
+    Attributes:
+        model: The model's name.
+        kind: "status_change", "model_remove", or for restarts "restarting" / "gave_up".
+        status: The model's status after the event (None for model_remove).
+        time: ``time.time()`` when Python received it.
+        error: The failure's message (a FAILED status).
+        data: The event's JSON data as the SSE stream carries it.
+    """
+
+    model: str
+    kind: str
+    status: ModelStatus | None
+    time: float
+    error: str = ""
+    data: dict[str, Any] = field(default_factory=dict, compare=False)
+
+
+_live_pools: weakref.WeakSet[ModelPool] = weakref.WeakSet()
+
+
+def _error(kind: str, message: str) -> LlamaProcError:
+    return _ERROR_OF_KIND.get(kind, errors.NativeError)(message)
+
+
+def _raise_located(exc: ConfigError, preset: str | None) -> None:
+    located = presets.locate(exc, preset)
+    if located is exc:
+        raise exc
+    raise located from None
+
+
+class _ModelTarget:
+    """What a DirectClient calls for one model of a pool: its body gets the model's name."""
+
+    def __init__(self, pool: ModelPool, name: str) -> None:
+        self._pool = weakref.ref(pool)
+        self.name = name
+
+    def _owner(self) -> ModelPool:
+        pool = self._pool()
+        if pool is None:
+            raise ServerNotRunningError("the model pool this client belongs to is gone")
+        return pool
+
+    def _require_ready(self) -> _ModelTarget:
+        self._owner()._require_running()
+        return self
+
+    def call(self, path: str, body: str, post: bool = True) -> core.DirectCall:
+        data = json.loads(body) if body else {}
+        data["model"] = self.name
+        call: core.DirectCall = self._owner()._require_running().call(path, json.dumps(data, ensure_ascii=False), post)
+        return call
+
+    @property
+    def status(self) -> ServerStatus:
+        pool = self._pool()
+        return ServerStatus.READY if pool is not None and pool.running else ServerStatus.STOPPED
+
+    @property
+    def failure(self) -> LlamaProcError | None:
+        pool = self._pool()
+        if pool is None:
+            return None
+        info = next((m for m in pool.models() if self.name == m.name or self.name in m.aliases), None)
+        return info.failure if info is not None else None
+
+
+class ModelPool:
+    """Several llama.cpp models served behind one HTTP port, in this process.
+
+    Start one with :meth:`start` (or ``await`` :meth:`astart`, or :meth:`from_args` with
+    llama-server's router flags). Every method may be called from any thread; methods that
+    load, drain or wait release the GIL. ``with`` / ``async with`` stop the pool on exit.
+    """
+
+    def __init__(self, config: PoolConfig, *, on_event: Callable[[ModelEvent], None] | None = None) -> None:
+        """Prepare a pool without starting it; most code calls :meth:`start` instead."""
+        if not isinstance(config, PoolConfig):
+            raise TypeError(f"config must be a PoolConfig, got {type(config).__name__}")
+        self._prepare(config.router_argv(), config=config, use_env=False, on_event=on_event)
+
+    def _prepare(self, router_argv: list[str], *, config: PoolConfig | None, use_env: bool,
+                 on_event: Callable[[ModelEvent], None] | None, default_model: str | None = None,
+                 memory_budget: int | None = None, idle_unload_s: float | None = None,
+                 restart: RestartPolicy | None = None, allow_unauthenticated_remote: bool = False) -> None:
+        self._config = config
+        models = [spec.native(name) for name, spec in (config.models.items() if config else ())]
+        self._preset_path = (str(config.models_preset) if config and config.models_preset
+                             else _flag_value(router_argv, "--models-preset"))
+        self._native = core.ModelPool(
+            router_argv, use_env, models,
+            memory_budget=(config.memory_budget if config else memory_budget) or 0,
+            idle_unload_s=(config.idle_unload_s if config else idle_unload_s) or 0.0,
+            default_model=(config.default_model if config else default_model) or "",
+            allow_unauthenticated_remote=config.allow_unauthenticated_remote if config else allow_unauthenticated_remote,
+            max_request_bytes=config.max_request_bytes if config else 32 * 2**20)
+        self._default_restart = config.restart if config else restart
+        self._restart_of: dict[str, RestartPolicy | None] = {}
+        if config is not None:
+            for name, spec in config.models.items():
+                self._restart_of[name] = spec.restart
+        self._on_event = on_event
+        self._events: deque[ModelEvent] = deque(maxlen=1000)
+        self._events_cv = threading.Condition()
+        self._budgets: dict[str, RestartBudget] = {}
+        self._served: set[str] = set()  # models that reached LOADED since their last failure
+        self._stopped = threading.Event()
+        self._targets: dict[str, _ModelTarget] = {}
+        self._subscription = self._native.subscribe()
+        self._watcher: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self._executor: ThreadPoolExecutor | None = None  # the threads adirect() calls wait on
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    @classmethod
+    def start(cls, config: PoolConfig, *, timeout: float = 600.0,
+              on_event: Callable[[ModelEvent], None] | None = None) -> ModelPool:
+        """Bind the port and load the models marked ``load_on_startup``; return once they
+        serve (or failed: see :meth:`models`).
+
+        Raises:
+            ConfigError: a model flag, preset file (with ``file:line``), name or alias clash.
+            StartupError: the port cannot be bound.
+        """
+        pool = cls(config, on_event=on_event)
+        pool._start(timeout)
+        return pool
+
+    @classmethod
+    def from_args(cls, args: Sequence[str], *, use_env: bool = True, timeout: float = 600.0,
+                  default_model: str | None = None, memory_budget: int | None = None,
+                  idle_unload_s: float | None = None, restart: RestartPolicy | None = None,
+                  on_event: Callable[[ModelEvent], None] | None = None,
+                  allow_unauthenticated_remote: bool = False) -> ModelPool:
+        """Start a pool from llama-server router flags: ``--models-dir D``, ``--models-preset
+        F``, ``--models-max N``, ``--no-models-autoload``, ``--host``, ``--port``, ... and
+        defaults for every model (``-c 4096``, ``--temp 0`` ...). No ``-m``: that is a single
+        model (:meth:`LlamaServer.from_args`)."""
+        argv, _log_level = flags.split_process_flags([str(a) for a in args], use_env=use_env)
+        pool = cls.__new__(cls)
+        pool._prepare(argv, config=None, use_env=use_env, on_event=on_event, default_model=default_model,
+                      memory_budget=memory_budget, idle_unload_s=idle_unload_s, restart=restart,
+                      allow_unauthenticated_remote=allow_unauthenticated_remote)
+        pool._start(timeout)
+        return pool
+
+    def _start(self, timeout: float) -> None:
+        _logging.sync_log_level()
+        try:
+            self._native.start()
+        except ConfigError as exc:
+            _raise_located(exc, self._preset_path)
+        _live_pools.add(self)
+        self._watcher = threading.Thread(target=self._watch, name="llamaproc-pool-events", daemon=True)
+        self._watcher.start()
+        deadline = time.monotonic() + timeout
+        startup = [m for m in self._native.models() if m["status"] == "loading"]
+        for m in startup:
+            try:
+                self._native.load(m["name"], max(0.0, deadline - time.monotonic()))
+            except LlamaProcError as exc:
+                _log.warning("model pool: model %r did not load at startup: %s", m["name"], exc)
+
+    def stop(self) -> None:
+        """End every request (streams end cleanly), free every model, join every native thread.
+        Idempotent; returns within about two seconds plus one decode step."""
+        self._stopped.set()
+        self._native.stop()
+        watcher = self._watcher
+        if watcher is not None and watcher is not threading.current_thread():
+            watcher.join(timeout=5)
+        if self._executor is not None:
+            self._executor.shutdown(wait=False)
+        _live_pools.discard(self)
+
+    def __enter__(self) -> ModelPool:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        return f"<ModelPool {'running at ' + self.url if self.running else 'stopped'}>"
+
+    @property
+    def running(self) -> bool:
+        return bool(self._native.running)
+
+    @property
+    def port(self) -> int:
+        return int(self._native.port)
+
+    @property
+    def host(self) -> str:
+        return str(self._native.host)
+
+    @property
+    def url(self) -> str:
+        """``http://host:port`` of the pool's HTTP front (no trailing slash)."""
+        return f"http://{_client_host(self.host)}:{self.port}"
+
+    def _require_running(self) -> Any:
+        if not self._native.running:
+            raise ServerNotRunningError("the model pool is not running; start() it first")
+        return self._native
+
+    # -- models ---------------------------------------------------------------------------
+
+    def models(self) -> list[PoolModelInfo]:
+        """Every model of the pool, sorted by name."""
+        out = []
+        for m in self._native.models():
+            failure = _error(*m["failure"]) if m["failure"] is not None else None
+            status = ModelStatus.FAILED if m["failed"] else ModelStatus(m["status"])
+            memory = m["memory"] or {}
+            out.append(PoolModelInfo(
+                name=m["name"], aliases=tuple(m["aliases"]), tags=tuple(m["tags"]), status=status,
+                source=m["source"], model_path=m["model_path"], args=tuple(m["args"]), failure=failure,
+                memory_estimate=m["memory_estimate"], memory_bytes=sum(memory.values()), last_used=m["last_used"],
+                active_requests=m["active_requests"], pinned=m["pinned"], load_progress=m["load_progress"],
+                loads=m["loads"]))
+        return out
+
+    def model(self, name: str) -> PoolModelInfo:
+        """One model, by name or alias. Raises ModelNotFoundError."""
+        for m in self.models():
+            if name == m.name or name in m.aliases:
+                return m
+        raise errors.ModelNotFoundError(f"model '{name}' not found")
+
+    def load(self, name: str, *, timeout: float = 600.0) -> None:
+        """Load ``name`` (or an alias) and return once it serves, unloading idle models (least
+        recently used first) to make room. Returns at once if it is loaded.
+
+        Raises:
+            ModelNotFoundError, ResourceError (it can never fit the budget), ModelLoadError (the
+            load failed), WaitTimeoutError (no room freed up, or the load took longer).
+        """
+        self._require_running().load(name, timeout)
+
+    def unload(self, name: str, *, drain_timeout: float | None = None, wait: bool = True) -> bool:
+        """Unload ``name``: new requests for it wait for (or trigger) the next load, requests in
+        flight finish first — up to ``drain_timeout`` seconds (None: the model's
+        ``stop_timeout``), after which they are ended. With ``wait``, returns once its memory is
+        freed. False if it was not loaded."""
+        return bool(self._require_running().unload(name, -1.0 if drain_timeout is None else drain_timeout, wait))
+
+    def add(self, name: str, spec: ModelSpec) -> None:
+        """Add a model (it loads on first use, or now with ``spec.load_on_startup``).
+        Raises ConfigError for a name or alias already in use or invalid flags,
+        ModelLoadError for a file that cannot be read."""
+        if not isinstance(spec, ModelSpec):
+            raise TypeError(f"spec must be a ModelSpec, got {type(spec).__name__}")
+        self._require_running().add(spec.native(name))
+        self._restart_of[name] = spec.restart
+
+    def remove(self, name: str, *, drain_timeout: float | None = None) -> None:
+        """Remove a model (by name): drained and freed if loaded; later requests get 400
+        "not found"."""
+        self._require_running().remove(name, -1.0 if drain_timeout is None else drain_timeout)
+
+    def swap(self, name: str, spec: ModelSpec, *, mode: str = "auto", timeout: float = 600.0) -> SwapReport:
+        """Serve ``name`` from ``spec`` from now on, with no failed request.
+
+        ``mode="hot"`` loads the new model beside the old one, flips new requests to it and
+        lets the old one drain; ``"cold"`` parks new requests, drains and frees the old model,
+        then loads the new one (for when both do not fit); ``"auto"`` picks hot when the
+        budget and ``max_loaded`` allow it. The name, aliases and pinning stay; the new file
+        must be a new file (write elsewhere, then rename), never the old one rewritten.
+
+        Raises:
+            ModelLoadError: the new model did not load; the old one still serves (a cold swap
+                reloaded it).
+            ResourceError: the new model can never fit, or ``mode="hot"`` found no room.
+        """
+        if not isinstance(spec, ModelSpec):
+            raise TypeError(f"spec must be a ModelSpec, got {type(spec).__name__}")
+        if mode not in ("auto", "hot", "cold"):
+            raise ConfigError(f"mode must be 'auto', 'hot' or 'cold', got {mode!r}")
+        r = self._require_running().swap(name, spec.to_argv(), mode, timeout)
+        return SwapReport(mode=r["mode"], load_s=r["load_s"], drain_s=r["drain_s"],
+                          finished_on_old=r["finished_on_old"])
+
+    # -- events and recovery --------------------------------------------------------------
+
+    def events(self, *, timeout: float = 0.0) -> list[ModelEvent]:
+        """Events received since the last call (the oldest first, at most 1000 kept), waiting
+        up to ``timeout`` seconds for the first one."""
+        with self._events_cv:
+            if not self._events and timeout > 0:
+                self._events_cv.wait(timeout)
+            out = list(self._events)
+            self._events.clear()
+        return out
+
+    def _emit(self, event: ModelEvent) -> None:
+        with self._events_cv:
+            self._events.append(event)
+            self._events_cv.notify_all()
+        if self._on_event is not None:
+            try:
+                self._on_event(event)
+            except Exception:  # a broken callback must not stop event delivery
+                _log.exception("model pool: on_event callback failed")
+
+    def _watch(self) -> None:
+        """Delivers native events to Python and restarts models that failed while serving."""
+        while True:
+            text = self._subscription.pop(0.5)
+            if text is None:
+                if self._subscription.closed or self._stopped.is_set():
+                    return
+                continue
+            raw = json.loads(text)
+            data = raw.get("data") or {}
+            status = None
+            if "status" in data:
+                status = ModelStatus.FAILED if data.get("failed") else ModelStatus(data["status"])
+            event = ModelEvent(model=raw.get("model", ""), kind=raw.get("event", ""), status=status,
+                               time=time.time(), error=data.get("error", ""), data=data)
+            self._emit(event)
+            if status is ModelStatus.LOADED:
+                self._served.add(event.model)
+            elif status is ModelStatus.FAILED and event.model in self._served:
+                self._served.discard(event.model)
+                self._recover(event.model)
+
+    def _recover(self, name: str) -> None:
+        policy = self._restart_of.get(name) or self._default_restart
+        if policy is None or self._stopped.is_set():
+            return
+        budget = self._budgets.setdefault(name, RestartBudget(policy))
+        attempt = budget.next_attempt()
+        if attempt is None:
+            self._emit(ModelEvent(model=name, kind="gave_up", status=ModelStatus.FAILED, time=time.time()))
+            return
+        delay = policy.delay(attempt)
+        budget.record()
+        self._emit(ModelEvent(model=name, kind="restarting", status=ModelStatus.FAILED, time=time.time(),
+                              data={"attempt": attempt, "delay_s": delay}))
+
+        def reload() -> None:
+            if self._stopped.wait(delay):
+                return
+            try:
+                self._native.load(name, 600.0)
+            except LlamaProcError as exc:
+                _log.warning("model pool: restarting model %r failed: %s", name, exc)
+
+        threading.Thread(target=reload, name=f"llamaproc-pool-restart-{name}", daemon=True).start()
+
+    # -- direct calls ---------------------------------------------------------------------
+
+    def direct(self, model: str) -> DirectClient:
+        """In-process calls to one model (``pool.direct("chat").chat.completions.create(...)``),
+        routed and loaded exactly like HTTP requests naming that model."""
+        with self._lock:
+            target = self._targets.setdefault(model, _ModelTarget(self, model))
+        return DirectClient(target)  # type: ignore[arg-type]
+
+    def adirect(self, model: str) -> AsyncDirectClient:
+        """:meth:`direct` with ``async def`` methods."""
+        with self._lock:
+            target = self._targets.setdefault(model, _ModelTarget(self, model))
+            if self._executor is None:
+                self._executor = direct_pool()
+        return AsyncDirectClient(target, self._executor)  # type: ignore[arg-type]
+
+    # -- health and metrics ---------------------------------------------------------------
+
+    def health_check(self, timeout: float = 2.0) -> HealthReport:
+        """UNHEALTHY when the pool is not running or ``GET /health`` does not answer 200;
+        DEGRADED when a model failed (the detail names it); HEALTHY otherwise. Never raises."""
+        started = time.monotonic()
+
+        def report(status: HealthStatus, detail: str) -> HealthReport:
+            return HealthReport(status, detail, latency_s=time.monotonic() - started)
+
+        if not self.running:
+            return report(HealthStatus.UNHEALTHY, "the pool is not running")
+        try:
+            code = _http_status(_client_host(self.host), self.port, "/health", timeout)
+        except OSError as exc:
+            return report(HealthStatus.UNHEALTHY, f"GET /health failed: {exc}")
+        if code != 200:
+            return report(HealthStatus.UNHEALTHY, f"GET /health answered HTTP {code}")
+        models = self.models()
+        failed = [m for m in models if m.status is ModelStatus.FAILED]
+        if failed:
+            return report(HealthStatus.DEGRADED, "failed: " + "; ".join(f"{m.name}: {m.failure}" for m in failed))
+        loaded = sum(m.status is ModelStatus.LOADED for m in models)
+        return report(HealthStatus.HEALTHY, f"serving; {loaded} of {len(models)} models loaded")
+
+    def metrics(self, name: str, timeout: float = 5.0) -> ServerMetrics:
+        """Counters and memory of one loaded model (request counts are the pool's).
+
+        Raises ModelNotFoundError, ServerNotRunningError (the model is not loaded), or
+        StartupError (its inference loop did not answer within ``timeout``)."""
+        native = self._require_running()
+        info = self.model(name)
+        if info.status is not ModelStatus.LOADED:
+            raise ServerNotRunningError(f"model '{info.name}' is {info.status.value}; load() it first")
+        m = native.query_metrics(info.name, timeout)
+        if m is None:
+            raise StartupError(f"model '{info.name}': the inference loop did not answer within {timeout:g} s")
+        memory = next((x["memory"] for x in native.models() if x["name"] == info.name), None) or {}
+        load = m["load"]
+        return ServerMetrics(load["n_slots"], load["n_processing"], load["n_deferred"], m["prompt_tokens"],
+                             m["prompt_seconds"], m["prompt_tokens_cached"], m["generated_tokens"],
+                             m["generation_seconds"], m["decode_calls"], m["prometheus"],
+                             requests=dict(native.request_counts), rss_bytes=_rss_bytes(),
+                             model_bytes=memory.get("model", 0), kv_cache_bytes=memory.get("context", 0),
+                             compute_bytes=memory.get("compute", 0),
+                             prompt_cache_limit_bytes=memory.get("prompt_cache_limit", 0))
+
+    @property
+    def reserved_bytes(self) -> int:
+        """Bytes reserved now by the models loading, serving or being freed."""
+        return int(self._native.reserved_bytes)
+
+    @property
+    def instances_alive(self) -> int:
+        """Model instances that exist now (loading, serving, draining or being freed)."""
+        return int(self._native.instances_alive)
+
+    def log_tail(self, max_lines: int = 40) -> list[str]:
+        """The last native log lines of the pool's models."""
+        return list(self._native.log_tail(max_lines))
+
+    def inject_fault(self, name: str, fault: Any, *, times: int = 1, param: int = 0) -> None:
+        """Tests only: make model ``name`` misbehave (see :class:`llamaproc.testing.Fault`);
+        ``"loop_dies"`` kills its inference loop now if it is loaded."""
+        kind = fault.value if isinstance(fault, enum.Enum) else str(fault)
+        self._native.inject_fault(name, kind, times, param)
+
+    # -- asyncio twins --------------------------------------------------------------------
+
+    @classmethod
+    async def astart(cls, config: PoolConfig, *, timeout: float = 600.0,
+                     on_event: Callable[[ModelEvent], None] | None = None) -> ModelPool:
+        """:meth:`start` without blocking the event loop."""
+        return await asyncio.to_thread(cls.start, config, timeout=timeout, on_event=on_event)
+
+    async def astop(self) -> None:
+        await asyncio.to_thread(self.stop)
+
+    async def aload(self, name: str, *, timeout: float = 600.0) -> None:
+        await asyncio.to_thread(self.load, name, timeout=timeout)
+
+    async def aunload(self, name: str, *, drain_timeout: float | None = None, wait: bool = True) -> bool:
+        return await asyncio.to_thread(self.unload, name, drain_timeout=drain_timeout, wait=wait)
+
+    async def aswap(self, name: str, spec: ModelSpec, *, mode: str = "auto", timeout: float = 600.0) -> SwapReport:
+        return await asyncio.to_thread(self.swap, name, spec, mode=mode, timeout=timeout)
+
+    async def aevents(self, *, timeout: float = 0.0) -> list[ModelEvent]:
+        return await asyncio.to_thread(self.events, timeout=timeout)
+
+    async def ahealth_check(self, timeout: float = 2.0) -> HealthReport:
+        return await asyncio.to_thread(self.health_check, timeout)
+
+    async def ametrics(self, name: str, timeout: float = 5.0) -> ServerMetrics:
+        return await asyncio.to_thread(self.metrics, name, timeout)
+
+    async def __aenter__(self) -> ModelPool:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.astop()
+
+
+def _flag_value(argv: Sequence[str], flag: str) -> str | None:
+    for i, arg in enumerate(argv):
+        if arg == flag and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith(flag + "="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+def serve_from_args(args: Sequence[str], *, use_env: bool = True, timeout: float = 600.0) -> LlamaServer | ModelPool:
+    """What ``llama-server ARGS`` runs, in this process: a :class:`LlamaServer` when the flags
+    name a model (``-m``, or ``LLAMA_ARG_MODEL`` with ``use_env``), else a :class:`ModelPool`
+    (llama-server's router mode: ``--models-dir``, ``--models-preset``)."""
+    argv = [str(a) for a in args]
+    if _names_a_model(argv, use_env):
+        return LlamaServer.from_args(argv, use_env=use_env, timeout=timeout)
+    return ModelPool.from_args(argv, use_env=use_env, timeout=timeout)
+
+
+def _names_a_model(argv: Sequence[str], use_env: bool) -> bool:
+    import os
+
+    return (any(a in ("-m", "--model") or a.startswith("--model=") for a in argv)
+            or (use_env and bool(os.environ.get("LLAMA_ARG_MODEL"))))
+
+
+@atexit.register
+def stop_all() -> None:
+    """Stop every pool still running (at interpreter exit)."""
+    for pool in list(_live_pools):
+        try:
+            pool.stop()
+        except Exception:  # pragma: no cover - best effort at exit
+            _log.exception("stopping a model pool at exit failed")
+
+
+__all__ = ["ModelPool", "ModelStatus", "PoolModelInfo", "SwapReport", "ModelEvent", "serve_from_args"]
