@@ -4,6 +4,7 @@
 
 #include "convert.h"
 #include "pool/model_pool.h"
+#include "server/decode_gate.h"
 
 #include <nanobind/stl/map.h>
 #include <nanobind/stl/optional.h>
@@ -79,6 +80,19 @@ Record info_to_dict(const llamaproc::PoolModelInfo & i) {
 
 void init_pool(nb::module_ & m) {
     using release = nb::call_guard<nb::gil_scoped_release>;
+    m.def(
+        "decode_gate_stats",
+        [] {
+            const auto s = llamaproc::decode_gate_stats();
+            Record d;
+            d["cpus"] = s.cpus;
+            d["active"] = s.active;
+            d["decodes"] = s.decodes;
+            d["waited"] = s.waited;
+            d["wait_seconds"] = s.wait_seconds;
+            return d;
+        },
+        "The decode gate of model pools: its thread budget, and how many decodes passed and waited.");
     nb::class_<llamaproc::EventQueue>(m, "PoolEvents", "A subscription to a model pool's status events.")
         .def(
             "pop",
@@ -98,7 +112,7 @@ void init_pool(nb::module_ & m) {
             "__init__",
             [](PoolHandle * self, std::vector<std::string> router_args, bool use_env, std::vector<Record> models,
                uint64_t memory_budget, double idle_unload_s, std::string default_model, bool allow_unauthenticated_remote,
-               uint64_t max_request_bytes) {
+               uint64_t max_request_bytes, bool decode_gate) {
                 llamaproc::PoolOptions o;
                 o.router_args = std::move(router_args);
                 o.use_env = use_env;
@@ -110,11 +124,13 @@ void init_pool(nb::module_ & m) {
                 o.default_model = std::move(default_model);
                 o.allow_unauthenticated_remote = allow_unauthenticated_remote;
                 o.max_request_bytes = max_request_bytes;
+                o.decode_gate = decode_gate;
                 new (self) PoolHandle(std::move(o));
             },
             nb::arg("router_args"), nb::arg("use_env") = false, nb::arg("models") = std::vector<Record>{},
             nb::arg("memory_budget") = 0, nb::arg("idle_unload_s") = 0.0, nb::arg("default_model") = "",
-            nb::arg("allow_unauthenticated_remote") = false, nb::arg("max_request_bytes") = 32ull << 20)
+            nb::arg("allow_unauthenticated_remote") = false, nb::arg("max_request_bytes") = 32ull << 20,
+            nb::arg("decode_gate") = true)
         .def("start", [](PoolHandle & h) { h.pool->start(); }, release(),
              "Read the model sources, bind, and start loading the load-on-startup models.")
         .def("stop", [](PoolHandle & h) { h.pool->stop(); }, release(),

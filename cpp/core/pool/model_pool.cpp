@@ -116,6 +116,14 @@ void ModelPool::prepare_entry(Entry & e) {
         params.model_alias = {e.config.name};
         params.hostnames = router_params_.hostnames;
         params.port = 0;
+        if (options_.decode_gate && !flag_given(e.config.args, {"--poll"})) {
+            // with the gate, a model's idle thread pool must not spin on the cores another
+            // model decodes on: its workers sleep between decodes (docs/benchmarks.md, P4)
+            params.cpuparams.poll = 0;
+            if (!flag_given(e.config.args, {"--poll-batch"})) {
+                params.cpuparams_batch.poll = 0;
+            }
+        }
         const bool cache_given = flag_given(e.config.args, {"-cram", "--cache-ram"});
         uint64_t cache = 0;
         if (cache_given) {
@@ -315,7 +323,8 @@ std::shared_ptr<ModelInstance> ModelPool::start_load_locked(Entry & e, const com
     auto inst = std::make_shared<ModelInstance>(params, MemoryPolicy{0, true, e.measured_need}, tail_, e.faults,
                                                 [this, name, self] { on_instance_change(name, *self); });
     *self = inst;
-    inst->on_idle([this] { pump(); });  // its last request finished: it may be unloaded for a waiting model
+    inst->on_idle([this] { pump(); });
+    inst->gate_decodes(options_.decode_gate);  // its last request finished: it may be unloaded for a waiting model
     reserved_ += need;
     ++alive_;
     ++e.loads;

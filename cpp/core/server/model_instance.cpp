@@ -1,5 +1,7 @@
 #include "server/model_instance.h"
 
+#include "server/decode_gate.h"
+
 #include "server-common.h"
 #include "server-context.h"
 
@@ -262,6 +264,7 @@ InstanceMemory ModelInstance::measure() const {
 
 void ModelInstance::run() {
     ThreadLogScope scope(tail_, [this](const std::string & line) { on_loop_line(line); });
+    DecodeGateScope gate(gate_decodes_);
     const std::string & path = params_.model.path;
     bool loaded = false;
     try {

@@ -103,6 +103,8 @@ public:
     int leases() const;
     // Called (without locks held) each time the last lease is released. Set before start().
     void on_idle(std::function<void()> fn) { on_idle_ = std::move(fn); }
+    // Decode through the process-wide thread budget (decode_gate.h). Set before start().
+    void gate_decodes(bool on) { gate_decodes_ = on; }
     // True once the instance failed or is shutting down: waiting handlers must let go.
     const std::shared_ptr<std::atomic<bool>> & down_flag() const { return down_; }
     server_routes & routes() { return *routes_; }
@@ -136,6 +138,7 @@ private:
     std::shared_ptr<FaultPlan> faults_;
     ChangeCallback on_change_;
     std::function<void()> on_idle_;
+    bool gate_decodes_ = false;
     std::shared_ptr<ProcessRuntime> runtime_;
 
     std::unique_ptr<server_context> ctx_server_;

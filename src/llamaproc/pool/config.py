@@ -155,6 +155,11 @@ class PoolConfig:
             ``--cors-origins`` or ``--timeout``); a model's own settings win over them.
         restart: Reload a model that fails after it served (see
             :class:`~llamaproc.RestartPolicy`); a ModelSpec's own ``restart`` wins.
+        decode_gate: Models decoding at once share the CPUs: each decode step takes as many
+            threads as it runs, first come first served, so two models run side by side while
+            their threads fit the CPUs and take turns when they do not (two thread pools
+            spinning on the same cores more than halve the throughput; docs/benchmarks.md).
+            False lets every model decode whenever it wants.
     """
 
     models: Mapping[str, ModelSpec] = field(default_factory=dict)
@@ -172,6 +177,7 @@ class PoolConfig:
     max_request_bytes: int = 32 * 2**20
     extra_args: Sequence[str] = field(default_factory=tuple)
     restart: RestartPolicy | None = None
+    decode_gate: bool = True
 
     def __post_init__(self) -> None:
         if not isinstance(self.models, Mapping):
@@ -200,6 +206,8 @@ class PoolConfig:
         _seconds("idle_unload_s", self.idle_unload_s)
         if self.idle_unload_s is not None and self.idle_unload_s <= 0:
             raise ConfigError(f"idle_unload_s must be > 0 or None, got {self.idle_unload_s!r}")
+        if not isinstance(self.decode_gate, bool):
+            raise ConfigError(f"decode_gate must be a bool, got {self.decode_gate!r}")
         if not isinstance(self.autoload, bool):
             raise ConfigError(f"autoload must be a bool, got {self.autoload!r}")
         if self.default_model is not None and (not isinstance(self.default_model, str) or not self.default_model):

@@ -221,7 +221,8 @@ class ModelPool:
             idle_unload_s=(config.idle_unload_s if config else idle_unload_s) or 0.0,
             default_model=(config.default_model if config else default_model) or "",
             allow_unauthenticated_remote=config.allow_unauthenticated_remote if config else allow_unauthenticated_remote,
-            max_request_bytes=config.max_request_bytes if config else 32 * 2**20)
+            max_request_bytes=config.max_request_bytes if config else 32 * 2**20,
+            decode_gate=config.decode_gate if config else True)
         self._default_restart = config.restart if config else restart
         self._restart_of: dict[str, RestartPolicy | None] = {}
         if config is not None:
