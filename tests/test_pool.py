@@ -477,6 +477,57 @@ def test_models_dir_and_preset_serve_like_llama_servers_router(models, tmp_path)
         assert status == 500 and "broken" in body["error"]["message"]
 
 
+def test_reloading_the_sources_adds_removes_and_swaps_without_failures(models, tmp_path):
+    preset = tmp_path / "models.ini"
+    head = "[*]\nctx-size = 256\nthreads = 1\ncache-ram = 0\nparallel = 2\n\n"
+    preset.write_text(head + f"[a]\nmodel = {models['a']}\n\n[b]\nmodel = {models['b']}\n")
+    with ModelPool.start(PoolConfig(models_preset=preset)) as pool:
+        pool.load("b")
+        preset.write_text(head + f"[b]\nmodel = {models['c']}\n\n[c]\nmodel = {models['c']}\n")
+        with _Load(pool, "b", clients=2) as load:
+            time.sleep(0.3)
+            status, listing = get(pool.url + "/models?reload=1")
+            time.sleep(0.3)
+        assert status == 200 and sorted(m["id"] for m in listing["data"]) == ["b", "c"]
+        assert load.failures == [] and load.ok > 0
+        assert get(pool.url + "/props?model=b")[1]["model_path"] == str(models["c"])  # swapped while serving
+        preset.write_text(head + "[c]\nthis is not ini\n")
+        with pytest.raises(errors.ConfigError):
+            pool.reload_sources()
+        assert sorted(m.name for m in pool.models()) == ["b", "c"]  # a broken edit changes nothing
+
+
+def test_sleep_idle_seconds_unloads_the_model_through_the_pool(models, tmp_path):
+    preset = tmp_path / "models.ini"
+    preset.write_text(f"[a]\nmodel = {models['a']}\nctx-size = 256\nthreads = 1\nsleep-idle-seconds = 1\n")
+    with ModelPool.start(PoolConfig(models_preset=preset)) as pool:
+        assert chat(pool, "a")[0] == 200
+        assert wait_for(lambda: statuses(pool)["a"] is ModelStatus.UNLOADED, timeout=6)
+        assert wait_for(lambda: pool.reserved_bytes == 0)  # unloaded, not asleep: its room is freed
+        assert chat(pool, "a")[0] == 200
+
+
+def test_models_decoding_at_once_share_the_cpus_through_the_gate(models):
+    from llamaproc._native import core
+
+    cpus = core.decode_gate_stats()["cpus"]
+    wide = dict(threads=cpus, extra_args=("--cache-ram", "0"))
+    cfg = PoolConfig(models={"a": spec(models["a"], **wide), "b": spec(models["b"], **wide)})
+    with ModelPool.start(cfg) as pool:
+        pool.load("a")
+        pool.load("b")
+        before = core.decode_gate_stats()
+        streams = [threading.Thread(target=lambda n=n: long_stream(pool, n, 60)) for n in ("a", "b")]
+        for t in streams:
+            t.start()
+        for t in streams:
+            t.join()
+        after = core.decode_gate_stats()
+        assert after["decodes"] - before["decodes"] >= 100
+        if after["active"]:  # (Linux builds): models wider than the CPUs took turns
+            assert after["waited"] > before["waited"]
+
+
 def test_serve_from_args_runs_a_pool_without_a_model_and_a_server_with_one(models, tmp_path):
     folder = tmp_path / "dir"
     folder.mkdir()

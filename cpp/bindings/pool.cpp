@@ -192,6 +192,17 @@ void init_pool(nb::module_ & m) {
             nb::arg("name"), nb::arg("args"), nb::arg("mode") = "auto", nb::arg("timeout") = 600.0)
         .def("subscribe", [](PoolHandle & h) { return h.pool->subscribe(); }, "A new subscription to status events.")
         .def(
+            "reload_sources",
+            [](PoolHandle & h) {
+                llamaproc::ReloadReport r;
+                {
+                    nb::gil_scoped_release rel;
+                    r = h.pool->reload_sources();
+                }
+                return std::make_tuple(r.added, r.removed, r.changed);
+            },
+            "Read --models-dir and --models-preset again: (added, removed, changed) model names.")
+        .def(
             "query_metrics",
             [](PoolHandle & h, const std::string & name, double timeout) -> nb::object {
                 std::optional<llamaproc::LoopMetrics> m;

@@ -9,6 +9,7 @@
 #include "server-context.h"
 
 #include <algorithm>
+#include <cstdlib>
 #include <ctime>
 #include <filesystem>
 
@@ -116,6 +117,10 @@ void ModelPool::prepare_entry(Entry & e) {
         params.model_alias = {e.config.name};
         params.hostnames = router_params_.hostnames;
         params.port = 0;
+        // llama-server's per-instance sleep keeps the model's reservation, and terminating a
+        // sleeping instance can hang: here an idle model is unloaded by the pool instead
+        e.idle_unload_s = params.sleep_idle_seconds > 0 ? params.sleep_idle_seconds : options_.idle_unload_s;
+        params.sleep_idle_seconds = -1;
         if (options_.decode_gate && !flag_given(e.config.args, {"--poll"})) {
             // with the gate, a model's idle thread pool must not spin on the cores another
             // model decodes on: its workers sleep between decodes (docs/benchmarks.md, P4)
@@ -180,6 +185,8 @@ void ModelPool::start() {
         prepare_instance_params(params, options_.router_args, options_.use_env);  // client timeouts
         router_params_ = std::move(params);
     }
+    // llama-server's debug knob for its router tests: 2 s more per load and per routed request
+    fake_timing_ = options_.use_env && std::getenv("LLAMA_SERVER_DEBUG_FAKE_TIMING") != nullptr;
     if (router_params_.models_max < 0) {
         throw Error(ErrorKind::config, "--models-max must be 0 (no limit) or more");
     }
@@ -267,34 +274,46 @@ bool ModelPool::fits_locked(uint64_t need, int extra_instances) const {
 // Busy, loading, pinned and waited-for models stay. True once it fits now; false while it
 // does not (yet: the memory of a model being freed counts until it is gone).
 bool ModelPool::make_room_locked(uint64_t need, const Entry * keep) {
-    auto fits_once_freed = [&] {
-        uint64_t bytes = reserved_;
-        int count = alive_;
-        for (const auto & r : retiring_) {
-            bytes -= r.bytes;
-            --count;
-        }
-        const int max = router_params_.models_max;
-        return (max <= 0 || count + 1 <= max) && (options_.memory_budget == 0 || bytes + need <= options_.memory_budget);
-    };
-    while (!fits_once_freed()) {
-        Entry * victim = nullptr;
-        for (auto & [name, e] : entries_) {
-            if (e.get() == keep || !e->ready() || e->config.pinned || e->parked || waiters_.count(name) ||
-                e->current->leases() > 0) {
-                continue;
-            }
-            if (!victim || e->last_used < victim->last_used) {
-                victim = e.get();
-            }
-        }
-        if (!victim) {
+    while (!fits_once_freed_locked(need, 1)) {
+        if (!evict_one_locked(keep)) {
             return false;
         }
-        log_line(LogLevel::info, "model pool: unloading idle model '" + victim->config.name + "' to make room");
-        retire_locked(*victim, 0);
     }
     return fits_locked(need, 1);
+}
+
+// Whether `need` (and `extra_instances` more instances) fit once the models being freed are gone.
+bool ModelPool::fits_once_freed_locked(uint64_t need, int extra_instances) const {
+    uint64_t bytes = reserved_;
+    int count = alive_;
+    for (const auto & r : retiring_) {
+        bytes -= r.bytes;
+        --count;
+    }
+    const int max = router_params_.models_max;
+    return (max <= 0 || count + extra_instances <= max) &&
+           (options_.memory_budget == 0 || bytes + need <= options_.memory_budget);
+}
+
+// Unloads the least recently used idle model (not `keep`): loaded, no request in flight, not
+// pinned, not being swapped, not waited for. False if there is none.
+bool ModelPool::evict_one_locked(const Entry * keep) {
+    Entry * victim = nullptr;
+    for (auto & [name, e] : entries_) {
+        if (e.get() == keep || !e->ready() || e->config.pinned || e->parked || waiters_.count(name) ||
+            e->current->leases() > 0) {
+            continue;
+        }
+        if (!victim || e->last_used < victim->last_used) {
+            victim = e.get();
+        }
+    }
+    if (!victim) {
+        return false;
+    }
+    log_line(LogLevel::info, "model pool: unloading idle model '" + victim->config.name + "' to make room");
+    retire_locked(*victim, 0);
+    return true;
 }
 
 // Whether `need` would fit once every model that make_room_locked() may unload is gone.
@@ -323,6 +342,9 @@ std::shared_ptr<ModelInstance> ModelPool::start_load_locked(Entry & e, const com
     auto inst = std::make_shared<ModelInstance>(params, MemoryPolicy{0, true, e.measured_need}, tail_, e.faults,
                                                 [this, name, self] { on_instance_change(name, *self); });
     *self = inst;
+    if (fake_timing_) {
+        e.faults->arm(FaultKind::slow_load, 1, 2000);
+    }
     inst->on_idle([this] { pump(); });
     inst->gate_decodes(options_.decode_gate);  // its last request finished: it may be unloaded for a waiting model
     reserved_ += need;
@@ -420,6 +442,10 @@ void ModelPool::on_instance_change(const std::string & name, const std::weak_ptr
                             reserved_ += total - e.current_bytes;
                             e.current_bytes = total;
                             e.need = std::max(e.need, total);
+                            // it holds more than estimated (e.g. repacked weights): back under
+                            // the budget by unloading idle models, if any
+                            while (!fits_once_freed_locked(0, 0) && evict_one_locked(&e)) {
+                            }
                         }
                     }
                     publish_status_locked(e);
@@ -478,12 +504,12 @@ void ModelPool::maintain() {
             cv_.notify_all();
             continue;
         }
-        if (options_.idle_unload_s > 0 && !stopping_) {
+        if (!stopping_) {
             for (auto & [name, e] : entries_) {
-                if (e->ready() && !e->config.pinned && !e->parked && e->current->leases() == 0 &&
-                    seconds_since(e->last_used) >= options_.idle_unload_s) {
+                if (e->idle_unload_s > 0 && e->ready() && !e->config.pinned && !e->parked &&
+                    e->current->leases() == 0 && seconds_since(e->last_used) >= e->idle_unload_s) {
                     log_line(LogLevel::info, "model pool: unloading model '" + name + "', idle for " +
-                                                 std::to_string(static_cast<int>(options_.idle_unload_s)) + " s");
+                                                 std::to_string(e->idle_unload_s) + " s");
                     retire_locked(*e, 0);
                 }
             }
@@ -601,6 +627,11 @@ Routed ModelPool::route(const server_http_req & req, const std::function<bool()>
     const bool autoload = autoload_param.empty() ? router_params_.models_autoload
                                                  : (autoload_param == "true" || autoload_param == "1");
     out = route_to(name, autoload, should_stop);
+    if (out.inst && fake_timing_) {
+        for (int i = 0; i < 200 && !(should_stop && should_stop()); ++i) {
+            std::this_thread::sleep_for(std::chrono::milliseconds(10));
+        }
+    }
     if (out.inst && has_body) {
         std::lock_guard<std::mutex> lock(mutex_);
         if (Entry * e = lookup_locked(name.empty() ? options_.default_model : name)) {
@@ -775,22 +806,30 @@ bool ModelPool::unload(const std::string & requested, double drain_timeout_s, bo
 }
 
 void ModelPool::add(PoolModelConfig model) {
-    std::vector<PoolModelConfig> existing;
     {
         std::lock_guard<std::mutex> lock(mutex_);
         if (!running_) {
             throw Error(ErrorKind::not_running, "the model pool is not running");
         }
+    }
+    insert(collect_pool_models(options_.router_args, "", "", {model}).front(), true);
+}
+
+// Adds a rendered model; with `strict`, one whose flags or file are bad is refused (else it is
+// listed as failed, as at startup).
+void ModelPool::insert(PoolModelConfig config, bool strict) {
+    std::vector<PoolModelConfig> existing;
+    {
+        std::lock_guard<std::mutex> lock(mutex_);
         for (const auto & [name, e] : entries_) {
             existing.push_back(e->config);
         }
     }
-    std::vector<PoolModelConfig> rendered = collect_pool_models(options_.router_args, "", "", {model});
-    check_unique_names(existing, rendered.front());
+    check_unique_names(existing, config);
     auto e = std::make_shared<Entry>();
-    e->config = std::move(rendered.front());
+    e->config = std::move(config);
     prepare_entry(*e);  // reads the file: outside the lock
-    if (e->config_error) {
+    if (strict && e->config_error) {
         throw Error(e->config_error->kind, e->config_error->message);
     }
     std::vector<std::shared_ptr<ModelInstance>> to_start;
@@ -883,6 +922,7 @@ SwapReport ModelPool::swap(const std::string & requested, std::vector<std::strin
         e->params = fresh.params;
         e->need = fresh.need;
         e->measured_need = fresh.measured_need;
+        e->idle_unload_s = fresh.idle_unload_s;
         e->config_error.reset();
     };
     if (!e->ready()) {
@@ -1003,6 +1043,66 @@ SwapReport ModelPool::swap(const std::string & requested, std::vector<std::strin
     }
     throw Error(ErrorKind::model_load, "swap of '" + e->config.name + "' failed, the old model was reloaded: " + why,
                 tail_->lines());
+}
+
+ReloadReport ModelPool::reload_sources() {
+    ReloadReport report;
+    if (router_params_.models_dir.empty() && router_params_.models_preset.empty()) {
+        return report;
+    }
+    std::lock_guard<std::mutex> one_reload(reload_mutex_);
+    std::vector<PoolModelConfig> fresh = collect_pool_models(options_.router_args, router_params_.models_dir,
+                                                             router_params_.models_preset, {});
+    std::vector<PoolModelConfig> added, changed;
+    {
+        std::lock_guard<std::mutex> lock(mutex_);
+        for (const auto & [name, e] : entries_) {
+            const bool still = std::any_of(fresh.begin(), fresh.end(), [&](const auto & f) { return f.name == name; });
+            if (e->config.source != "api" && !still) {
+                report.removed.push_back(name);
+            }
+        }
+        for (auto & f : fresh) {
+            auto it = entries_.find(f.name);
+            if (it == entries_.end()) {
+                added.push_back(f);
+            } else if (it->second->config.args != f.args || it->second->config.aliases != f.aliases) {
+                changed.push_back(f);
+            }
+        }
+    }
+    for (const auto & name : report.removed) {
+        remove(name, -1);  // drains
+    }
+    for (auto & f : added) {
+        report.added.push_back(f.name);
+        try {
+            insert(f, false);
+        } catch (const Error & err) {
+            log_line(LogLevel::error, "reloading models: model '" + f.name + "' not added: " + err.what());
+        }
+    }
+    for (auto & f : changed) {
+        report.changed.push_back(f.name);
+        {
+            std::lock_guard<std::mutex> lock(mutex_);
+            auto it = entries_.find(f.name);
+            if (it == entries_.end()) {
+                continue;
+            }
+            it->second->config.aliases = f.aliases;
+            it->second->config.tags = f.tags;
+            it->second->config.preset_ini = f.preset_ini;
+        }
+        try {
+            // a running model changes by a swap (no failed request), the others at their next load
+            swap(f.name, f.args, "auto", 600);
+        } catch (const Error & err) {
+            log_line(LogLevel::error, "reloading models: model '" + f.name + "' keeps its old settings: " + err.what());
+        }
+    }
+    events_.publish(safe_json_to_str({{"model", "*"}, {"event", "models_reload"}}));
+    return report;
 }
 
 std::optional<LoopMetrics> ModelPool::query_metrics(const std::string & name, double timeout_s) {

@@ -75,6 +75,10 @@ struct PoolModelInfo {
     uint64_t loads = 0;
 };
 
+struct ReloadReport {
+    std::vector<std::string> added, removed, changed;
+};
+
 struct SwapReport {
     std::string mode;       // "hot" or "cold"
     double load_s = 0;      // loading the new model
@@ -116,6 +120,10 @@ public:
     // failure (a cold swap reloads it).
     SwapReport swap(const std::string & name, std::vector<std::string> args, const std::string & mode, double timeout_s);
 
+    // Reads --models-dir and --models-preset again, as GET /models?reload=1 does: new models are
+    // added, vanished ones removed (drained), changed ones swapped (loaded) or updated.
+    ReloadReport reload_sources();
+
     std::shared_ptr<EventQueue> subscribe() { return events_.subscribe(); }
     std::optional<LoopMetrics> query_metrics(const std::string & name, double timeout_s);
     RequestCounts request_counts() const;
@@ -147,6 +155,7 @@ private:
         clock::time_point last_used = clock::now();
         double last_used_unix = 0;
         uint64_t loads = 0;
+        double idle_unload_s = 0;             // unload after this long unused (0: never)
         bool removed = false;
         std::shared_ptr<std::atomic<uint64_t>> measured_need = std::make_shared<std::atomic<uint64_t>>(0);
         std::shared_ptr<FaultPlan> faults = std::make_shared<FaultPlan>();
@@ -171,6 +180,7 @@ private:
     Routed route(const server_http_req & req, const std::function<bool()> & should_stop);
     Routed route_to(const std::string & requested, bool autoload, const std::function<bool()> & should_stop);
     void register_routes();
+    void insert(PoolModelConfig config, bool strict);
 
     Entry & find_locked(const std::string & name_or_alias);  // throws Error(not_found)
     Entry * lookup_locked(const std::string & name_or_alias);
@@ -178,6 +188,8 @@ private:
     bool fits_locked(uint64_t need, int extra_instances) const;
     bool make_room_locked(uint64_t need, const Entry * keep);
     bool could_fit_locked(uint64_t need, const Entry * keep) const;
+    bool fits_once_freed_locked(uint64_t need, int extra_instances) const;
+    bool evict_one_locked(const Entry * keep);
     std::shared_ptr<ModelInstance> start_load_locked(Entry & e, const common_params & params, uint64_t need,
                                                      std::vector<std::shared_ptr<ModelInstance>> & to_start);
     std::shared_ptr<bool> retire_locked(Entry & e, double drain_s);
@@ -220,9 +232,11 @@ private:
     int alive_ = 0;                            // live instances
     bool running_ = false;
     bool stopping_ = false;
+    bool fake_timing_ = false;  // LLAMA_SERVER_DEBUG_FAKE_TIMING
     std::thread maintenance_;
 
     std::mutex swap_mutex_;  // one swap at a time
+    std::mutex reload_mutex_;  // one reload at a time
     std::mutex lifecycle_mutex_;
 };
 

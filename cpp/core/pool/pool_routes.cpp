@@ -52,10 +52,13 @@ void ModelPool::register_routes() {
 
 server_http_res_ptr ModelPool::models_response(bool reload) {
     if (reload) {
-        // llamaproc reads its sources once; a changed preset is applied with swap() (no
-        // downtime), not by re-reading files under running models
-        log_line(LogLevel::info, "GET /models?reload=1: the model list is read when the pool starts; use "
-                                 "ModelPool.add/remove/swap to change it");
+        try {
+            reload_sources();
+        } catch (const Error & e) {
+            // a broken preset edit: the running list stays, the client learns why
+            return error_response(std::string("reloading the model sources failed: ") + e.what(),
+                                  ERROR_TYPE_INVALID_REQUEST);
+        }
     }
     json data = json::array();
     const std::time_t now = std::time(nullptr);

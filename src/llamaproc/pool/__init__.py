@@ -2,7 +2,7 @@
 mode, without child processes). See :mod:`llamaproc.pool.pool` for the overview."""
 
 from .config import ModelSpec, PoolConfig
-from .pool import ModelEvent, ModelPool, ModelStatus, PoolModelInfo, SwapReport, serve_from_args
+from .pool import ModelEvent, ModelPool, ModelStatus, PoolModelInfo, SourcesReload, SwapReport, serve_from_args
 
-__all__ = ["ModelPool", "PoolConfig", "ModelSpec", "ModelStatus", "PoolModelInfo", "SwapReport", "ModelEvent",
+__all__ = ["ModelPool", "PoolConfig", "ModelSpec", "ModelStatus", "PoolModelInfo", "SwapReport", "SourcesReload", "ModelEvent",
            "serve_from_args"]

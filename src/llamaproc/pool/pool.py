@@ -32,7 +32,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
 from .. import _logging, errors, flags
 from .._native import core
@@ -122,6 +122,15 @@ class SwapReport:
 
 
 @dataclass(frozen=True)
+class SourcesReload:
+    """What :meth:`ModelPool.reload_sources` changed (model names)."""
+
+    added: tuple[str, ...]
+    removed: tuple[str, ...]  #: drained, then removed
+    changed: tuple[str, ...]  #: swapped if loaded, else updated for their next load
+
+
+@dataclass(frozen=True)
 class ModelEvent:
     """One status event, as ``GET /models/sse`` sends it.
 
@@ -149,7 +158,7 @@ def _error(kind: str, message: str) -> LlamaProcError:
     return _ERROR_OF_KIND.get(kind, errors.NativeError)(message)
 
 
-def _raise_located(exc: ConfigError, preset: str | None) -> None:
+def _raise_located(exc: ConfigError, preset: str | None) -> NoReturn:
     located = presets.locate(exc, preset)
     if located is exc:
         raise exc
@@ -411,6 +420,17 @@ class ModelPool:
         return SwapReport(mode=r["mode"], load_s=r["load_s"], drain_s=r["drain_s"],
                           finished_on_old=r["finished_on_old"])
 
+    def reload_sources(self) -> SourcesReload:
+        """Read ``models_dir`` and ``models_preset`` again (``GET /models?reload=1`` does the
+        same): new models are added, vanished ones drained and removed, changed ones swapped
+        when loaded (no failed request) or updated for their next load. Raises ConfigError for
+        a preset that no longer parses; the running list then stays as it was."""
+        try:
+            added, removed, changed = self._require_running().reload_sources()
+        except ConfigError as exc:
+            _raise_located(exc, self._preset_path)
+        return SourcesReload(tuple(added), tuple(removed), tuple(changed))
+
     # -- events and recovery --------------------------------------------------------------
 
     def events(self, *, timeout: float = 0.0) -> list[ModelEvent]:
@@ -635,4 +655,5 @@ def stop_all() -> None:
             _log.exception("stopping a model pool at exit failed")
 
 
-__all__ = ["ModelPool", "ModelStatus", "PoolModelInfo", "SwapReport", "ModelEvent", "serve_from_args"]
+__all__ = ["ModelPool", "ModelStatus", "PoolModelInfo", "SwapReport", "SourcesReload", "ModelEvent",
+           "serve_from_args"]
