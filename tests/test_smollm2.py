@@ -80,3 +80,64 @@ def test_memory_limit_holds_with_repacked_weights(smollm2_model):
         assert server.direct.completions.create(prompt="Hello", max_tokens=4, ignore_eos=True)["usage"]["completion_tokens"] == 4
     with pytest.raises(errors.ResourceError):
         LlamaServer.start(ServerConfig(**base, memory_limit=held - 16 * 2**20))
+
+
+@pytest.mark.smollm2
+def test_a_pool_serves_smollm2_beside_a_tiny_model_and_swaps_it_under_load(smollm2_model, tiny_model):
+    from llamaproc import ModelPool, ModelSpec, PoolConfig
+
+    def spec(path):
+        return ModelSpec(model_path=path, threads=1, parallel=2, context_size=1024, extra_args=("--cache-ram", "0"))
+
+    with ModelPool.start(PoolConfig(models={"chat": spec(smollm2_model), "tiny": spec(tiny_model)})) as pool:
+        question = {"messages": [{"role": "user", "content": "Write one sentence about the sea."}],
+                    "max_tokens": 16, "temperature": 0}
+        status, body = post(pool.url + "/v1/chat/completions", {**question, "model": "chat"})
+        words = body["choices"][0]["message"]["content"].split()
+        assert status == 200 and sum(w.strip(".,!?'").isalpha() for w in words) >= 0.7 * len(words)
+        assert post(pool.url + "/v1/chat/completions", {**question, "model": "tiny", "max_tokens": 4})[0] == 200
+
+        failures: list = []
+        stop = threading.Event()
+
+        def client() -> None:
+            while not stop.is_set():
+                status, body = post(pool.url + "/v1/chat/completions", {**question, "model": "chat", "max_tokens": 8})
+                if status != 200:
+                    failures.append(body)
+
+        clients = [threading.Thread(target=client) for _ in range(3)]
+        for t in clients:
+            t.start()
+        try:
+            reports = [pool.swap("chat", spec(tiny_model)), pool.swap("chat", spec(smollm2_model))]
+        finally:
+            stop.set()
+            for t in clients:
+                t.join()
+        assert failures == [] and [r.mode for r in reports] == ["hot", "hot"]
+        assert pool.instances_alive == 2  # the old instances are gone
+
+
+@pytest.mark.smollm2
+def test_a_pool_budget_counts_each_instances_own_copy_of_the_weights(smollm2_model):
+    """Two models on the same file do not share their repacked (AMX) weights: a budget that
+    holds one instance never holds both, and the process's memory stays within it."""
+    from conftest import rss_bytes
+    from llamaproc import ModelPool, ModelSpec, PoolConfig
+
+    spec = ModelSpec(model_path=smollm2_model, threads=1, parallel=1, context_size=1024, extra_args=("--cache-ram", "0"))
+    with ModelPool.start(PoolConfig(models={"x": spec})) as probe:
+        probe.load("x")
+        need = probe.model("x").memory_bytes
+    budget = int(need * 1.5)
+    with ModelPool.start(PoolConfig(models={"x": spec, "y": spec}, memory_budget=budget, max_loaded=0)) as pool:
+        base = rss_bytes()
+        peak_alive, peak_rss = 0, 0
+        for name in "xyxy":
+            assert post(pool.url + "/v1/chat/completions", {"model": name, "prompt": "Hi", "max_tokens": 2,
+                                                            "messages": [{"role": "user", "content": "Hi"}]})[0] == 200
+            peak_alive = max(peak_alive, pool.instances_alive)
+            peak_rss = max(peak_rss, rss_bytes())
+        assert peak_alive == 1 and pool.reserved_bytes <= budget
+        assert peak_rss <= base + budget + 64 * 2**20
