@@ -94,17 +94,8 @@ void init_pool(nb::module_ & m) {
         },
         "The decode gate of model pools: its thread budget, and how many decodes passed and waited.");
     nb::class_<llamaproc::EventQueue>(m, "PoolEvents", "A subscription to a model pool's status events.")
-        .def(
-            "pop",
-            [](llamaproc::EventQueue & q, double timeout) -> nb::object {
-                std::optional<std::string> event;
-                {
-                    nb::gil_scoped_release r;
-                    event = q.pop(timeout);
-                }
-                return event ? nb::cast(*event) : nb::none();
-            },
-            nb::arg("timeout"), "The next event as JSON text, or None after `timeout` s (or once the pool stopped).")
+        .def("pop", [](llamaproc::EventQueue & q, double timeout) { return q.pop(timeout); }, release(),
+             nb::arg("timeout"), "The next event as JSON text, or None after `timeout` s (or once the pool stopped).")
         .def_prop_ro("closed", &llamaproc::EventQueue::closed, "True once the pool stopped and every event was read.");
 
     nb::class_<PoolHandle>(m, "ModelPool", "Several llama.cpp models behind one HTTP port, in this process.")

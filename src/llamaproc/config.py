@@ -7,6 +7,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from .errors import ConfigError
 from .flags import split_process_flags
@@ -29,6 +30,54 @@ _FIELD_FLAGS: dict[str, str] = {
 def is_loopback(host: str) -> bool:
     """Whether ``host`` is reachable from this machine only (a unix socket path counts)."""
     return host in ("localhost", "::1", "[::1]") or host.startswith("127.") or host.endswith(".sock")
+
+
+class _ModelFields(Protocol):
+    @property
+    def model_path(self) -> str | os.PathLike[str]: ...
+    @property
+    def context_size(self) -> int: ...
+    @property
+    def batch_size(self) -> int: ...
+    @property
+    def threads(self) -> int | None: ...
+    @property
+    def gpu_layers(self) -> int | None: ...
+    @property
+    def parallel(self) -> int: ...
+    @property
+    def embeddings(self) -> bool: ...
+
+
+def model_argv(fields: _ModelFields, more: Sequence[str] = ()) -> list[str]:
+    """The llama-server flags of the fields a model's configuration has in common
+    (ServerConfig, ModelSpec): flags with values first, then ``more``, then switches."""
+    argv = ["--model", str(fields.model_path), "--ctx-size", str(fields.context_size),
+            "--batch-size", str(fields.batch_size), "--parallel", str(fields.parallel)]
+    if fields.threads is not None:
+        argv += ["--threads", str(fields.threads)]
+    if fields.gpu_layers is not None:
+        argv += ["--gpu-layers", str(fields.gpu_layers)]
+    argv += more
+    if fields.parallel > 1:
+        argv.append("--kv-unified")  # one shared KV pool: any request may use the whole context
+    if fields.embeddings:
+        argv.append("--embeddings")
+    return argv
+
+
+def check_model_fields(fields: _ModelFields) -> str:
+    """Validates the fields of ``model_argv()``; returns the model path as a string."""
+    if not isinstance(fields.model_path, (str, os.PathLike)) or not str(fields.model_path):
+        raise ConfigError(f"model_path must be a non-empty path, got {fields.model_path!r}")
+    _int_field("context_size", fields.context_size, minimum=0)
+    _int_field("batch_size", fields.batch_size, minimum=1)
+    _int_field("threads", fields.threads, minimum=1, optional=True)
+    _int_field("gpu_layers", fields.gpu_layers, minimum=-1, optional=True)
+    _int_field("parallel", fields.parallel, minimum=1)
+    if not isinstance(fields.embeddings, bool):
+        raise ConfigError(f"embeddings must be a bool, got {fields.embeddings!r}")
+    return str(Path(fields.model_path))
 
 
 def _int_field(name: str, value: object, *, minimum: int, maximum: int | None = None,
@@ -100,16 +149,9 @@ class ServerConfig:
     def __post_init__(self) -> None:
         if self.restart is not None and not isinstance(self.restart, RestartPolicy):
             raise ConfigError(f"restart must be a RestartPolicy or None, got {self.restart!r}")
-        if not isinstance(self.model_path, (str, os.PathLike)) or not str(self.model_path):
-            raise ConfigError(f"model_path must be a non-empty path, got {self.model_path!r}")
-        object.__setattr__(self, "model_path", str(Path(self.model_path)))
-        _int_field("context_size", self.context_size, minimum=0)
-        _int_field("batch_size", self.batch_size, minimum=1)
-        _int_field("threads", self.threads, minimum=1, optional=True)
-        _int_field("gpu_layers", self.gpu_layers, minimum=-1, optional=True)
+        object.__setattr__(self, "model_path", check_model_fields(self))
         _int_field("port", self.port, minimum=0, maximum=65535)
         _int_field("memory_limit", self.memory_limit, minimum=1, optional=True)
-        _int_field("parallel", self.parallel, minimum=1)
         if not isinstance(self.host, str) or not self.host.strip():
             raise ConfigError(f"host must be a non-empty string, got {self.host!r}")
         if self.api_key is not None and (not isinstance(self.api_key, str) or not self.api_key):
@@ -121,8 +163,6 @@ class ServerConfig:
             raise ConfigError(f"refusing to listen on {self.host} without an API key: anyone who can reach this "
                               "machine could use the server. Set api_key=..., listen on 127.0.0.1, or opt in with "
                               "allow_unauthenticated_remote=True")
-        if not isinstance(self.embeddings, bool):
-            raise ConfigError(f"embeddings must be a bool, got {self.embeddings!r}")
         if isinstance(self.extra_args, (str, bytes)) or not isinstance(self.extra_args, Sequence):
             raise ConfigError("extra_args must be a sequence of strings, e.g. ('--temp', '0.2')")
         extra = tuple(self.extra_args)
@@ -141,20 +181,10 @@ class ServerConfig:
     def to_argv(self) -> list[str]:
         """The llama-server flags for this configuration (no program name), as llama.cpp parses
         them: without the verbosity flags, which :attr:`log_level` carries."""
-        argv = ["--model", str(self.model_path), "--ctx-size", str(self.context_size),
-                "--batch-size", str(self.batch_size), "--host", self.host, "--port", str(self.port),
-                "--parallel", str(self.parallel)]
-        if self.parallel > 1:
-            argv.append("--kv-unified")  # one shared KV pool: any request may use the whole context
-        if self.threads is not None:
-            argv += ["--threads", str(self.threads)]
-        if self.gpu_layers is not None:
-            argv += ["--gpu-layers", str(self.gpu_layers)]
+        front = ["--host", self.host, "--port", str(self.port)]
         if self.api_key is not None:
-            argv += ["--api-key", self.api_key]
-        if self.embeddings:
-            argv.append("--embeddings")
-        return argv + split_process_flags(self.extra_args)[0]
+            front += ["--api-key", self.api_key]
+        return model_argv(self, front) + split_process_flags(self.extra_args)[0]
 
     @property
     def log_level(self) -> int | None:

@@ -169,6 +169,23 @@ def request_error(status_code: int, body: object) -> RequestError:
                type=kind, body=body if isinstance(body, dict) else {"error": err})
 
 
+_ERROR_OF_KIND: dict[str, type[LlamaProcError]] = {
+    "config": ConfigError,
+    "model_load": ModelLoadError,
+    "startup": StartupError,
+    "resource": ResourceError,
+    "not_running": ServerNotRunningError,
+    "not_found": ModelNotFoundError,
+    "timeout": WaitTimeoutError,
+    "internal": NativeError,
+}
+
+
+def error_of_kind(kind: str, message: str) -> LlamaProcError:
+    """The error for a failure the native core reports as (``kind``, ``message``)."""
+    return _ERROR_OF_KIND.get(kind, NativeError)(message)
+
+
 def attach_log_tail(error: LlamaProcError, lines: list[str]) -> LlamaProcError:
     """Record ``lines`` on ``error`` and add them as a note shown in tracebacks."""
     if lines and not error.log_tail:

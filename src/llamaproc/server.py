@@ -135,14 +135,6 @@ class ServerMetrics:
 _live_servers: weakref.WeakSet[LlamaServer] = weakref.WeakSet()
 _log = logging.getLogger("llamaproc")
 
-_ERROR_OF_KIND: dict[str, type[LlamaProcError]] = {
-    "config": errors.ConfigError,
-    "model_load": errors.ModelLoadError,
-    "startup": errors.StartupError,
-    "resource": errors.ResourceError,
-    "not_running": errors.ServerNotRunningError,
-    "internal": errors.NativeError,
-}
 
 
 @atexit.register
@@ -396,7 +388,7 @@ class LlamaServer:
 
     def _failure_error(self, native: core.EmbeddedServer) -> LlamaProcError:
         kind, message = native.failure or ("internal", "the model failed")
-        return attach_log_tail(_ERROR_OF_KIND.get(kind, errors.NativeError)(message), native.log_tail())
+        return attach_log_tail(errors.error_of_kind(kind, message), native.log_tail())
 
     def _watch(self, run: _Run) -> None:
         """The watchdog: samples metrics, reports failures, and restarts per the policy."""

@@ -23,10 +23,9 @@ namespace {
 
 using clock = std::chrono::steady_clock;
 constexpr uint64_t MiB = 1024 * 1024;
-// A pool instance's prompt cache may use this share of the memory available when the pool
-// starts, and at most this share of the budget (llama-server's 8 GiB default is the cap).
-constexpr uint64_t PROMPT_CACHE_SHARE_OF_AVAILABLE = 10;  // percent
-constexpr uint64_t PROMPT_CACHE_SHARE_OF_BUDGET = 10;     // percent
+// A pool instance's prompt cache may use at most this share of the budget (and no more than
+// a single server's default, default_prompt_cache_bytes()).
+constexpr uint64_t PROMPT_CACHE_SHARE_OF_BUDGET = 10;  // percent
 
 clock::time_point after(double seconds) {
     if (seconds > 1e9) {
@@ -138,8 +137,7 @@ void ModelPool::prepare_entry(Entry & e) {
             }
             cache = params.cache_ram_mib > 0 ? static_cast<uint64_t>(params.cache_ram_mib) * MiB : 0;
         } else {
-            cache = std::min<uint64_t>(static_cast<uint64_t>(common_params{}.cache_ram_mib) * MiB,
-                                       available_memory_bytes() / 100 * PROMPT_CACHE_SHARE_OF_AVAILABLE);
+            cache = default_prompt_cache_bytes();
             if (options_.memory_budget > 0) {
                 cache = std::min(cache, options_.memory_budget / 100 * PROMPT_CACHE_SHARE_OF_BUDGET);
             }
@@ -465,6 +463,19 @@ void ModelPool::on_instance_change(const std::string & name, const std::weak_ptr
     start_all(to_start);
 }
 
+// A retired instance's memory is gone: its bytes and its place in the count are free again.
+void ModelPool::forget_freed_locked(const std::shared_ptr<ModelInstance> & inst) {
+    for (auto it = retiring_.begin(); it != retiring_.end(); ++it) {
+        if (it->inst == inst) {
+            reserved_ -= it->bytes;
+            --alive_;
+            *it->freed = true;
+            retiring_.erase(it);
+            return;
+        }
+    }
+}
+
 // The maintenance thread: frees drained (or timed-out) instances and unloads idle models.
 void ModelPool::maintain() {
     std::unique_lock<std::mutex> lock(mutex_);
@@ -486,15 +497,7 @@ void ModelPool::maintain() {
 #endif
             lock.lock();
             std::vector<std::shared_ptr<ModelInstance>> to_start;
-            for (auto it = retiring_.begin(); it != retiring_.end(); ++it) {
-                if (it->inst == inst) {
-                    reserved_ -= it->bytes;
-                    --alive_;
-                    *it->freed = true;
-                    retiring_.erase(it);
-                    break;
-                }
-            }
+            forget_freed_locked(inst);
             pump_locked(to_start);
             if (!to_start.empty()) {
                 lock.unlock();
@@ -1204,15 +1207,7 @@ void ModelPool::stop() {
     {
         std::lock_guard<std::mutex> lock(mutex_);
         for (auto & inst : all) {
-            for (auto it = retiring_.begin(); it != retiring_.end(); ++it) {
-                if (it->inst == inst) {
-                    reserved_ -= it->bytes;
-                    --alive_;
-                    *it->freed = true;
-                    retiring_.erase(it);
-                    break;
-                }
-            }
+            forget_freed_locked(inst);
         }
     }
     cv_.notify_all();

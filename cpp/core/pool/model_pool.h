@@ -200,6 +200,7 @@ private:
     void start_all(std::vector<std::shared_ptr<ModelInstance>> & to_start);
     void on_instance_change(const std::string & name, const std::weak_ptr<ModelInstance> & inst);
     void maintain();
+    void forget_freed_locked(const std::shared_ptr<ModelInstance> & inst);
     void publish_status_locked(const Entry & e);
     PoolModelInfo info_locked(const Entry & e) const;
     bool wait_ready(std::unique_lock<std::mutex> & lock, const std::shared_ptr<ModelInstance> & inst,

@@ -44,6 +44,11 @@ std::string mib_text(uint64_t bytes) {
 
 }  // namespace
 
+uint64_t default_prompt_cache_bytes() {
+    return std::min<uint64_t>(static_cast<uint64_t>(common_params{}.cache_ram_mib) * MiB,
+                              available_memory_bytes() / 100 * PROMPT_CACHE_SHARE_OF_AVAILABLE);
+}
+
 uint64_t available_memory_bytes() {
     std::ifstream meminfo("/proc/meminfo");
     std::string key;
@@ -212,8 +217,7 @@ void ModelInstance::on_loop_line(const std::string & line) {
 // a share of the available memory, and with a memory_limit no more than what `need` leaves.
 void ModelInstance::prepare_prompt_cache(uint64_t need) {
     if (!cache_ram_explicit_) {
-        const uint64_t share = available_memory_bytes() / 100 * PROMPT_CACHE_SHARE_OF_AVAILABLE;
-        uint64_t cache = std::min<uint64_t>(static_cast<uint64_t>(common_params{}.cache_ram_mib) * MiB, share);
+        uint64_t cache = default_prompt_cache_bytes();
         if (memory_limit_ > 0) {
             cache = std::min(cache, memory_limit_ > need ? memory_limit_ - need : 0);
         }

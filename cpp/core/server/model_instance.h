@@ -167,4 +167,8 @@ private:
 // Bytes of memory the OS reports as available to new allocations (MemAvailable on Linux).
 uint64_t available_memory_bytes();
 
+// The prompt cache an instance gets without --cache-ram and without a memory limit: a share of
+// the memory available now, at most llama-server's 8 GiB default.
+uint64_t default_prompt_cache_bytes();
+
 }  // namespace llamaproc

@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..config import _FIELD_FLAGS, _int_field, is_loopback
+from ..config import _FIELD_FLAGS, _int_field, check_model_fields, is_loopback, model_argv
 from ..errors import ConfigError
 from ..flags import split_process_flags
 from ..recovery import RestartPolicy
@@ -79,15 +79,8 @@ class ModelSpec:
     extra_args: Sequence[str] = field(default_factory=tuple)
 
     def __post_init__(self) -> None:
-        if not isinstance(self.model_path, (str, os.PathLike)) or not str(self.model_path):
-            raise ConfigError(f"model_path must be a non-empty path, got {self.model_path!r}")
-        object.__setattr__(self, "model_path", str(Path(self.model_path)))
-        _int_field("context_size", self.context_size, minimum=0)
-        _int_field("batch_size", self.batch_size, minimum=1)
-        _int_field("threads", self.threads, minimum=1, optional=True)
-        _int_field("gpu_layers", self.gpu_layers, minimum=-1, optional=True)
-        _int_field("parallel", self.parallel, minimum=1)
-        for name in ("embeddings", "pinned", "load_on_startup"):
+        object.__setattr__(self, "model_path", check_model_fields(self))
+        for name in ("pinned", "load_on_startup"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name} must be a bool, got {getattr(self, name)!r}")
         object.__setattr__(self, "aliases", _strings("aliases", self.aliases))
@@ -107,17 +100,7 @@ class ModelSpec:
 
     def to_argv(self) -> list[str]:
         """The llama-server flags of this model (no program name)."""
-        argv = ["--model", str(self.model_path), "--ctx-size", str(self.context_size),
-                "--batch-size", str(self.batch_size), "--parallel", str(self.parallel)]
-        if self.parallel > 1:
-            argv.append("--kv-unified")
-        if self.threads is not None:
-            argv += ["--threads", str(self.threads)]
-        if self.gpu_layers is not None:
-            argv += ["--gpu-layers", str(self.gpu_layers)]
-        if self.embeddings:
-            argv.append("--embeddings")
-        return argv + split_process_flags(self.extra_args)[0]
+        return model_argv(self) + split_process_flags(self.extra_args)[0]
 
     def native(self, name: str) -> dict[str, object]:
         """What the native pool takes for this model."""

@@ -32,7 +32,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, NoReturn
+from typing import Any, NoReturn, cast
 
 from .. import _logging, errors, flags
 from .._native import core
@@ -45,17 +45,6 @@ from . import presets
 from .config import ModelSpec, PoolConfig
 
 _log = logging.getLogger("llamaproc")
-
-_ERROR_OF_KIND: dict[str, type[LlamaProcError]] = {
-    "config": errors.ConfigError,
-    "model_load": errors.ModelLoadError,
-    "startup": errors.StartupError,
-    "resource": errors.ResourceError,
-    "not_running": errors.ServerNotRunningError,
-    "not_found": errors.ModelNotFoundError,
-    "timeout": errors.WaitTimeoutError,
-    "internal": errors.NativeError,
-}
 
 
 class ModelStatus(enum.Enum):
@@ -152,10 +141,6 @@ class ModelEvent:
 
 
 _live_pools: weakref.WeakSet[ModelPool] = weakref.WeakSet()
-
-
-def _error(kind: str, message: str) -> LlamaProcError:
-    return _ERROR_OF_KIND.get(kind, errors.NativeError)(message)
 
 
 def _raise_located(exc: ConfigError, preset: str | None) -> NoReturn:
@@ -293,7 +278,7 @@ class ModelPool:
         self._watcher = threading.Thread(target=self._watch, name="llamaproc-pool-events", daemon=True)
         self._watcher.start()
         deadline = time.monotonic() + timeout
-        startup = [m for m in self._native.models() if m["status"] == "loading"]
+        startup = [m for m in self._records() if m["status"] == "loading"]
         for m in startup:
             try:
                 self._native.load(m["name"], max(0.0, deadline - time.monotonic()))
@@ -338,6 +323,10 @@ class ModelPool:
         """``http://host:port`` of the pool's HTTP front (no trailing slash)."""
         return f"http://{_client_host(self.host)}:{self.port}"
 
+    def _records(self) -> list[dict[str, Any]]:
+        """The native pool's model records (dicts of plain values)."""
+        return cast(list[dict[str, Any]], self._native.models())
+
     def _require_running(self) -> Any:
         if not self._native.running:
             raise ServerNotRunningError("the model pool is not running; start() it first")
@@ -348,8 +337,8 @@ class ModelPool:
     def models(self) -> list[PoolModelInfo]:
         """Every model of the pool, sorted by name."""
         out = []
-        for m in self._native.models():
-            failure = _error(*m["failure"]) if m["failure"] is not None else None
+        for m in self._records():
+            failure = errors.error_of_kind(*m["failure"]) if m["failure"] is not None else None
             status = ModelStatus.FAILED if m["failed"] else ModelStatus(m["status"])
             memory = m["memory"] or {}
             out.append(PoolModelInfo(
@@ -416,7 +405,7 @@ class ModelPool:
             raise TypeError(f"spec must be a ModelSpec, got {type(spec).__name__}")
         if mode not in ("auto", "hot", "cold"):
             raise ConfigError(f"mode must be 'auto', 'hot' or 'cold', got {mode!r}")
-        r = self._require_running().swap(name, spec.to_argv(), mode, timeout)
+        r = cast(dict[str, Any], self._require_running().swap(name, spec.to_argv(), mode, timeout))
         return SwapReport(mode=r["mode"], load_s=r["load_s"], drain_s=r["drain_s"],
                           finished_on_old=r["finished_on_old"])
 
