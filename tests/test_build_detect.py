@@ -610,7 +610,7 @@ def test_public_names_resolve_lazily_to_their_modules():
     assert set(lazy) == set(llamaproc.__all__) - {"errors", "__version__"}
     assert set(llamaproc.__all__) <= set(dir(llamaproc))
     for name, module in lazy.items():
-        path = SRC / "llamaproc" / f"{module}.py"
+        path = SRC / "llamaproc" / f"{module.replace('.', '/')}.py"
         assert re.search(rf"^(class|def) {name}\b|^{name} = ", path.read_text(), re.M), (name, module)
     with pytest.raises(AttributeError):
         llamaproc.no_such_name  # noqa: B018

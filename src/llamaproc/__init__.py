@@ -37,8 +37,8 @@ _LAZY = {
     "inspect": "gguf_info", "ModelInfo": "gguf_info",
     "Evaluator": "evaluation", "QualityStats": "evaluation",
     "sync_log_level": "_logging", "flush_logs": "_logging",
-    "ModelPool": "pool", "PoolConfig": "pool", "ModelSpec": "pool", "ModelStatus": "pool",
-    "PoolModelInfo": "pool", "SwapReport": "pool", "ModelEvent": "pool", "serve_from_args": "pool",
+    "ModelPool": "pool.pool", "PoolConfig": "pool.config", "ModelSpec": "pool.config", "ModelStatus": "pool.pool",
+    "PoolModelInfo": "pool.pool", "SwapReport": "pool.pool", "ModelEvent": "pool.pool", "serve_from_args": "pool.pool",
 }
 
 if TYPE_CHECKING:
