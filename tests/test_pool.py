@@ -466,7 +466,7 @@ def test_models_dir_and_preset_serve_like_llama_servers_router(models, tmp_path)
     preset.write_text(f"[*]\nctx-size = 256\nthreads = 1\ncache-ram = 0\n\n"
                       f"[beta]\nmodel = {models['b']}\nalias = bee\nload-on-startup = true\n")
     with ModelPool.from_args(["--models-dir", str(folder), "--models-preset", str(preset), "--port", "0",
-                              "-np", "1"], use_env=False) as pool:
+                              "-np", "1"], use_env=False, read_cache=False) as pool:
         info = {m.name: m for m in pool.models()}
         assert set(info) == {"alpha", "broken", "beta"}
         assert info["beta"].status is ModelStatus.LOADED and info["beta"].source == "preset"
@@ -532,7 +532,8 @@ def test_serve_from_args_runs_a_pool_without_a_model_and_a_server_with_one(model
     folder = tmp_path / "dir"
     folder.mkdir()
     shutil.copy(models["a"], folder / "a.gguf")
-    with serve_from_args(["--models-dir", str(folder), "--port", "0", "-c", "256", "-t", "1"], use_env=False) as pool:
+    with serve_from_args(["--models-dir", str(folder), "--port", "0", "-c", "256", "-t", "1"], use_env=False,
+                         read_cache=False) as pool:
         assert isinstance(pool, ModelPool) and chat(pool, "a")[0] == 200  # type: ignore[arg-type]
     with serve_from_args(["-m", str(models["a"]), "--port", "0", "-c", "256", "-t", "1"], use_env=False) as server:
         assert not isinstance(server, ModelPool)
@@ -596,6 +597,36 @@ def test_cli_serves_a_models_dir(models, tmp_path):
         _, stderr = proc.communicate(timeout=30)
     assert proc.returncode == 0, stderr
     assert "serving 1 models" in stderr
+
+
+def test_cli_router_serves_the_local_model_cache_offline(models, tmp_path):
+    """llama-server's router also lists llama.cpp's model cache (Hugging Face hub layout);
+    llamaproc serves those files as they are, and never downloads."""
+    import os
+    import socket
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = tmp_path / "cache" / "models--someone--tiny-GGUF"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    (repo / "snapshots" / commit).mkdir(parents=True)
+    shutil.copy(models["a"], repo / "snapshots" / commit / "tiny-Q4_1.gguf")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "LLAMA_CACHE": str(tmp_path / "cache")}
+    proc = subprocess.Popen([sys.executable, "-m", "llamaproc", "serve", "--router", "-c", "256", "-t", "1",
+                             "--port", str(port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        assert wait_for(lambda: _answers(url) or proc.poll() is not None, timeout=60)
+        assert proc.poll() is None, proc.communicate()[1]
+        listing = get(url + "/models")[1]["data"]
+        assert [(m["id"], m["source"]) for m in listing] == [("someone/tiny-GGUF:Q4_1", "cache")]
+        assert post(url + "/v1/chat/completions", {**CHAT, "model": "someone/tiny-GGUF:Q4_1"})[0] == 200
+    finally:
+        proc.terminate()
+        _, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == 0, stderr
 
 
 def _answers(url: str) -> bool:

@@ -50,7 +50,10 @@ llamaproc options:
                         log level: 3 info, 2 warnings, 1 errors (also LLAMA_ARG_LOG_VERBOSITY)
 
 Several models (llama-server's router mode, in-process): --models-dir DIR and/or
---models-preset FILE.ini, no model; --models-max N, --no-models-autoload as llama-server. Also:
+--models-preset FILE.ini, or --router, and no model. The models of llama.cpp's local model cache
+(LLAMA_CACHE, else the Hugging Face hub cache) are served too, offline, as llama-server's router
+serves them. --models-max N, --no-models-autoload as llama-server. Also:
+  --router              a model pool even without --models-dir/--models-preset (cache models only)
   --default-model NAME  requests naming no model go to NAME (llama-server answers them 400)
   --memory-budget BYTES loaded models hold at most this much together (idle ones are unloaded)
   --idle-unload SECONDS unload a model unused this long
@@ -125,7 +128,8 @@ def serve(argv: Sequence[str]) -> int:
         return 0
     quiet = "--quiet" in args
     allow_remote = "--allow-unauthenticated-remote" in args
-    args = [a for a in args if a not in ("--quiet", "--allow-unauthenticated-remote")]
+    force_router = "--router" in args
+    args = [a for a in args if a not in ("--quiet", "--allow-unauthenticated-remote", "--router")]
     try:
         _, level = split_process_flags(args, use_env=True)  # from_args() applies it to `llamaproc` too
     except ConfigError as exc:
@@ -146,7 +150,10 @@ def serve(argv: Sequence[str]) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    router = _router_mode(args)
+    router = force_router or _router_mode(args)
+    if force_router and (_has_model_flag(args) or (args and not args[0].startswith("-"))):
+        print("error: --router serves several models: drop the model (-m) or drop --router", file=sys.stderr)
+        return 2
     if pool_options and not router:
         print("error: --default-model, --memory-budget and --idle-unload are for a model pool "
               "(--models-dir / --models-preset without a model)", file=sys.stderr)

@@ -189,7 +189,8 @@ void ModelPool::start() {
         throw Error(ErrorKind::config, "--models-max must be 0 (no limit) or more");
     }
     std::vector<PoolModelConfig> configs = collect_pool_models(options_.router_args, router_params_.models_dir,
-                                                               router_params_.models_preset, options_.models);
+                                                               router_params_.models_preset, options_.models,
+                                                               options_.read_cache);
     if (!options_.default_model.empty()) {
         bool known = false;
         for (const auto & c : configs) {
@@ -1050,12 +1051,12 @@ SwapReport ModelPool::swap(const std::string & requested, std::vector<std::strin
 
 ReloadReport ModelPool::reload_sources() {
     ReloadReport report;
-    if (router_params_.models_dir.empty() && router_params_.models_preset.empty()) {
+    if (router_params_.models_dir.empty() && router_params_.models_preset.empty() && !options_.read_cache) {
         return report;
     }
     std::lock_guard<std::mutex> one_reload(reload_mutex_);
     std::vector<PoolModelConfig> fresh = collect_pool_models(options_.router_args, router_params_.models_dir,
-                                                             router_params_.models_preset, {});
+                                                             router_params_.models_preset, {}, options_.read_cache);
     std::vector<PoolModelConfig> added, changed;
     {
         std::lock_guard<std::mutex> lock(mutex_);

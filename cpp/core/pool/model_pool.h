@@ -52,6 +52,7 @@ struct PoolOptions {
     double idle_unload_s = 0;              // unload a model idle this long; 0 = never
     std::string default_model;             // requests naming no model go here ("" = 400, as llama-server)
     bool decode_gate = true;               // models share the CPUs' threads when they decode at once
+    bool read_cache = false;               // also serve llama.cpp's local model cache (llama-server does)
     bool allow_unauthenticated_remote = false;
     uint64_t max_request_bytes = 32ull << 20;
 };

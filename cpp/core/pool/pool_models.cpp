@@ -1,8 +1,10 @@
 #include "pool/pool_models.h"
 
 #include "errors.h"
+#include "native_log.h"
 
 #include "arg.h"
+#include "download.h"
 #include "preset.h"
 
 #include <map>
@@ -49,6 +51,26 @@ common_preset preset_from_args(const common_preset_context & ctx, const std::vec
     } catch (const std::exception & e) {
         config_error(what + ": " + e.what());
     }
+}
+
+// A model named by Hugging Face repo (-hf, a cache model) is served from the local cache:
+// its file is found offline and named with -m (llamaproc never downloads). The path, or "".
+std::string resolve_from_cache(common_preset & preset, const common_preset_context & ctx) {
+    std::string repo;
+    if (!preset.get_option("LLAMA_ARG_HF_REPO", repo) || repo.empty()) {
+        return "";
+    }
+    std::string file;
+    preset.get_option("LLAMA_ARG_HF_FILE", file);
+    const std::string path = common_download_resolve_path(repo, file);
+    if (path.empty()) {
+        config_error("model '" + preset.name + "': " + repo + " is not in the local model cache (" +
+                     "llamaproc serves local files and does not download)");
+    }
+    preset.unset_option("LLAMA_ARG_HF_REPO");
+    preset.unset_option("LLAMA_ARG_HF_FILE");
+    preset.set_option(ctx, "LLAMA_ARG_MODEL", path);
+    return path;
 }
 
 // Renders one model: name, aliases and tags read from its preset, router options removed,
@@ -120,7 +142,7 @@ void check_unique_names(const std::vector<PoolModelConfig> & models, const PoolM
 
 std::vector<PoolModelConfig> collect_pool_models(const std::vector<std::string> & router_args,
                                                  const std::string & models_dir, const std::string & models_preset,
-                                                 const std::vector<PoolModelConfig> & given) {
+                                                 const std::vector<PoolModelConfig> & given, bool read_cache) {
     const common_preset_context ctx(LLAMA_EXAMPLE_SERVER);
     common_preset base = preset_from_args(ctx, router_args, "router flags");
     unset_router_options(base);
@@ -147,9 +169,45 @@ std::vector<PoolModelConfig> collect_pool_models(const std::vector<std::string> 
     }
     // llama-server's order: [*] under each model, the INI section over a directory model of
     // the same name, the router's flags over everything
+    common_presets from_cache;
+    if (read_cache) {
+        try {
+            from_cache = ctx.load_from_cache();
+        } catch (const std::exception & e) {
+            log_line(LogLevel::warning, std::string("model pool: the local model cache cannot be read: ") + e.what());
+        }
+    }
+    // llama-server's order: [*] under each model, a cache model under a directory model of the
+    // same name, the INI section over both, the router's flags over everything
+    from_cache = ctx.cascade(global, from_cache);
     from_dir = ctx.cascade(global, from_dir);
     from_ini = ctx.cascade(global, from_ini);
+    // the files of presets that ask for dedup-cache-models: cache twins of them are not listed
+    std::set<std::string> dedup_paths;
+    for (auto & [name, preset] : from_ini) {
+        std::string dedup;
+        if (preset.get_option(COMMON_ARG_PRESET_DEDUP_CACHE_MODELS, dedup) && common_arg_utils::is_truthy(dedup)) {
+            std::string repo, file;
+            if (preset.get_option("LLAMA_ARG_HF_REPO", repo) && !repo.empty()) {
+                preset.get_option("LLAMA_ARG_HF_FILE", file);
+                if (std::string path = common_download_resolve_path(repo, file); !path.empty()) {
+                    dedup_paths.insert(path);
+                }
+            }
+        }
+    }
     std::map<std::string, std::pair<common_preset, std::string>> merged;
+    std::set<std::string> hidden;
+    for (auto & [name, preset] : from_cache) {
+        const std::string path = common_download_resolve_path(name);
+        if (path.empty()) {
+            continue;
+        }
+        if (dedup_paths.count(path)) {
+            hidden.insert(name);
+        }
+        merged[name] = {preset, "cache"};
+    }
     for (auto & [name, preset] : from_dir) {
         merged[name] = {preset, "models_dir"};
     }
@@ -166,7 +224,13 @@ std::vector<PoolModelConfig> collect_pool_models(const std::vector<std::string> 
     for (auto & [name, entry] : merged) {
         entry.first.merge(base);
         entry.first.name = name;
+        try {
+            resolve_from_cache(entry.first, ctx);
+        } catch (const Error &) {
+            // not in the cache: the model keeps its hf-repo and is listed as failed with the reason
+        }
         PoolModelConfig model = render(ctx, entry.first, entry.second);
+        model.hidden = hidden.count(name) > 0;
         check_unique_names(out, model);
         out.push_back(std::move(model));
     }

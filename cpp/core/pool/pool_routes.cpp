@@ -64,6 +64,9 @@ server_http_res_ptr ModelPool::models_response(bool reload) {
     const std::time_t now = std::time(nullptr);
     std::lock_guard<std::mutex> lock(mutex_);
     for (const auto & [name, e] : entries_) {
+        if (e->config.hidden) {
+            continue;  // a cache model that a preset deduplicates (still routable)
+        }
         const PoolModelInfo info = info_locked(*e);
         json status = {{"value", info.status}, {"args", info.args}};
         if (!e->config.preset_ini.empty()) {
@@ -84,7 +87,7 @@ server_http_res_ptr ModelPool::models_response(bool reload) {
             {"status", status},
             {"architecture", {{"input_modalities", json::array({"text"})}, {"output_modalities", json::array({"text"})}}},
             {"source", info.source == "api" ? "preset" : info.source},
-            {"can_remove", false},
+            {"can_remove", false},  // cached models are not deleted by llamaproc
             {"llamaproc",
              {{"memory_estimate", info.memory_estimate},
               {"active_requests", info.active_requests},

@@ -138,6 +138,9 @@ class PoolConfig:
             ``--cors-origins`` or ``--timeout``); a model's own settings win over them.
         restart: Reload a model that fails after it served (see
             :class:`~llamaproc.RestartPolicy`); a ModelSpec's own ``restart`` wins.
+        use_model_cache: Also serve the GGUF models in llama.cpp's local model cache
+            (``LLAMA_CACHE``, else the Hugging Face hub cache), named ``repo:tag`` as
+            llama-server's router lists them; read offline, nothing is downloaded.
         decode_gate: Models decoding at once share the CPUs: each decode step takes as many
             threads as it runs, first come first served, so two models run side by side while
             their threads fit the CPUs and take turns when they do not (two thread pools
@@ -161,6 +164,7 @@ class PoolConfig:
     extra_args: Sequence[str] = field(default_factory=tuple)
     restart: RestartPolicy | None = None
     decode_gate: bool = True
+    use_model_cache: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.models, Mapping):
@@ -189,6 +193,8 @@ class PoolConfig:
         _seconds("idle_unload_s", self.idle_unload_s)
         if self.idle_unload_s is not None and self.idle_unload_s <= 0:
             raise ConfigError(f"idle_unload_s must be > 0 or None, got {self.idle_unload_s!r}")
+        if not isinstance(self.use_model_cache, bool):
+            raise ConfigError(f"use_model_cache must be a bool, got {self.use_model_cache!r}")
         if not isinstance(self.decode_gate, bool):
             raise ConfigError(f"decode_gate must be a bool, got {self.decode_gate!r}")
         if not isinstance(self.autoload, bool):
@@ -214,8 +220,8 @@ class PoolConfig:
         object.__setattr__(self, "extra_args", extra)
         if self.restart is not None and not isinstance(self.restart, RestartPolicy):
             raise ConfigError(f"restart must be a RestartPolicy or None, got {self.restart!r}")
-        if not models and self.models_dir is None and self.models_preset is None:
-            raise ConfigError("a pool needs models: give models=, models_dir= or models_preset=")
+        if not models and self.models_dir is None and self.models_preset is None and not self.use_model_cache:
+            raise ConfigError("a pool needs models: give models=, models_dir=, models_preset= or use_model_cache=True")
         if self.default_model is not None and self.models_dir is None and self.models_preset is None:
             names = set(models) | {a for spec in models.values() for a in spec.aliases}
             if self.default_model not in names:

@@ -204,7 +204,8 @@ class ModelPool:
     def _prepare(self, router_argv: list[str], *, config: PoolConfig | None, use_env: bool,
                  on_event: Callable[[ModelEvent], None] | None, default_model: str | None = None,
                  memory_budget: int | None = None, idle_unload_s: float | None = None,
-                 restart: RestartPolicy | None = None, allow_unauthenticated_remote: bool = False) -> None:
+                 restart: RestartPolicy | None = None, allow_unauthenticated_remote: bool = False,
+                 read_cache: bool = False) -> None:
         self._config = config
         models = [spec.native(name) for name, spec in (config.models.items() if config else ())]
         self._preset_path = (str(config.models_preset) if config and config.models_preset
@@ -216,7 +217,8 @@ class ModelPool:
             default_model=(config.default_model if config else default_model) or "",
             allow_unauthenticated_remote=config.allow_unauthenticated_remote if config else allow_unauthenticated_remote,
             max_request_bytes=config.max_request_bytes if config else 32 * 2**20,
-            decode_gate=config.decode_gate if config else True)
+            decode_gate=config.decode_gate if config else True,
+            read_cache=config.use_model_cache if config else read_cache)
         self._default_restart = config.restart if config else restart
         self._restart_of: dict[str, RestartPolicy | None] = {}
         if config is not None:
@@ -255,16 +257,17 @@ class ModelPool:
                   default_model: str | None = None, memory_budget: int | None = None,
                   idle_unload_s: float | None = None, restart: RestartPolicy | None = None,
                   on_event: Callable[[ModelEvent], None] | None = None,
-                  allow_unauthenticated_remote: bool = False) -> ModelPool:
+                  allow_unauthenticated_remote: bool = False, read_cache: bool = True) -> ModelPool:
         """Start a pool from llama-server router flags: ``--models-dir D``, ``--models-preset
         F``, ``--models-max N``, ``--no-models-autoload``, ``--host``, ``--port``, ... and
         defaults for every model (``-c 4096``, ``--temp 0`` ...). No ``-m``: that is a single
-        model (:meth:`LlamaServer.from_args`)."""
+        model (:meth:`LlamaServer.from_args`). As llama-server does, it also serves the models of
+        llama.cpp's local model cache (``read_cache``; offline, nothing is downloaded)."""
         argv, _log_level = flags.split_process_flags([str(a) for a in args], use_env=use_env)
         pool = cls.__new__(cls)
         pool._prepare(argv, config=None, use_env=use_env, on_event=on_event, default_model=default_model,
                       memory_budget=memory_budget, idle_unload_s=idle_unload_s, restart=restart,
-                      allow_unauthenticated_remote=allow_unauthenticated_remote)
+                      allow_unauthenticated_remote=allow_unauthenticated_remote, read_cache=read_cache)
         pool._start(timeout)
         return pool
 
@@ -617,14 +620,16 @@ def _flag_value(argv: Sequence[str], flag: str) -> str | None:
     return None
 
 
-def serve_from_args(args: Sequence[str], *, use_env: bool = True, timeout: float = 600.0) -> LlamaServer | ModelPool:
+def serve_from_args(args: Sequence[str], *, use_env: bool = True, timeout: float = 600.0,
+                    read_cache: bool = True) -> LlamaServer | ModelPool:
     """What ``llama-server ARGS`` runs, in this process: a :class:`LlamaServer` when the flags
     name a model (``-m``, or ``LLAMA_ARG_MODEL`` with ``use_env``), else a :class:`ModelPool`
-    (llama-server's router mode: ``--models-dir``, ``--models-preset``)."""
+    (llama-server's router mode: ``--models-dir``, ``--models-preset``, and with ``read_cache``
+    llama.cpp's local model cache)."""
     argv = [str(a) for a in args]
     if _names_a_model(argv, use_env):
         return LlamaServer.from_args(argv, use_env=use_env, timeout=timeout)
-    return ModelPool.from_args(argv, use_env=use_env, timeout=timeout)
+    return ModelPool.from_args(argv, use_env=use_env, timeout=timeout, read_cache=read_cache)
 
 
 def _names_a_model(argv: Sequence[str], use_env: bool) -> bool:
