@@ -75,6 +75,20 @@ inline nb::object memory_to_dict(const llamaproc::InstanceMemory & e) {
     d["context"] = e.context_bytes;
     d["compute"] = e.compute_bytes;
     d["prompt_cache_limit"] = e.prompt_cache_limit_bytes;
+    nb::list devices;
+    for (const auto & dev : e.devices) {
+        nb::dict x;
+        x["name"] = dev.name;
+        x["description"] = dev.description;
+        x["pci_bus_id"] = dev.pci_bus_id;
+        x["bytes"] = dev.bytes;
+        if (auto status = llamaproc::device_status(dev.name)) {
+            x["free"] = status->free_bytes;
+            x["total"] = status->total_bytes;
+        }
+        devices.append(x);
+    }
+    d["devices"] = devices;
     return d;
 }
 

@@ -37,6 +37,7 @@ _LAZY = {
     "inspect": "gguf_info", "ModelInfo": "gguf_info",
     "Evaluator": "evaluation", "QualityStats": "evaluation",
     "sync_log_level": "_logging", "flush_logs": "_logging",
+    "DeviceMetrics": "devices",
     "ModelPool": "pool.pool", "PoolConfig": "pool.config", "ModelSpec": "pool.config", "ModelStatus": "pool.pool",
     "PoolModelInfo": "pool.pool", "SwapReport": "pool.pool", "ModelEvent": "pool.pool", "serve_from_args": "pool.pool",
 }
@@ -44,6 +45,7 @@ _LAZY = {
 if TYPE_CHECKING:
     from ._logging import flush_logs, sync_log_level
     from .config import ServerConfig
+    from .devices import DeviceMetrics
     from .evaluation import Evaluator, QualityStats
     from .gguf_info import ModelInfo, inspect
     from .pool import ModelEvent, ModelPool, ModelSpec, ModelStatus, PoolConfig, PoolModelInfo, SwapReport, serve_from_args
@@ -94,5 +96,6 @@ __all__ = [
     "SwapReport",
     "ModelEvent",
     "serve_from_args",
+    "DeviceMetrics",
     "__version__",
 ]

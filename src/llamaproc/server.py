@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from . import _logging, errors, flags
 from ._native import core
 from .config import ServerConfig
+from .devices import DeviceMetrics, device_metrics
 from .direct.client import AsyncDirectClient, DirectClient, direct_pool
 from .errors import LlamaProcError, ServerNotRunningError, StartupError, attach_log_tail
 from .recovery import EventKind, RestartBudget, RestartPolicy, ServerEvent
@@ -74,6 +75,9 @@ class HealthReport:
     slots_busy: int = 0
     requests_waiting: int = 0
     latency_s: float = 0.0
+    #: What the server holds on each accelerator (and its utilisation with NVML); None when it
+    #: uses none (CPU only): see :mod:`llamaproc.devices`.
+    devices: tuple[DeviceMetrics, ...] | None = None
 
     @property
     def ok(self) -> bool:
@@ -115,6 +119,8 @@ class ServerMetrics:
     prompt_cache_limit_bytes: int = 0  #: cap of the RAM prompt cache (grows up to it under load)
     restarts: int = 0
     failures: int = 0
+    #: Per-accelerator memory and utilisation; None for a CPU-only server (:mod:`llamaproc.devices`).
+    devices: tuple[DeviceMetrics, ...] | None = None
 
     @property
     def prompt_tokens_per_second(self) -> float:
@@ -588,8 +594,10 @@ class LlamaServer:
 
         def report(status: HealthStatus, detail: str, load: dict | None = None) -> HealthReport:
             load = load or {}
+            memory = run.native.memory if run is not None else None
             return HealthReport(status, detail, load.get("n_slots", 0), load.get("n_processing", 0),
-                                load.get("n_deferred", 0), time.monotonic() - started)
+                                load.get("n_deferred", 0), time.monotonic() - started,
+                                device_metrics((memory or {}).get("devices")))
 
         run = self._run
         status = self.status
@@ -652,6 +660,7 @@ class LlamaServer:
                              window_s=span, rss_bytes=_rss_bytes(), model_bytes=memory.get("model", 0),
                              kv_cache_bytes=memory.get("context", 0), compute_bytes=memory.get("compute", 0),
                              prompt_cache_limit_bytes=memory.get("prompt_cache_limit", 0),
+                             devices=device_metrics(memory.get("devices")),
                              restarts=self._restarts, failures=self._failures)
 
     # -- asyncio twins --------------------------------------------------------------------

@@ -6,6 +6,7 @@
 #include "server-context.h"
 
 #include "ggml.h"
+#include "ggml-backend.h"
 #include "llama-ext.h"  // llama_get_memory_breakdown (llama.cpp's staging API, also used by fit.cpp)
 
 #include <chrono>
@@ -43,6 +44,16 @@ std::string mib_text(uint64_t bytes) {
 }
 
 }  // namespace
+
+std::optional<DeviceStatus> device_status(const std::string & name) {
+    ggml_backend_dev_t dev = ggml_backend_dev_by_name(name.c_str());
+    if (dev == nullptr) {
+        return std::nullopt;
+    }
+    size_t free = 0, total = 0;
+    ggml_backend_dev_memory(dev, &free, &total);
+    return DeviceStatus{free, total};
+}
 
 uint64_t default_prompt_cache_bytes() {
     return std::min<uint64_t>(static_cast<uint64_t>(common_params{}.cache_ram_mib) * MiB,
@@ -261,6 +272,20 @@ InstanceMemory ModelInstance::measure() const {
         mem.model_bytes += data.model;
         mem.context_bytes += data.context;
         mem.compute_bytes += data.compute;
+        ggml_backend_dev_t dev = ggml_backend_buft_is_host(type) ? nullptr : ggml_backend_buft_get_device(type);
+        if (dev == nullptr || ggml_backend_dev_type(dev) == GGML_BACKEND_DEVICE_TYPE_CPU) {
+            continue;  // host memory: counted above, not a device's
+        }
+        ggml_backend_dev_props props;
+        ggml_backend_dev_get_props(dev, &props);
+        auto it = std::find_if(mem.devices.begin(), mem.devices.end(),
+                               [&](const DeviceMemory & d) { return d.name == props.name; });
+        if (it == mem.devices.end()) {
+            mem.devices.push_back({props.name ? props.name : "", props.description ? props.description : "",
+                                   props.device_id ? props.device_id : "", 0});
+            it = mem.devices.end() - 1;
+        }
+        it->bytes += data.model + data.context + data.compute;
     }
     mem.prompt_cache_limit_bytes = params_.cache_ram_mib > 0 ? static_cast<uint64_t>(params_.cache_ram_mib) * MiB : 0;
     return mem;

@@ -28,6 +28,7 @@
 #include <optional>
 #include <string>
 #include <thread>
+#include <vector>
 
 struct server_context;
 struct server_routes;
@@ -60,13 +61,29 @@ struct LoopMetrics {
     std::string prometheus;           // the same in Prometheus text format
 };
 
+// What the instance holds on one accelerator (GPU, integrated GPU, other accelerator).
+struct DeviceMemory {
+    std::string name;         // ggml's device name, e.g. "CUDA0"
+    std::string description;  // e.g. the GPU's model
+    std::string pci_bus_id;   // "domain:bus:device.function", "" if unknown
+    uint64_t bytes = 0;       // weights + KV cache + compute buffers of this instance on it
+};
+
 // What the loaded instance holds, measured by llama.cpp after the load.
 struct InstanceMemory {
-    uint64_t model_bytes = 0;    // weights (host copies: mmap'ed, repacked or AMX)
+    uint64_t model_bytes = 0;    // weights (every device, host copies included)
     uint64_t context_bytes = 0;  // KV cache and other per-context state
     uint64_t compute_bytes = 0;  // compute buffers
     uint64_t prompt_cache_limit_bytes = 0;  // upper bound of the RAM prompt cache (--cache-ram)
+    std::vector<DeviceMemory> devices;      // accelerators only; empty on a CPU-only build or load
 };
+
+// An accelerator's memory now, as its backend reports it.
+struct DeviceStatus {
+    uint64_t free_bytes = 0;
+    uint64_t total_bytes = 0;
+};
+std::optional<DeviceStatus> device_status(const std::string & name);
 
 // How much memory an instance may take.
 struct MemoryPolicy {

@@ -36,6 +36,7 @@ from typing import Any, NoReturn, cast
 
 from .. import _logging, errors, flags
 from .._native import core
+from ..devices import device_metrics
 from ..direct.client import AsyncDirectClient, DirectClient, direct_pool
 from ..errors import ConfigError, LlamaProcError, ServerNotRunningError, StartupError
 from ..recovery import RestartBudget, RestartPolicy
@@ -347,7 +348,9 @@ class ModelPool:
             out.append(PoolModelInfo(
                 name=m["name"], aliases=tuple(m["aliases"]), tags=tuple(m["tags"]), status=status,
                 source=m["source"], model_path=m["model_path"], args=tuple(m["args"]), failure=failure,
-                memory_estimate=m["memory_estimate"], memory_bytes=sum(memory.values()), last_used=m["last_used"],
+                memory_estimate=m["memory_estimate"],
+                memory_bytes=sum(memory.get(k, 0) for k in ("model", "context", "compute", "prompt_cache_limit")),
+                last_used=m["last_used"],
                 active_requests=m["active_requests"], pinned=m["pinned"], load_progress=m["load_progress"],
                 loads=m["loads"]))
         return out
@@ -553,7 +556,8 @@ class ModelPool:
                              requests=dict(native.request_counts), rss_bytes=_rss_bytes(),
                              model_bytes=memory.get("model", 0), kv_cache_bytes=memory.get("context", 0),
                              compute_bytes=memory.get("compute", 0),
-                             prompt_cache_limit_bytes=memory.get("prompt_cache_limit", 0))
+                             prompt_cache_limit_bytes=memory.get("prompt_cache_limit", 0),
+                             devices=device_metrics(memory.get("devices")))
 
     @property
     def reserved_bytes(self) -> int:
