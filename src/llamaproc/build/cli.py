@@ -44,6 +44,9 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m llamaproc bui
     parser.add_argument("--portable", action="store_true", help="a fixed instruction-set level instead of this CPU")
     parser.add_argument("--target", help="the portable level: a ggml CPU variant name (haswell, skylakex, ...)")
     parser.add_argument("--build-type", default="Release", choices=list(BUILD_TYPES))
+    parser.add_argument("--cmake-auto", action="store_true",
+                        help="print the backend defines as NAME=VALUE lines (what -DLLAMAPROC_BACKENDS=auto uses; "
+                             "the reasons go to stderr)")
     args = parser.parse_args(argv)
     machine = detect()
     try:
@@ -52,6 +55,13 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m llamaproc bui
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if args.cmake_auto:
+        for name, value in config.backend_defines().items():
+            print(f"{name}={value.replace(';', ',')}")  # one line each: CMake lists travel with commas
+        for key in ("backends", *(b.value for b in Backend if b is not Backend.CPU)):
+            if key in config.reasons:
+                print(f"{key}: {config.reasons[key]}", file=sys.stderr)
+        return 0
     if args.json:
         print(json.dumps({"machine": machine.to_dict(), "config": config.to_dict()}, indent=2))
     else:

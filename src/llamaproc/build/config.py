@@ -211,6 +211,14 @@ class BuildConfig:
             d["CMAKE_CUDA_ARCHITECTURES"] = self.cuda_architectures
         return d
 
+    def backend_defines(self) -> dict[str, str]:
+        """The backend part of :meth:`cmake_defines` (``GGML_CUDA``, ``GGML_VULKAN``, ...,
+        ``CMAKE_CUDA_ARCHITECTURES``): what ``-DLLAMAPROC_BACKENDS=auto`` sets at configure time."""
+        d = {option: _on(backend in self.backends) for backend, option in GGML_BACKEND_OPTION.items()}
+        if self.cuda_architectures:
+            d["CMAKE_CUDA_ARCHITECTURES"] = self.cuda_architectures
+        return d
+
     def cmake_args(self) -> list[str]:
         """``-DNAME=VALUE`` arguments (for ``CMAKE_ARGS`` or a plain ``cmake`` call)."""
         return [f"-D{k}={v}" for k, v in self.cmake_defines().items()]
