@@ -647,98 +647,17 @@ Routed ModelPool::route(const server_http_req & req, const std::function<bool()>
 }
 
 // Finds the model, waits for it to load (queueing a load if autoload allows), takes a lease.
-Routed ModelPool::route_to(const std::string & requested, bool autoload, const std::function<bool()> & should_stop) {
-    Routed out;
-    auto answer = [&](const std::string & message, error_type type) {
-        out.answer = error_response(message, type);
-        return std::move(out);
-    };
-    const std::string name = requested.empty() ? options_.default_model : requested;
-    if (name.empty()) {
-        return answer("model name is missing from the request", ERROR_TYPE_INVALID_REQUEST);
-    }
+// Waits (lock held, released while waiting) until `e` serves, queueing its load when nothing
+// serves it (requests for one model share one load), and leaves the queue on any way out: a
+// model nobody waits for any more is neither loaded nor makes room. With `lease`, the
+// instance comes back already acquired.
+ModelPool::Waited ModelPool::wait_serving_locked(std::unique_lock<std::mutex> & lock, const std::shared_ptr<Entry> & e,
+                                                 bool autoload, bool lease, clock::time_point deadline,
+                                                 const std::function<bool()> & should_stop) {
     std::vector<std::shared_ptr<ModelInstance>> to_start;
-    std::unique_lock<std::mutex> lock(mutex_);
-    Entry * found = lookup_locked(name);
-    if (!found) {
-        return answer("model '" + name + "' not found", ERROR_TYPE_INVALID_REQUEST);
-    }
-    std::shared_ptr<Entry> e = entries_.at(found->config.name);  // stays valid if removed meanwhile
-    if (!autoload && !e->current && !e->parked) {
-        return answer("model is not loaded", ERROR_TYPE_INVALID_REQUEST);
-    }
     uint64_t failures_seen = e->failures;
     bool queued = false;
-    auto leave_queue = [&] {
-        if (queued && --waiters_[e->config.name] == 0) {
-            waiters_.erase(e->config.name);
-            auto q = std::find(queue_.begin(), queue_.end(), e->config.name);
-            if (q != queue_.end() && !e->current) {
-                queue_.erase(q);  // nobody waits for it any more: no load, no eviction for it
-            }
-        }
-        queued = false;
-    };
-    while (true) {
-        if (stopping_ || !running_) {
-            leave_queue();
-            return answer("the server is stopping", ERROR_TYPE_UNAVAILABLE);
-        }
-        if (e->removed) {
-            leave_queue();
-            return answer("model '" + name + "' not found", ERROR_TYPE_INVALID_REQUEST);
-        }
-        if (!e->parked && e->current && e->current->acquire()) {
-            leave_queue();
-            out.inst = e->current;
-            return out;
-        }
-        if (e->parked) {
-            failures_seen = e->failures;  // a swap's failed load is the swap's, not this request's
-        } else if (e->failures != failures_seen) {
-            leave_queue();
-            const Failure f = e->failure.value_or(Failure{ErrorKind::internal, "the model failed"});
-            return answer("model '" + e->config.name + "' failed to load: " + f.message, ERROR_TYPE_SERVER);
-        }
-        if (!e->current && !e->parked && !queued) {
-            if (!autoload) {
-                return answer("model is not loaded", ERROR_TYPE_INVALID_REQUEST);
-            }
-            queued = true;
-            ++waiters_[e->config.name];
-            if (std::find(queue_.begin(), queue_.end(), e->config.name) == queue_.end()) {
-                queue_.push_back(e->config.name);  // requests for one model share one load
-            }
-            pump_locked(to_start);
-            if (!to_start.empty()) {
-                lock.unlock();
-                start_all(to_start);
-                lock.lock();
-                continue;
-            }
-        }
-        if (should_stop && should_stop()) {
-            leave_queue();
-            return answer("the client went away while the model loaded", ERROR_TYPE_UNAVAILABLE);
-        }
-        cv_.wait_for(lock, std::chrono::milliseconds(100));
-    }
-}
-
-void ModelPool::load(const std::string & requested, double timeout_s) {
-    const auto deadline = after(timeout_s);
-    std::vector<std::shared_ptr<ModelInstance>> to_start;
-    std::unique_lock<std::mutex> lock(mutex_);
-    if (!running_) {
-        throw Error(ErrorKind::not_running, "the model pool is not running");
-    }
-    std::shared_ptr<Entry> e = entries_.at(find_locked(requested).config.name);
-    if (e->config_error) {
-        throw Error(e->config_error->kind, e->config_error->message);
-    }
-    uint64_t failures_seen = e->failures;
-    bool queued = false;
-    auto leave_queue = [&] {
+    auto done = [&](Waited::Outcome outcome, std::shared_ptr<ModelInstance> inst = nullptr) {
         if (queued && --waiters_[e->config.name] == 0) {
             waiters_.erase(e->config.name);
             auto q = std::find(queue_.begin(), queue_.end(), e->config.name);
@@ -746,29 +665,27 @@ void ModelPool::load(const std::string & requested, double timeout_s) {
                 queue_.erase(q);
             }
         }
-        queued = false;
+        return Waited{outcome, std::move(inst), e->failure};
     };
     while (true) {
-        if (!running_ || stopping_) {
-            leave_queue();
-            throw Error(ErrorKind::not_running, "the model pool stopped while model '" + e->config.name + "' loaded");
+        if (stopping_ || !running_) {
+            return done(Waited::stopping);
         }
         if (e->removed) {
-            leave_queue();
-            throw Error(ErrorKind::not_found, "model '" + requested + "' was removed while it loaded");
+            return done(Waited::removed);
         }
-        if (!e->parked && e->ready()) {
-            leave_queue();
-            return;
+        if (!e->parked && e->ready() && (!lease || e->current->acquire())) {
+            return done(Waited::serving, e->current);
         }
         if (e->parked) {
-            failures_seen = e->failures;
+            failures_seen = e->failures;  // a swap's failed load is the swap's, not this waiter's
         } else if (e->failures != failures_seen) {
-            leave_queue();
-            const Failure f = e->failure.value_or(Failure{ErrorKind::internal, "the model failed"});
-            throw Error(f.kind, f.message, tail_->lines());
+            return done(Waited::failed);
         }
         if (!e->current && !e->parked && !queued) {
+            if (!autoload) {
+                return done(Waited::not_loaded);
+            }
             queued = true;
             ++waiters_[e->config.name];
             if (std::find(queue_.begin(), queue_.end(), e->config.name) == queue_.end()) {
@@ -782,13 +699,70 @@ void ModelPool::load(const std::string & requested, double timeout_s) {
                 continue;
             }
         }
+        if (should_stop && should_stop()) {
+            return done(Waited::gave_up);
+        }
         if (clock::now() >= deadline) {
-            leave_queue();
+            return done(Waited::timed_out);
+        }
+        cv_.wait_until(lock, std::min(deadline, clock::now() + std::chrono::milliseconds(100)));
+    }
+}
+
+Routed ModelPool::route_to(const std::string & requested, bool autoload, const std::function<bool()> & should_stop) {
+    Routed out;
+    auto answer = [&](const std::string & message, error_type type) {
+        out.answer = error_response(message, type);
+        return std::move(out);
+    };
+    const std::string name = requested.empty() ? options_.default_model : requested;
+    if (name.empty()) {
+        return answer("model name is missing from the request", ERROR_TYPE_INVALID_REQUEST);
+    }
+    std::unique_lock<std::mutex> lock(mutex_);
+    Entry * found = lookup_locked(name);
+    if (!found) {
+        return answer("model '" + name + "' not found", ERROR_TYPE_INVALID_REQUEST);
+    }
+    std::shared_ptr<Entry> e = entries_.at(found->config.name);  // stays valid if removed meanwhile
+    Waited w = wait_serving_locked(lock, e, autoload, true, clock::time_point::max(), should_stop);
+    switch (w.outcome) {
+        case Waited::serving: out.inst = std::move(w.inst); return out;
+        case Waited::stopping: return answer("the server is stopping", ERROR_TYPE_UNAVAILABLE);
+        case Waited::removed: return answer("model '" + name + "' not found", ERROR_TYPE_INVALID_REQUEST);
+        case Waited::not_loaded: return answer("model is not loaded", ERROR_TYPE_INVALID_REQUEST);
+        case Waited::failed:
+            return answer("model '" + e->config.name + "' failed to load: " +
+                              (w.failure ? w.failure->message : std::string("the model failed")),
+                          ERROR_TYPE_SERVER);
+        default: return answer("the client went away while the model loaded", ERROR_TYPE_UNAVAILABLE);
+    }
+}
+
+void ModelPool::load(const std::string & requested, double timeout_s) {
+    std::unique_lock<std::mutex> lock(mutex_);
+    if (!running_) {
+        throw Error(ErrorKind::not_running, "the model pool is not running");
+    }
+    std::shared_ptr<Entry> e = entries_.at(find_locked(requested).config.name);
+    if (e->config_error) {
+        throw Error(e->config_error->kind, e->config_error->message);
+    }
+    Waited w = wait_serving_locked(lock, e, true, false, after(timeout_s), nullptr);
+    switch (w.outcome) {
+        case Waited::serving: return;
+        case Waited::removed:
+            throw Error(ErrorKind::not_found, "model '" + requested + "' was removed while it loaded");
+        case Waited::failed: {
+            const Failure f = w.failure.value_or(Failure{ErrorKind::internal, "the model failed"});
+            throw Error(f.kind, f.message, tail_->lines());
+        }
+        case Waited::timed_out:
             throw Error(ErrorKind::timeout, "model '" + e->config.name + "' did not load within " +
                                                 std::to_string(timeout_s) + " s (it " +
                                                 (e->current ? "is still loading" : "waits for room in the pool") + ")");
-        }
-        cv_.wait_until(lock, std::min(deadline, clock::now() + std::chrono::milliseconds(100)));
+        default:
+            throw Error(ErrorKind::not_running, "the model pool stopped while model '" + e->config.name + "' loaded");
     }
 }
 

@@ -178,6 +178,13 @@ private:
         bool taken = false;           // being shut down by the maintenance thread
     };
 
+    struct Waited {
+        enum Outcome { serving, stopping, removed, not_loaded, failed, gave_up, timed_out } outcome;
+        std::shared_ptr<ModelInstance> inst;
+        std::optional<Failure> failure;
+    };
+    Waited wait_serving_locked(std::unique_lock<std::mutex> & lock, const std::shared_ptr<Entry> & e, bool autoload,
+                               bool lease, clock::time_point deadline, const std::function<bool()> & should_stop);
     Routed route(const server_http_req & req, const std::function<bool()> & should_stop);
     Routed route_to(const std::string & requested, bool autoload, const std::function<bool()> & should_stop);
     void register_routes();
