@@ -42,6 +42,10 @@ def test_preflight_names_what_is_missing_or_contradictory(tmp_path):
     ("CMake Error at CMakeLists.txt:3 (project):\n  No CMAKE_CUDA_COMPILER could be found.\n",
      errors.DependencyMissingError, "nvcc"),
     ("-- Could NOT find Vulkan (missing: glslc) (found version \"1.3\")", errors.DependencyMissingError, "Vulkan"),
+    # what CMake printed for GGML_CUDA=ON with this machine's nvcc 13.0 toolkit, which has no cuBLAS
+    ("CMake Error at vendor/llama.cpp/ggml/src/ggml-cuda/CMakeLists.txt:178 (target_link_libraries):\n"
+     "  Target \"ggml-cuda\" links to:\n\n    CUDA::cublas\n\n  but the target was not found.  Possible reasons",
+     errors.DependencyMissingError, "cuBLAS"),
     ("CMake Error: llama.cpp source not found in /x: run `python scripts/fetch_llama_cpp.py`",
      errors.DependencyMissingError, "llama.cpp source"),
     ("something else went wrong\nat the very end", errors.BuildError, "at the very end"),

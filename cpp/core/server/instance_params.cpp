@@ -1,6 +1,7 @@
 #include "server/instance_params.h"
 
 #include "errors.h"
+#include "native_log.h"
 
 #include "ggml-backend.h"
 
@@ -22,6 +23,18 @@ bool has_gpu_device() {
 }
 
 constexpr int DEFAULT_CLIENT_TIMEOUT_S = 10;
+
+// The GPU backends this build has (CUDA, Vulkan, ...), comma-separated; "" for a CPU-only build.
+std::string gpu_backends() {
+    std::string out;
+    for (size_t i = 0; i < ggml_backend_reg_count(); ++i) {
+        const std::string name = ggml_backend_reg_name(ggml_backend_reg_get(i));
+        if (name != "CPU" && name != "BLAS" && name != "RPC") {
+            out += (out.empty() ? "" : ", ") + name;
+        }
+    }
+    return out;
+}
 
 }  // namespace
 
@@ -104,6 +117,12 @@ void prepare_instance_params(common_params & params, const std::vector<std::stri
     // model costs about a third of the start time: skip it then.
     if (params.fit_params && params.n_ctx > 0 && !has_gpu_device()) {
         params.fit_params = false;
+    }
+    if (params.n_gpu_layers != 0 && !has_gpu_device()) {
+        if (const std::string gpu = gpu_backends(); !gpu.empty()) {
+            log_line(LogLevel::warning, "this build has the " + gpu + " backend but no GPU device is usable here "
+                                        "(no driver, or none visible): the model runs on the CPU");
+        }
     }
 }
 

@@ -42,6 +42,10 @@ _INSTALL = {
 _MISSING = [
     (r"No CMAKE_CUDA_COMPILER could be found|Could NOT find CUDAToolkit|nvcc: (command )?not found",
      "the CUDA toolkit (nvcc)", _INSTALL[Backend.CUDA][1]),
+    # a toolkit with nvcc and the runtime but without cuBLAS (seen with CUDA 13.0 installs)
+    (r"links to:\s+CUDA::cublas\S*\s+but the target was not found", "cuBLAS (the CUDA toolkit's BLAS library)",
+     "install your CUDA version's cuBLAS development files (NVIDIA's apt repository: libcublas-dev-<version>), or "
+     "put the headers and libraries of the nvidia-cublas package into the toolkit's include/ and lib/"),
     (r"Could NOT find Vulkan|glslc.*not found|Could not find glslc|Could NOT find SPIRV-Headers",
      "the Vulkan SDK", _INSTALL[Backend.VULKAN][1]),
     (r"Could NOT find OpenCL|CL/cl\.h: No such file", "OpenCL headers and loader", _INSTALL[Backend.OPENCL][1]),
