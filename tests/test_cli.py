@@ -182,6 +182,11 @@ def test_info_flags_what_the_build_leaves_unused():
     with_cuda = {"backends": [{"name": "CUDA", "features": {}},
                               {"name": "CPU", "features": {"AVX2": "1", "AVX512": "1", "AMX_INT8": "1"}}]}
     assert build_mismatches(with_cuda, SimpleNamespace(gpus=(gpu,), cpu=avx512_cpu)) == []
+    # the other way round: a GPU build where no GPU device can be used (as the CUDA build here)
+    no_device = {**with_cuda, "devices": [{"name": "CPU", "type": "cpu"}]}
+    found = build_mismatches(no_device, SimpleNamespace(gpus=(), cpu=avx512_cpu))
+    assert found == ["this build has the CUDA backend but no GPU device is usable here (no driver, or none visible): "
+                     "models run on the CPU"]
 
 
 def test_info_reports_the_machine_next_to_the_build():

@@ -240,6 +240,11 @@ def build_mismatches(facts: dict, machine: object) -> list[str]:
     if gpus and backends <= {"CPU", "BLAS", "RPC"}:
         names = ", ".join(getattr(g, "name", str(g)) for g in gpus)
         out.append(f"a GPU is present ({names}) but this build has only CPU backends")
+    gpu_built = sorted(b["name"] for b in facts["backends"] if b["name"].upper() not in ("CPU", "BLAS", "RPC"))
+    devices = facts.get("devices")
+    if gpu_built and devices is not None and not any(d.get("type") != "cpu" for d in devices):
+        out.append(f"this build has the {', '.join(gpu_built)} backend but no GPU device is usable here "
+                   "(no driver, or none visible): models run on the CPU")
     cpu_build = next((b["features"] for b in facts["backends"] if b["name"].upper() == "CPU"), {})
     cpu = getattr(machine, "cpu", None)
     if cpu_build and cpu is not None and getattr(cpu, "features_known", False):
