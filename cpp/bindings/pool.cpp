@@ -178,7 +178,6 @@ void init_pool(nb::module_ & m) {
                 d["load_s"] = r.load_s;
                 d["drain_s"] = r.drain_s;
                 d["finished_on_old"] = r.finished_on_old;
-                d["rolled_back"] = r.rolled_back;
                 return d;
             },
             nb::arg("name"), nb::arg("args"), nb::arg("mode") = "auto", nb::arg("timeout") = 600.0)

@@ -4,6 +4,8 @@
 
 #include "fit.h"
 
+#include <algorithm>
+#include <filesystem>
 #include <vector>
 
 namespace llamaproc {
@@ -28,6 +30,14 @@ MemoryEstimate estimate_memory(const common_params & params) {
         estimate.compute_bytes += d.compute;
     }
     return estimate;
+}
+
+MemoryEstimate estimate_load_memory(const common_params & params) {
+    MemoryEstimate est = estimate_memory(params);
+    std::error_code ec;
+    const uint64_t file = std::filesystem::file_size(params.model.path, ec);
+    est.model_bytes = std::max<uint64_t>(est.model_bytes, ec ? 0 : file);
+    return est;
 }
 
 }  // namespace llamaproc

@@ -18,4 +18,8 @@ struct MemoryEstimate {
 // Throws Error(model_load) when the model cannot be read.
 MemoryEstimate estimate_memory(const common_params & params);
 
+// What loading `params` will hold: estimate_memory() with the weights at least the file's size
+// (their pages are read into memory). Throws like estimate_memory().
+MemoryEstimate estimate_load_memory(const common_params & params);
+
 }  // namespace llamaproc

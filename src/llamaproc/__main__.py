@@ -33,6 +33,7 @@ from typing import Any
 
 from . import __version__
 from .errors import LlamaProcError, ServerNotRunningError
+from .flags import names_a_model
 
 SERVE_USAGE = """\
 usage: python -m llamaproc serve [MODEL.gguf] [llama-server flags...]
@@ -88,10 +89,6 @@ class _LoadBar:
         sys.stderr.flush()
 
 
-def _has_model_flag(args: Sequence[str]) -> bool:
-    return any(a in ("-m", "--model") or a.startswith("--model=") for a in args)
-
-
 def _take_option(args: list[str], name: str) -> str | None:
     """Remove ``name VALUE`` (or ``name=VALUE``) from ``args``; return VALUE."""
     for i, arg in enumerate(args):
@@ -108,7 +105,7 @@ def _take_option(args: list[str], name: str) -> str | None:
 def _router_mode(args: Sequence[str]) -> bool:
     import os
 
-    if _has_model_flag(args) or (args and not args[0].startswith("-")) or os.environ.get("LLAMA_ARG_MODEL"):
+    if names_a_model(args, use_env=True) or (args and not args[0].startswith("-")):
         return False
     return (any(a.split("=", 1)[0] in ("--models-dir", "--models-preset") for a in args)
             or bool(os.environ.get("LLAMA_ARG_MODELS_DIR") or os.environ.get("LLAMA_ARG_MODELS_PRESET")))
@@ -151,7 +148,7 @@ def serve(argv: Sequence[str]) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     router = force_router or _router_mode(args)
-    if force_router and (_has_model_flag(args) or (args and not args[0].startswith("-"))):
+    if force_router and (names_a_model(args, use_env=False) or (args and not args[0].startswith("-"))):
         print("error: --router serves several models: drop the model (-m) or drop --router", file=sys.stderr)
         return 2
     if pool_options and not router:
@@ -160,7 +157,7 @@ def serve(argv: Sequence[str]) -> int:
         return 2
     if args and not args[0].startswith("-"):
         args = ["--model", args[0]] + args[1:]
-    if not router and not _has_model_flag(args) and "LLAMA_ARG_MODEL" not in __import__("os").environ:
+    if not router and not names_a_model(args, use_env=False) and "LLAMA_ARG_MODEL" not in __import__("os").environ:
         log.info("no model given: serving the default model, %s", DEFAULT_MODEL.name)
         args = ["--model", str(fetch_model(DEFAULT_MODEL))] + args
     if "--port" not in args and "LLAMA_ARG_PORT" not in __import__("os").environ:

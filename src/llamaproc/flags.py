@@ -124,3 +124,10 @@ def apply_log_level(level: int | None) -> None:
     logger = logging.getLogger("llamaproc")
     if logger.getEffectiveLevel() > level:
         logger.setLevel(level)
+def names_a_model(argv: Sequence[str], use_env: bool) -> bool:
+    """Whether llama-server flags name a model (``-m``; with ``use_env`` also ``LLAMA_ARG_MODEL``),
+    i.e. run one server rather than a pool."""
+    return (any(a in ("-m", "--model") or a.startswith("--model=") for a in argv)
+            or (use_env and bool(os.environ.get("LLAMA_ARG_MODEL"))))
+
+

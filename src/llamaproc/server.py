@@ -122,6 +122,19 @@ class ServerMetrics:
     #: Per-accelerator memory and utilisation; None for a CPU-only server (:mod:`llamaproc.devices`).
     devices: tuple[DeviceMetrics, ...] | None = None
 
+    @classmethod
+    def from_native(cls, m: dict[str, Any], memory: dict[str, Any], **extra: Any) -> ServerMetrics:
+        """The metrics from the native loop's counters ``m`` and an instance's ``memory`` record;
+        ``extra`` sets the remaining fields (request counts, rates, restarts)."""
+        load = m["load"]
+        return cls(load["n_slots"], load["n_processing"], load["n_deferred"], m["prompt_tokens"],
+                   m["prompt_seconds"], m["prompt_tokens_cached"], m["generated_tokens"],
+                   m["generation_seconds"], m["decode_calls"], m["prometheus"], rss_bytes=_rss_bytes(),
+                   model_bytes=memory.get("model", 0), kv_cache_bytes=memory.get("context", 0),
+                   compute_bytes=memory.get("compute", 0),
+                   prompt_cache_limit_bytes=memory.get("prompt_cache_limit", 0),
+                   devices=device_metrics(memory.get("devices")), **extra)
+
     @property
     def prompt_tokens_per_second(self) -> float:
         """Prompt evaluation speed (tokens per second of prompt evaluation)."""
@@ -651,17 +664,9 @@ class LlamaServer:
             span = now[0] - oldest[0]
             rps = (now[1] - oldest[1]) / span
             tps = max(0, now[2] - oldest[2]) / span
-        memory = native.memory or {}
-        load = m["load"]
-        return ServerMetrics(load["n_slots"], load["n_processing"], load["n_deferred"], m["prompt_tokens"],
-                             m["prompt_seconds"], m["prompt_tokens_cached"], m["generated_tokens"],
-                             m["generation_seconds"], m["decode_calls"], m["prometheus"],
-                             requests=counts, recent_requests_per_second=rps, recent_tokens_per_second=tps,
-                             window_s=span, rss_bytes=_rss_bytes(), model_bytes=memory.get("model", 0),
-                             kv_cache_bytes=memory.get("context", 0), compute_bytes=memory.get("compute", 0),
-                             prompt_cache_limit_bytes=memory.get("prompt_cache_limit", 0),
-                             devices=device_metrics(memory.get("devices")),
-                             restarts=self._restarts, failures=self._failures)
+        return ServerMetrics.from_native(m, native.memory or {}, requests=counts, recent_requests_per_second=rps,
+                                         recent_tokens_per_second=tps, window_s=span, restarts=self._restarts,
+                                         failures=self._failures)
 
     # -- asyncio twins --------------------------------------------------------------------
 

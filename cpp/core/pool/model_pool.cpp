@@ -11,7 +11,6 @@
 #include <algorithm>
 #include <cstdlib>
 #include <ctime>
-#include <filesystem>
 
 #if defined(__GLIBC__)
 #include <malloc.h>
@@ -51,13 +50,9 @@ std::string mib_text(uint64_t bytes) {
 // The model name a request asks for: the body's "model", else ?model=.
 std::string requested_model(const server_http_req & req) {
     if (!req.body.empty()) {
-        try {
-            const json body = json::parse(req.body);
-            if (body.is_object() && body.contains("model") && body.at("model").is_string()) {
-                return body.at("model").get<std::string>();
-            }
-        } catch (const std::exception &) {
-            // not JSON (e.g. a multipart upload): fall back to the query
+        // not JSON (e.g. a multipart upload), or no "model" in it: the query's
+        if (auto model = model_in_body(req.body); model && !model->empty()) {
+            return *model;
         }
     }
     return req.get_param("model");
@@ -145,11 +140,7 @@ void ModelPool::prepare_entry(Entry & e) {
         }
         // weights are at least the file (its pages are read in), and at least what the last
         // load of this model measured (repacked copies that llama.cpp's estimate leaves out)
-        const MemoryEstimate est = estimate_memory(params);
-        std::error_code ec;
-        const uint64_t file = std::filesystem::file_size(params.model.path, ec);
-        const uint64_t weights = std::max<uint64_t>(est.model_bytes, ec ? 0 : file);
-        e.need = std::max<uint64_t>(weights + est.context_bytes + est.compute_bytes, e.measured_need->load()) + cache;
+        e.need = std::max<uint64_t>(estimate_load_memory(params).total(), e.measured_need->load()) + cache;
         e.params = std::move(params);
         e.config_error.reset();
     } catch (const Error & err) {
@@ -335,17 +326,18 @@ bool ModelPool::could_fit_locked(uint64_t need, const Entry * keep) const {
 }
 
 std::shared_ptr<ModelInstance> ModelPool::start_load_locked(Entry & e, const common_params & params, uint64_t need,
+                                                            std::shared_ptr<std::atomic<uint64_t>> measured_need,
                                                             std::vector<std::shared_ptr<ModelInstance>> & to_start) {
     auto self = std::make_shared<std::weak_ptr<ModelInstance>>();
     const std::string name = e.config.name;
-    auto inst = std::make_shared<ModelInstance>(params, MemoryPolicy{0, true, e.measured_need}, tail_, e.faults,
+    auto inst = std::make_shared<ModelInstance>(params, MemoryPolicy{0, true, std::move(measured_need)}, tail_, e.faults,
                                                 [this, name, self] { on_instance_change(name, *self); });
     *self = inst;
     if (fake_timing_) {
         e.faults->arm(FaultKind::slow_load, 1, 2000);
     }
-    inst->on_idle([this] { pump(); });
-    inst->gate_decodes(options_.decode_gate);  // its last request finished: it may be unloaded for a waiting model
+    inst->on_idle([this] { pump(); });  // its last request finished: it may be unloaded for a waiting model
+    inst->gate_decodes(options_.decode_gate);
     reserved_ += need;
     ++alive_;
     ++e.loads;
@@ -412,7 +404,7 @@ void ModelPool::pump_locked(std::vector<std::shared_ptr<ModelInstance>> & to_sta
         if (!make_room_locked(e->need, e)) {
             break;  // first in, first served: later models wait too
         }
-        e->current = start_load_locked(*e, e->params, e->need, to_start);
+        e->current = start_load_locked(*e, e->params, e->need, e->measured_need, to_start);
         e->current_bytes = e->need;
         queue_.pop_front();
         publish_status_locked(*e);
@@ -429,27 +421,12 @@ void ModelPool::on_instance_change(const std::string & name, const std::weak_ptr
         if (inst && it != entries_.end() && it->second->current == inst) {
             Entry & e = *it->second;
             switch (inst->state()) {
-                case InstanceState::ready: {
+                case InstanceState::ready:
                     e.failure.reset();
                     e.last_used = clock::now();  // idle time counts from the load
-                    if (auto mem = inst->memory()) {
-                        // what it really holds corrects the estimate, for this and later loads
-                        const uint64_t held = mem->model_bytes + mem->context_bytes + mem->compute_bytes;
-                        e.measured_need->store(std::max(e.measured_need->load(), held));
-                        const uint64_t total = held + mem->prompt_cache_limit_bytes;
-                        if (total > e.current_bytes) {
-                            reserved_ += total - e.current_bytes;
-                            e.current_bytes = total;
-                            e.need = std::max(e.need, total);
-                            // it holds more than estimated (e.g. repacked weights): back under
-                            // the budget by unloading idle models, if any
-                            while (!fits_once_freed_locked(0, 0) && evict_one_locked(&e)) {
-                            }
-                        }
-                    }
+                    note_measured_locked(e);
                     publish_status_locked(e);
                     break;
-                }
                 case InstanceState::failed:
                     e.failure = inst->failure();
                     ++e.failures;
@@ -473,6 +450,26 @@ void ModelPool::forget_freed_locked(const std::shared_ptr<ModelInstance> & inst)
             *it->freed = true;
             retiring_.erase(it);
             return;
+        }
+    }
+}
+
+// What the entry's serving instance really holds corrects the estimate, for this and later
+// loads; if it holds more than estimated (e.g. repacked weights), idle models are unloaded to
+// get back under the budget.
+void ModelPool::note_measured_locked(Entry & e) {
+    const auto mem = e.current ? e.current->memory() : std::nullopt;
+    if (!mem) {
+        return;
+    }
+    const uint64_t held = mem->model_bytes + mem->context_bytes + mem->compute_bytes;
+    e.measured_need->store(std::max(e.measured_need->load(), held));
+    const uint64_t total = held + mem->prompt_cache_limit_bytes;
+    e.need = std::max(e.need, total);
+    if (total > e.current_bytes) {
+        reserved_ += total - e.current_bytes;
+        e.current_bytes = total;
+        while (!fits_once_freed_locked(0, 0) && evict_one_locked(&e)) {
         }
     }
 }
@@ -630,17 +627,10 @@ Routed ModelPool::route(const server_http_req & req, const std::function<bool()>
     const std::string autoload_param = req.get_param("autoload");
     const bool autoload = autoload_param.empty() ? router_params_.models_autoload
                                                  : (autoload_param == "true" || autoload_param == "1");
-    out = route_to(name, autoload, should_stop);
+    out = route_to(name, autoload, has_body, should_stop);  // only POSTs count as use, as in llama-server
     if (out.inst && fake_timing_) {
         for (int i = 0; i < 200 && !(should_stop && should_stop()); ++i) {
             std::this_thread::sleep_for(std::chrono::milliseconds(10));
-        }
-    }
-    if (out.inst && has_body) {
-        std::lock_guard<std::mutex> lock(mutex_);
-        if (Entry * e = lookup_locked(name.empty() ? options_.default_model : name)) {
-            e->last_used = clock::now();
-            e->last_used_unix = unix_now();
         }
     }
     return out;
@@ -709,7 +699,8 @@ ModelPool::Waited ModelPool::wait_serving_locked(std::unique_lock<std::mutex> & 
     }
 }
 
-Routed ModelPool::route_to(const std::string & requested, bool autoload, const std::function<bool()> & should_stop) {
+Routed ModelPool::route_to(const std::string & requested, bool autoload, bool touch,
+                           const std::function<bool()> & should_stop) {
     Routed out;
     auto answer = [&](const std::string & message, error_type type) {
         out.answer = error_response(message, type);
@@ -727,7 +718,13 @@ Routed ModelPool::route_to(const std::string & requested, bool autoload, const s
     std::shared_ptr<Entry> e = entries_.at(found->config.name);  // stays valid if removed meanwhile
     Waited w = wait_serving_locked(lock, e, autoload, true, clock::time_point::max(), should_stop);
     switch (w.outcome) {
-        case Waited::serving: out.inst = std::move(w.inst); return out;
+        case Waited::serving:
+            if (touch) {
+                e->last_used = clock::now();
+                e->last_used_unix = unix_now();
+            }
+            out.inst = std::move(w.inst);
+            return out;
         case Waited::stopping: return answer("the server is stopping", ERROR_TYPE_UNAVAILABLE);
         case Waited::removed: return answer("model '" + name + "' not found", ERROR_TYPE_INVALID_REQUEST);
         case Waited::not_loaded: return answer("model is not loaded", ERROR_TYPE_INVALID_REQUEST);
@@ -911,11 +908,9 @@ SwapReport ModelPool::swap(const std::string & requested, std::vector<std::strin
         return report;
     }
     const bool hot = mode == "hot" || (mode == "auto" && could_fit_locked(fresh.need, e.get()));
-    auto load_new = [&](const common_params & params, uint64_t need) -> std::shared_ptr<ModelInstance> {
-        auto saved = e->measured_need;
-        e->measured_need = fresh.measured_need;
-        auto inst = start_load_locked(*e, params, need, to_start);
-        e->measured_need = saved;
+    auto load_new = [&](const common_params & params, uint64_t need,
+                        std::shared_ptr<std::atomic<uint64_t>> measured) -> std::shared_ptr<ModelInstance> {
+        auto inst = start_load_locked(*e, params, need, std::move(measured), to_start);
         lock.unlock();
         start_all(to_start);
         lock.lock();
@@ -933,7 +928,7 @@ SwapReport ModelPool::swap(const std::string & requested, std::vector<std::strin
             cv_.wait_until(lock, std::min(deadline, clock::now() + std::chrono::milliseconds(100)));
         }
         const auto t0 = clock::now();
-        auto inst = load_new(fresh.params, fresh.need);
+        auto inst = load_new(fresh.params, fresh.need, fresh.measured_need);
         const bool ok = wait_ready(lock, inst, deadline);
         report.load_s = seconds_since(t0);
         if (!ok) {
@@ -953,13 +948,7 @@ SwapReport ModelPool::swap(const std::string & requested, std::vector<std::strin
         adopt_config();
         e->current = inst;
         e->current_bytes = fresh.need;
-        if (auto mem = inst->memory()) {
-            const uint64_t total = mem->model_bytes + mem->context_bytes + mem->compute_bytes + mem->prompt_cache_limit_bytes;
-            if (total > e->current_bytes) {
-                reserved_ += total - e->current_bytes;
-                e->current_bytes = total;
-            }
-        }
+        note_measured_locked(*e);
         publish_status_locked(*e);
         const auto t1 = clock::now();
         auto freed = retire_instance_locked(old, e->config.name, old_bytes, timeout_s);
@@ -972,6 +961,7 @@ SwapReport ModelPool::swap(const std::string & requested, std::vector<std::strin
     report.mode = "cold";
     const common_params old_params = e->params;
     const uint64_t old_need = e->need;
+    const auto old_measured = e->measured_need;
     e->parked = true;
     const auto t1 = clock::now();
     report.finished_on_old = e->current->leases();
@@ -983,14 +973,15 @@ SwapReport ModelPool::swap(const std::string & requested, std::vector<std::strin
         publish_status_locked(*e);
         cv_.notify_all();
     };
-    auto load_parked = [&](const common_params & params, uint64_t need) -> std::shared_ptr<ModelInstance> {
+    auto load_parked = [&](const common_params & params, uint64_t need,
+                           std::shared_ptr<std::atomic<uint64_t>> measured) -> std::shared_ptr<ModelInstance> {
         while (!make_room_locked(need, e.get())) {
             if (clock::now() >= deadline || stopping_) {
                 return nullptr;
             }
             cv_.wait_until(lock, std::min(deadline, clock::now() + std::chrono::milliseconds(100)));
         }
-        auto inst = load_new(params, need);
+        auto inst = load_new(params, need, std::move(measured));
         e->current = inst;
         e->current_bytes = need;
         if (!wait_ready(lock, inst, deadline)) {
@@ -1002,17 +993,17 @@ SwapReport ModelPool::swap(const std::string & requested, std::vector<std::strin
         return inst;
     };
     const auto t0 = clock::now();
-    auto inst = load_parked(fresh.params, fresh.need);
+    auto inst = load_parked(fresh.params, fresh.need, fresh.measured_need);
     report.load_s = seconds_since(t0);
     if (inst) {
         adopt_config();
+        note_measured_locked(*e);  // into the new model's figures, now the entry's
         unpark();
         return report;
     }
     const std::string why = e->failure ? e->failure->message : "it did not load in time";
     // roll back: the old model again
-    report.rolled_back = true;
-    auto back = load_parked(old_params, old_need);
+    auto back = load_parked(old_params, old_need, old_measured);
     unpark();
     if (!back) {
         throw Error(ErrorKind::model_load, "swap of '" + e->config.name + "' failed (" + why +

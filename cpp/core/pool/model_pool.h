@@ -76,6 +76,10 @@ struct PoolModelInfo {
     uint64_t loads = 0;
 };
 
+// The "model" string of a JSON request body: "" when it names none (or is not an object),
+// nothing when the body is not JSON.
+std::optional<std::string> model_in_body(const std::string & body);
+
 struct ReloadReport {
     std::vector<std::string> added, removed, changed;
 };
@@ -85,7 +89,6 @@ struct SwapReport {
     double load_s = 0;      // loading the new model
     double drain_s = 0;     // requests on the old model finishing (and its memory freed)
     int finished_on_old = 0;  // requests in flight on the old model when the swap flipped
-    bool rolled_back = false;
 };
 
 class ModelPool {
@@ -186,7 +189,7 @@ private:
     Waited wait_serving_locked(std::unique_lock<std::mutex> & lock, const std::shared_ptr<Entry> & e, bool autoload,
                                bool lease, clock::time_point deadline, const std::function<bool()> & should_stop);
     Routed route(const server_http_req & req, const std::function<bool()> & should_stop);
-    Routed route_to(const std::string & requested, bool autoload, const std::function<bool()> & should_stop);
+    Routed route_to(const std::string & requested, bool autoload, bool touch, const std::function<bool()> & should_stop);
     void register_routes();
     void insert(PoolModelConfig config, bool strict);
 
@@ -199,7 +202,9 @@ private:
     bool fits_once_freed_locked(uint64_t need, int extra_instances) const;
     bool evict_one_locked(const Entry * keep);
     std::shared_ptr<ModelInstance> start_load_locked(Entry & e, const common_params & params, uint64_t need,
+                                                     std::shared_ptr<std::atomic<uint64_t>> measured_need,
                                                      std::vector<std::shared_ptr<ModelInstance>> & to_start);
+    void note_measured_locked(Entry & e);
     std::shared_ptr<bool> retire_locked(Entry & e, double drain_s);
     std::shared_ptr<bool> retire_instance_locked(std::shared_ptr<ModelInstance> inst, const std::string & name,
                                                  uint64_t bytes, double drain_s);

@@ -16,15 +16,11 @@ namespace llamaproc {
 namespace {
 
 std::string body_model(const server_http_req & req) {
-    try {
-        const json body = json::parse(req.body);
-        if (body.is_object() && body.contains("model") && body.at("model").is_string()) {
-            return body.at("model").get<std::string>();
-        }
-    } catch (const std::exception &) {
+    auto model = model_in_body(req.body);
+    if (!model) {
         throw std::invalid_argument("the request body must be a JSON object with a \"model\" field");
     }
-    return "";
+    return *model;
 }
 
 server_http_res_ptr ok(const json & data) {
@@ -35,6 +31,20 @@ server_http_res_ptr ok(const json & data) {
 }
 
 }  // namespace
+
+std::optional<std::string> model_in_body(const std::string & body) {
+    json parsed;
+    try {
+        parsed = json::parse(body);
+    } catch (const std::exception &) {
+        return std::nullopt;
+    }
+    if (!parsed.is_object()) {
+        return std::string();
+    }
+    return parsed.contains("model") && parsed.at("model").is_string() ? parsed.at("model").get<std::string>()
+                                                                     : std::string();
+}
 
 void ModelPool::register_routes() {
     front_->add_route("POST", "/models/load", [this](const server_http_req & req) { return handle_load(req); });

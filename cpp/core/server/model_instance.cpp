@@ -11,7 +11,6 @@
 
 #include <chrono>
 #include <cstdio>
-#include <filesystem>
 #include <fstream>
 #include <sstream>
 
@@ -251,11 +250,9 @@ void ModelInstance::prepare_prompt_cache(uint64_t need) {
 // weights at least the file's size (their pages are read into memory), or what an earlier
 // load of this server measured, whichever is larger.
 uint64_t ModelInstance::expected_need() {
-    const MemoryEstimate est = estimate_memory(params_);
-    std::error_code ec;
-    const uint64_t file = std::filesystem::file_size(params_.model.path, ec);
-    const uint64_t weights = std::max<uint64_t>(est.model_bytes, ec ? 0 : file);
-    const uint64_t need = std::max<uint64_t>(weights + est.context_bytes + est.compute_bytes, measured_need_->load());
+    const MemoryEstimate est = estimate_load_memory(params_);
+    const uint64_t weights = est.model_bytes;
+    const uint64_t need = std::max<uint64_t>(est.total(), measured_need_->load());
     if (need > memory_limit_) {
         throw Error(ErrorKind::resource,
                     "model '" + params_.model.path + "' with this configuration needs about " + mib_text(need) +

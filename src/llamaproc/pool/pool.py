@@ -35,13 +35,12 @@ from dataclasses import dataclass, field
 from typing import Any, NoReturn, cast
 
 from .. import _logging, errors, flags
+from ..flags import names_a_model
 from .._native import core
-from ..devices import device_metrics
 from ..direct.client import AsyncDirectClient, DirectClient, direct_pool
 from ..errors import ConfigError, LlamaProcError, ServerNotRunningError, StartupError
 from ..recovery import RestartBudget, RestartPolicy
-from ..server import (HealthReport, HealthStatus, LlamaServer, ServerMetrics, ServerStatus, _client_host, _http_status,
-                      _rss_bytes)
+from ..server import HealthReport, HealthStatus, LlamaServer, ServerMetrics, ServerStatus, _client_host, _http_status
 from . import presets
 from .config import ModelSpec, PoolConfig
 
@@ -548,16 +547,8 @@ class ModelPool:
         m = native.query_metrics(info.name, timeout)
         if m is None:
             raise StartupError(f"model '{info.name}': the inference loop did not answer within {timeout:g} s")
-        memory = next((x["memory"] for x in native.models() if x["name"] == info.name), None) or {}
-        load = m["load"]
-        return ServerMetrics(load["n_slots"], load["n_processing"], load["n_deferred"], m["prompt_tokens"],
-                             m["prompt_seconds"], m["prompt_tokens_cached"], m["generated_tokens"],
-                             m["generation_seconds"], m["decode_calls"], m["prometheus"],
-                             requests=dict(native.request_counts), rss_bytes=_rss_bytes(),
-                             model_bytes=memory.get("model", 0), kv_cache_bytes=memory.get("context", 0),
-                             compute_bytes=memory.get("compute", 0),
-                             prompt_cache_limit_bytes=memory.get("prompt_cache_limit", 0),
-                             devices=device_metrics(memory.get("devices")))
+        memory = next((x["memory"] for x in self._records() if x["name"] == info.name), None) or {}
+        return ServerMetrics.from_native(m, memory, requests=dict(native.request_counts))
 
     @property
     def reserved_bytes(self) -> int:
@@ -631,16 +622,9 @@ def serve_from_args(args: Sequence[str], *, use_env: bool = True, timeout: float
     (llama-server's router mode: ``--models-dir``, ``--models-preset``, and with ``read_cache``
     llama.cpp's local model cache)."""
     argv = [str(a) for a in args]
-    if _names_a_model(argv, use_env):
+    if names_a_model(argv, use_env):
         return LlamaServer.from_args(argv, use_env=use_env, timeout=timeout)
     return ModelPool.from_args(argv, use_env=use_env, timeout=timeout, read_cache=read_cache)
-
-
-def _names_a_model(argv: Sequence[str], use_env: bool) -> bool:
-    import os
-
-    return (any(a in ("-m", "--model") or a.startswith("--model=") for a in argv)
-            or (use_env and bool(os.environ.get("LLAMA_ARG_MODEL"))))
 
 
 @atexit.register
