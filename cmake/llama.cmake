@@ -49,6 +49,8 @@ set(LLAMA_ALL_WARNINGS OFF CACHE BOOL "")
 # decodes ~6x slower on small machines (docs/architecture.md); ggml's own pool does not.
 set(GGML_OPENMP OFF CACHE BOOL "llamaproc: ggml thread pool instead of OpenMP")
 set(GGML_NATIVE ON CACHE BOOL "")
+# llama-server's --rpc and `python -m llamaproc rpc-worker` (cpp/core/rpc/): one small backend
+set(GGML_RPC ON CACHE BOOL "llamaproc: RPC workers and --rpc")
 
 add_subdirectory("${LLAMAPROC_LLAMA_CPP_DIR}" "${CMAKE_BINARY_DIR}/llama.cpp" EXCLUDE_FROM_ALL)
 add_subdirectory("${CMAKE_CURRENT_LIST_DIR}/llama-server" "${CMAKE_BINARY_DIR}/llama-server" EXCLUDE_FROM_ALL)

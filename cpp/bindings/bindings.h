@@ -13,3 +13,4 @@ void init_quant_types(nb::module_ & m);
 void init_models(nb::module_ & m);
 void init_direct(nb::module_ & m);
 void init_pool(nb::module_ & m);
+void init_rpc(nb::module_ & m);

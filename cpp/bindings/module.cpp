@@ -8,6 +8,7 @@ NB_MODULE(_core, m) {
     init_direct(m);
     init_server(m);
     init_pool(m);
+    init_rpc(m);
     init_info(m);
     init_quant_types(m);
     init_models(m);

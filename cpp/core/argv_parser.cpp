@@ -1,6 +1,7 @@
 #include "argv_parser.h"
 
 #include "errors.h"
+#include "rpc/rpc_devices.h"
 
 #include "arg.h"
 #include "chat.h"
@@ -67,11 +68,24 @@ const std::vector<ProcessWideOption> & process_wide_options() {
          "process priority is a process-wide setting a library must not change for its host; "
          "set it on the Python process instead (os.nice)",
          false},
-        {"--rpc",
-         "RPC devices go into ggml's process-wide backend registry, where every server in the process would use them",
-         false},
     };
     return options;
+}
+
+bool is_option(const common_arg & opt, const char * flag) {
+    for (const char * a : opt.args) {
+        if (std::string(a) == flag) {
+            return true;
+        }
+    }
+    return false;
+}
+
+// llama.cpp's --rpc handler registers the workers' devices for every server in the process;
+// this one attaches them for the server being parsed (rpc/rpc_devices.h)
+void attach_rpc(std::vector<ggml_backend_dev_t> & rpc_devices, const std::string & servers) {
+    auto attached = attach_rpc_servers(servers);
+    rpc_devices.insert(rpc_devices.end(), attached.begin(), attached.end());
 }
 
 const ProcessWideOption * process_wide(const common_arg & opt) {
@@ -114,7 +128,7 @@ bool parse_bool(const std::string & value) {
     throw std::invalid_argument("invalid boolean value '" + value + "'");
 }
 
-void apply_env(common_params_context & ctx) {
+void apply_env(common_params_context & ctx, std::vector<ggml_backend_dev_t> & rpc_devices) {
     for (auto & opt : ctx.options) {
         std::string value;
         if (!opt.get_value_from_env(value)) {
@@ -126,6 +140,10 @@ void apply_env(common_params_context & ctx) {
             }
             config_error("unset the environment variable " + env_name_in_effect(opt) + " (" + pw->flag +
                          "): " + pw->reason);
+        }
+        if (is_option(opt, "--rpc")) {
+            attach_rpc(rpc_devices, value);
+            continue;
         }
         try {
             if (opt.handler_void && common_arg_utils::is_truthy(value)) {
@@ -143,7 +161,8 @@ void apply_env(common_params_context & ctx) {
     }
 }
 
-void apply_flags(common_params_context & ctx, const std::vector<std::string> & args) {
+void apply_flags(common_params_context & ctx, const std::vector<std::string> & args,
+                 std::vector<ggml_backend_dev_t> & rpc_devices) {
     std::unordered_map<std::string, std::pair<common_arg *, bool>> by_flag;
     for (auto & opt : ctx.options) {
         for (const char * a : opt.args) {
@@ -176,6 +195,10 @@ void apply_flags(common_params_context & ctx, const std::vector<std::string> & a
             }
             return args[j];
         };
+        if (is_option(opt, "--rpc")) {
+            attach_rpc(rpc_devices, value_at(++i));
+            continue;
+        }
         try {
             if (opt.handler_void) {
                 opt.handler_void(ctx.params);
@@ -248,10 +271,12 @@ void reject_process_features(const common_params & params, ArgsFor what) {
 common_params parse_server_args(const std::vector<std::string> & args, bool use_env, ArgsFor what) {
     common_params params;
     common_params_context ctx = common_params_parser_init(params, LLAMA_EXAMPLE_SERVER);
+    std::vector<ggml_backend_dev_t> rpc_devices;
     if (use_env) {
-        apply_env(ctx);
+        apply_env(ctx, rpc_devices);
     }
-    apply_flags(ctx, args);
+    apply_flags(ctx, args, rpc_devices);
+    choose_instance_devices(params.devices, rpc_devices);
     finish(params);
     reject_process_features(params, what);
     return params;

@@ -14,7 +14,8 @@ namespace llamaproc {
 // environment variables supply defaults, as they do for llama-server; flags win over them.
 // Throws Error(config) naming the flag for unknown flags and bad values, and for flags that
 // only make sense for a separate process (help, version, model downloads, router mode) or act
-// on process-wide state (log settings, --numa, --prio, --rpc; also as LLAMA_ARG_* variables).
+// on process-wide state (log settings, --numa, --prio; also as LLAMA_ARG_* variables). --rpc
+// attaches its workers to this server only (rpc/rpc_devices.h).
 // With ArgsFor::router the flags are a model pool's (llama-server's router mode): no model.
 enum class ArgsFor { server, router };
 common_params parse_server_args(const std::vector<std::string> & args, bool use_env, ArgsFor what = ArgsFor::server);

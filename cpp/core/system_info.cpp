@@ -1,6 +1,7 @@
 #include "system_info.h"
 
 #include "process_state.h"
+#include "rpc/rpc_devices.h"
 
 #include "ggml-backend.h"
 #include "llama.h"
@@ -47,7 +48,7 @@ SystemInfo system_info() {
         d.description = ggml_backend_dev_description(dev);
         d.type = device_type_name(ggml_backend_dev_type(dev));
         size_t free_bytes = 0, total_bytes = 0;
-        ggml_backend_dev_memory(dev, &free_bytes, &total_bytes);
+        query_device_memory(dev, free_bytes, total_bytes);
         d.memory_free = free_bytes;
         d.memory_total = total_bytes;
         info.devices.push_back(std::move(d));

@@ -40,6 +40,7 @@ _LAZY = {
     "DeviceMetrics": "devices",
     "ModelPool": "pool.pool", "PoolConfig": "pool.config", "ModelSpec": "pool.config", "ModelStatus": "pool.pool",
     "PoolModelInfo": "pool.pool", "SwapReport": "pool.pool", "ModelEvent": "pool.pool", "serve_from_args": "pool.pool",
+    "RpcWorker": "rpc.worker",
 }
 
 if TYPE_CHECKING:
@@ -52,6 +53,7 @@ if TYPE_CHECKING:
     from .quant_types import QuantType
     from .quantization import QuantizeResult, quantize
     from .recovery import EventKind, RestartPolicy, ServerEvent
+    from .rpc import RpcWorker
     from .server import HealthReport, HealthStatus, LlamaServer, ServerMetrics, ServerStatus
 
 
@@ -93,6 +95,7 @@ __all__ = [
     "ModelSpec",
     "ModelStatus",
     "PoolModelInfo",
+    "RpcWorker",
     "SwapReport",
     "ModelEvent",
     "serve_from_args",

@@ -1,4 +1,4 @@
-"""Command line: ``python -m llamaproc serve|info|quantize|inspect|build-config``.
+"""Command line: ``python -m llamaproc serve|info|quantize|inspect|build-config|build|rpc-worker``.
 
     python -m llamaproc serve [MODEL.gguf] [llama-server flags...]
     python -m llamaproc info [--json]
@@ -6,6 +6,7 @@
     python -m llamaproc inspect FILE [--json]
     python -m llamaproc build-config [--json] [--backend NAME] [--portable] [--target LEVEL]
     python -m llamaproc build [--backend NAME] [--portable] [--source DIR] [--editable] [--dry-run]
+    python -m llamaproc rpc-worker [--host H] [--port P] [--threads N] [--cache DIR] [--allow-remote]
 
 ``serve`` runs the embedded server in the foreground. It takes llama-server's own flags (and
 its ``LLAMA_ARG_*`` environment defaults), so ``llama-server -m m.gguf --port 8080`` becomes
@@ -19,6 +20,10 @@ variant, CMake defines, the pip install command), each choice with its reason; i
 built extension. ``build`` runs that pip install and reports a failure as one typed error
 (``llamaproc.errors.CompilationError``, ``DependencyMissingError``, ``BuildConfigurationError``,
 ``UnsupportedPlatformError``) with the log's path.
+
+``rpc-worker`` lends this machine's devices to servers elsewhere (``serve ... --rpc H:P``) until
+SIGINT or SIGTERM; it listens on 127.0.0.1 unless ``--allow-remote`` (the RPC protocol has no
+authentication).
 """
 
 from __future__ import annotations
@@ -65,7 +70,8 @@ LLAMA_ARG_* environment variables supply defaults, as for llama-server.
 llama-server flags (all accepted except those that only make sense for a separate process:
 --version, --list-devices, --completion-bash, --cache-list, model downloads -hf/-mu/-dr, and
 those acting on process-wide state: --log-file, --log-disable, --log-colors, --log-prefix,
---log-timestamps, --log-jsonl, --log-prompts-dir, --numa, --prio, --rpc):
+--log-timestamps, --log-jsonl, --log-prompts-dir, --numa, --prio).
+--rpc HOST:PORT,... places layers on RPC workers (python -m llamaproc rpc-worker):
 """
 
 
@@ -360,8 +366,50 @@ def build_cmd(argv: Sequence[str]) -> int:
     return build_main(argv)
 
 
+def rpc_worker_cmd(argv: Sequence[str]) -> int:
+    import argparse
+
+    from .rpc.worker import DEFAULT_PORT, RpcWorker
+
+    parser = argparse.ArgumentParser(
+        prog="python -m llamaproc rpc-worker",
+        description="Lend this machine's devices (GPUs, else the CPU) to llama-servers that use --rpc HOST:PORT. "
+                    "Runs until SIGINT or SIGTERM.")
+    parser.add_argument("--host", default="127.0.0.1", help="IPv4 address to listen on (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"TCP port (default {DEFAULT_PORT})")
+    parser.add_argument("--threads", type=int, help="CPU threads (default: physical cores but one)")
+    parser.add_argument("--cache", metavar="DIR", help="cache tensors sent before in DIR (rpc-server -c)")
+    parser.add_argument("--allow-remote", action="store_true",
+                        help="listen on a non-loopback address: the RPC protocol has NO authentication, anyone who "
+                             "reaches the port can use this machine's memory and compute")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    log = logging.getLogger("llamaproc.cli")
+    worker = RpcWorker(args.host, args.port, threads=args.threads, cache_dir=args.cache,
+                       allow_remote=args.allow_remote)
+    stop_requested = threading.Event()
+    previous = {s: signal.signal(s, lambda *_: stop_requested.set()) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        worker.start()
+        log.info("RPC worker at %s serving %s (Ctrl-C to stop); servers use --rpc %s", worker.endpoint,
+                 worker.devices, worker.endpoint)
+        while not stop_requested.wait(0.5):
+            if not worker.running:
+                log.error("the RPC worker stopped: %s", worker.failure)
+                return 1
+    except LlamaProcError as exc:
+        log.error("%s", exc)
+        return 2
+    finally:
+        worker.stop()
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    log.info("stopped after %d connection(s)", worker.connections)
+    return 0
+
+
 COMMANDS = {"serve": serve, "info": info, "quantize": quantize_cmd, "inspect": inspect_cmd,
-            "build-config": build_config_cmd, "build": build_cmd}
+            "build-config": build_config_cmd, "build": build_cmd, "rpc-worker": rpc_worker_cmd}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -10,8 +10,9 @@ changes process-wide state cannot mean what it means for a separate llama-server
 - The log settings of llama.cpp's own printer (``--log-file``, ``--log-disable``,
   ``--log-colors``, ``--log-prefix``, ``--log-timestamps``, ``--log-jsonl``), which llamaproc
   replaces by the ``llamaproc`` logger, ``--log-prompts-dir`` (its handler creates directories
-  while flags are merely parsed), ``--numa``, ``--prio`` and ``--rpc`` are refused with the
-  reason. The native parser refuses them too, with the same reasons, and refuses their
+  while flags are merely parsed), ``--numa`` and ``--prio`` are refused with the reason.
+- ``--rpc host:port,...`` is accepted: its workers serve this server only (llama.cpp would
+  register them for every server in the process; see ``llamaproc.rpc``). The native parser refuses them too, with the same reasons, and refuses their
   ``LLAMA_ARG_*`` variables (cpp/core/argv_parser.cpp).
 
 ``--cpu-mask``, ``--cpu-range``, ``--cpu-strict``, ``--prio-batch`` and ``--poll`` stay
@@ -51,8 +52,6 @@ REFUSED_FLAGS: dict[str, str] = {
               "set it on the Python process instead (numactl)",
     "--prio": "process priority is a process-wide setting a library must not change for its host; "
               "set it on the Python process instead (os.nice)",
-    "--rpc": "RPC devices go into ggml's process-wide backend registry, where every server in the process would use "
-             "them",
 }
 
 

@@ -1,5 +1,7 @@
 #include "server/decode_gate.h"
 
+#include "rpc/rpc_devices.h"
+
 #include "llama.h"
 
 #include <algorithm>
@@ -125,19 +127,28 @@ struct HeldThreads {
 extern "C" int32_t __real_llama_process(llama_context * ctx, llama_process_type type, llama_batch_ext * batch);
 extern "C" int32_t __real_llama_decode(llama_context * ctx, llama_batch batch);
 
+// Both also check, after the call, that no RPC worker's connection broke under it.
 extern "C" int32_t __wrap_llama_process(llama_context * ctx, llama_process_type type, llama_batch_ext * batch) {
+    int32_t rc;
     if (!llamaproc::t_gated) {
-        return __real_llama_process(ctx, type, batch);
+        rc = __real_llama_process(ctx, type, batch);
+    } else {
+        HeldThreads held(ctx);
+        rc = __real_llama_process(ctx, type, batch);
     }
-    HeldThreads held(ctx);
-    return __real_llama_process(ctx, type, batch);
+    llamaproc::check_rpc_connection(ctx);
+    return rc;
 }
 
 extern "C" int32_t __wrap_llama_decode(llama_context * ctx, llama_batch batch) {
+    int32_t rc;
     if (!llamaproc::t_gated) {
-        return __real_llama_decode(ctx, batch);
+        rc = __real_llama_decode(ctx, batch);
+    } else {
+        HeldThreads held(ctx);
+        rc = __real_llama_decode(ctx, batch);
     }
-    HeldThreads held(ctx);
-    return __real_llama_decode(ctx, batch);
+    llamaproc::check_rpc_connection(ctx);
+    return rc;
 }
 #endif

@@ -1,5 +1,7 @@
 #include "server/model_instance.h"
 
+#include "rpc/rpc_devices.h"
+
 #include "server/decode_gate.h"
 
 #include "server-common.h"
@@ -50,7 +52,9 @@ std::optional<DeviceStatus> device_status(const std::string & name) {
         return std::nullopt;
     }
     size_t free = 0, total = 0;
-    ggml_backend_dev_memory(dev, &free, &total);
+    if (!query_device_memory(dev, free, total)) {
+        return std::nullopt;  // an RPC worker that no longer answers
+    }
     return DeviceStatus{free, total};
 }
 

@@ -1,0 +1,42 @@
+// llama-server's --rpc for servers that share one process.
+//
+// ggml keeps RPC devices in its process-wide backend registry, and llama.cpp spreads a model
+// over every registered GPU-type device unless told otherwise: a worker attached for one server
+// would silently take layers of every later server in the process. So each server's device
+// list is made explicit: the RPC workers it named (first, as llama.cpp orders them) and the
+// local GPUs; a server that named none gets the local GPUs only.
+#pragma once
+
+#include "ggml-backend.h"
+#include "llama.h"
+
+#include <string>
+#include <vector>
+
+namespace llamaproc {
+
+// True if this build has ggml's RPC backend (GGML_RPC=ON, the default).
+bool rpc_supported();
+
+// Connects to the workers in `servers` ("host:port,host:port"), registers their devices once
+// per process, and returns them in the order given. Throws Error(config) naming the worker
+// that is unreachable, is not an RPC worker, or speaks another protocol version, and for a
+// build without RPC. Never aborts the process.
+std::vector<ggml_backend_dev_t> attach_rpc_servers(const std::string & servers);
+
+// The explicit device list (nullptr-terminated, as common_params.devices wants it) for a
+// server that attached `rpc_devices` (possibly none); `explicit_devices` (from --device) win.
+// Leaves `devices` empty (llama.cpp's default: every device) when no RPC device is registered.
+void choose_instance_devices(std::vector<ggml_backend_dev_t> & devices,
+                             const std::vector<ggml_backend_dev_t> & rpc_devices);
+
+// ggml_backend_dev_memory() that a dead RPC worker cannot turn into an abort of the calling
+// thread (ggml's client aborts when a query gets no reply): false, and zeros, if it failed.
+bool query_device_memory(ggml_backend_dev_t dev, size_t & free_bytes, size_t & total_bytes);
+
+// After a decode on this thread: throws NativeAbort if a connection to an RPC worker broke
+// while this thread waited on it (patches/0005), so that the server fails instead of going on
+// with results that never arrived. `ctx` is synchronised first when RPC devices exist.
+void check_rpc_connection(llama_context * ctx);
+
+}  // namespace llamaproc
