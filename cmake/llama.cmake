@@ -64,3 +64,11 @@ if(NOT _llamaproc_patch_0001)
                   "start(progress=...) will not report load progress and stop() will not cancel a load in progress "
                   "(apply it with `patch -p1 < patches/0001-...` in that checkout)")
 endif()
+file(STRINGS "${LLAMAPROC_LLAMA_CPP_DIR}/ggml/include/ggml-rpc.h" _llamaproc_patch_0005 REGEX "ggml_backend_rpc_thread_saw_failure")
+if(_llamaproc_patch_0005)
+  set(LLAMAPROC_RPC_FAILURE_PATCH ON)
+elseif(GGML_RPC)
+  set(LLAMAPROC_RPC_FAILURE_PATCH OFF)
+  message(WARNING "llamaproc: ${LLAMAPROC_LLAMA_CPP_DIR} lacks patches/0005-rpc-connection-failure-fails-its-server.patch: "
+                  "an RPC worker that goes away under a server (--rpc) aborts the whole process")
+endif()

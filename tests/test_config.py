@@ -117,7 +117,6 @@ REFUSED = [
     (("--log-prompts-dir", "prompts"), "creates directories"),
     (("--numa", "distribute"), "numactl"),
     (("--prio", "2"), "os.nice"),
-    (("--rpc", "127.0.0.1:50052"), "backend registry"),
 ]
 
 

@@ -53,8 +53,9 @@ void init_info(nb::module_ & m) {
     m.def(
         "validate_server_args",
         [](const std::vector<std::string> & args, bool use_env) { (void) llamaproc::parse_server_args(args, use_env); },
-        nb::arg("args"), nb::arg("use_env") = false,
-        "Parse llama-server flags the way start() will; raises ConfigError naming the bad flag.");
+        nb::arg("args"), nb::arg("use_env") = false, nb::call_guard<nb::gil_scoped_release>(),
+        "Parse llama-server flags the way start() will; raises ConfigError naming the bad flag "
+        "(--rpc connects to its workers: without the GIL).");
     m.def("_server_flag_values", &llamaproc::server_flag_values,
           "How many values each llama-server flag spelling takes (0, 1 or 2).");
     m.def(

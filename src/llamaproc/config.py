@@ -24,6 +24,7 @@ _FIELD_FLAGS: dict[str, str] = {
     "-np": "parallel", "--parallel": "parallel",
     "--api-key": "api_key",
     "--embedding": "embeddings", "--embeddings": "embeddings",
+    "--rpc": "rpc_workers",
 }
 
 
@@ -47,6 +48,8 @@ class _ModelFields(Protocol):
     def parallel(self) -> int: ...
     @property
     def embeddings(self) -> bool: ...
+    @property
+    def rpc_workers(self) -> Sequence[str]: ...
 
 
 def model_argv(fields: _ModelFields, more: Sequence[str] = ()) -> list[str]:
@@ -58,6 +61,8 @@ def model_argv(fields: _ModelFields, more: Sequence[str] = ()) -> list[str]:
         argv += ["--threads", str(fields.threads)]
     if fields.gpu_layers is not None:
         argv += ["--gpu-layers", str(fields.gpu_layers)]
+    if fields.rpc_workers:
+        argv += ["--rpc", ",".join(fields.rpc_workers)]
     argv += more
     if fields.parallel > 1:
         argv.append("--kv-unified")  # one shared KV pool: any request may use the whole context
@@ -77,6 +82,11 @@ def check_model_fields(fields: _ModelFields) -> str:
     _int_field("parallel", fields.parallel, minimum=1)
     if not isinstance(fields.embeddings, bool):
         raise ConfigError(f"embeddings must be a bool, got {fields.embeddings!r}")
+    workers = fields.rpc_workers
+    if isinstance(workers, (str, bytes)) or not isinstance(workers, Sequence) or not all(
+            isinstance(w, str) and w.rpartition(":")[0] and w.rpartition(":")[2].isdigit() and "," not in w
+            for w in workers):
+        raise ConfigError(f"rpc_workers must be a sequence of 'host:port' strings, got {workers!r}")
     return str(Path(fields.model_path))
 
 
@@ -117,6 +127,9 @@ class ServerConfig:
         parallel: Slots, i.e. requests decoded together (``-np``); they share the context.
         api_key: Require this key (``Authorization: Bearer KEY``) on every endpoint but /health.
         embeddings: Serve the embeddings endpoints (``--embeddings``).
+        rpc_workers: ``host:port`` of RPC workers (``python -m llamaproc rpc-worker``) to place
+            layers of the model on (``--rpc``); they serve this server only, not the others in
+            the process. The server fails (typed error, process alive) if a worker goes away.
         extra_args: Further llama-server flags, as separate strings. ``-v`` and ``-lv N``
             are not passed on: llama.cpp's log threshold is process-wide, so they set the
             ``llamaproc`` logger's level when the server starts (:attr:`log_level`). Flags
@@ -141,6 +154,7 @@ class ServerConfig:
     parallel: int = 4
     api_key: str | None = None
     embeddings: bool = False
+    rpc_workers: Sequence[str] = ()
     extra_args: Sequence[str] = field(default_factory=tuple)
     restart: RestartPolicy | None = None
     allow_unauthenticated_remote: bool = False
@@ -150,6 +164,7 @@ class ServerConfig:
         if self.restart is not None and not isinstance(self.restart, RestartPolicy):
             raise ConfigError(f"restart must be a RestartPolicy or None, got {self.restart!r}")
         object.__setattr__(self, "model_path", check_model_fields(self))
+        object.__setattr__(self, "rpc_workers", tuple(self.rpc_workers))
         _int_field("port", self.port, minimum=0, maximum=65535)
         _int_field("memory_limit", self.memory_limit, minimum=1, optional=True)
         if not isinstance(self.host, str) or not self.host.strip():

@@ -2,6 +2,7 @@
 
 #include "errors.h"
 #include "native_log.h"
+#include "rpc/socket_waits.h"
 
 #include "llama.h"
 #ifdef GGML_USE_RPC
@@ -27,6 +28,8 @@ namespace llamaproc {
 namespace {
 
 std::atomic<bool> g_rpc_attached{false};
+
+constexpr int HANDSHAKE_TIMEOUT_MS = 10000;
 
 bool is_rpc_device(ggml_backend_dev_t dev) {
     ggml_backend_reg_t reg = ggml_backend_dev_backend_reg(dev);
@@ -90,15 +93,17 @@ ggml_backend_reg_t attach_one(const std::string & endpoint) {
                                            "); start one with `python -m llamaproc rpc-worker --port " + port + "`");
     }
 #endif
-    // ggml's handshake aborts on a peer that is not a worker of this protocol version: on this
-    // guarded thread that throws NativeAbort instead
+    // a peer that is not a worker of this protocol version fails the handshake (patches/0005:
+    // marked failed, not aborted); one that never answers times out
     auto tail = std::make_shared<LogTail>();
     ggml_backend_reg_t reg = nullptr;
-    try {
+    {
         ThreadLogScope scope(tail);
+        SocketWaitScope waits(SocketWaits{nullptr, HANDSHAKE_TIMEOUT_MS});
         reg = ggml_backend_rpc_add_server(endpoint.c_str());
-    } catch (const NativeAbort & e) {
-        std::string detail = e.what();
+    }
+    if (take_rpc_failure()) {
+        std::string detail = "no answer to the handshake";
         for (const auto & line : tail->lines(5)) {
             if (line.find("version mismatch") != std::string::npos) {
                 detail = line;
@@ -106,7 +111,7 @@ ggml_backend_reg_t attach_one(const std::string & endpoint) {
         }
         throw Error(ErrorKind::config, "--rpc: " + endpoint + " did not answer as a ggml RPC worker of protocol " +
                                            std::to_string(RPC_PROTO_MAJOR_VERSION) + "." +
-                                           std::to_string(RPC_PROTO_MINOR_VERSION) + ": " + detail);
+                                           std::to_string(RPC_PROTO_MINOR_VERSION) + " (" + detail + ")");
     }
     if (reg == nullptr) {
         throw Error(ErrorKind::config, "--rpc: the RPC worker at " + endpoint + " offers no device");
@@ -189,18 +194,22 @@ bool query_device_memory(ggml_backend_dev_t dev, size_t & free_bytes, size_t & t
     }
 }
 
+bool take_rpc_failure() {
+#if defined(GGML_USE_RPC) && defined(LLAMAPROC_RPC_FAILURE_PATCH)
+    return ggml_backend_rpc_thread_saw_failure();
+#else
+    return false;
+#endif
+}
+
 void check_rpc_connection(llama_context * ctx) {
-#ifdef GGML_USE_RPC
     if (!g_rpc_attached.load()) {
         return;
     }
     llama_synchronize(ctx);  // the decode's results arrive (or their connection breaks) here
-    if (ggml_backend_rpc_thread_saw_failure()) {
+    if (take_rpc_failure()) {
         throw NativeAbort("the connection to an RPC worker broke (the worker stopped, crashed or became unreachable)");
     }
-#else
-    (void) ctx;
-#endif
 }
 
 }  // namespace llamaproc

@@ -34,9 +34,13 @@ void choose_instance_devices(std::vector<ggml_backend_dev_t> & devices,
 // thread (ggml's client aborts when a query gets no reply): false, and zeros, if it failed.
 bool query_device_memory(ggml_backend_dev_t dev, size_t & free_bytes, size_t & total_bytes);
 
+// True (once) if a connection to an RPC worker broke while this thread waited on it
+// (patches/0005: the replies it got read as zeros).
+bool take_rpc_failure();
+
 // After a decode on this thread: throws NativeAbort if a connection to an RPC worker broke
-// while this thread waited on it (patches/0005), so that the server fails instead of going on
-// with results that never arrived. `ctx` is synchronised first when RPC devices exist.
+// under it, so that the server fails before it uses results that never arrived. `ctx` is
+// synchronised first when RPC devices exist.
 void check_rpc_connection(llama_context * ctx);
 
 }  // namespace llamaproc

@@ -1,6 +1,7 @@
 #include "rpc/rpc_worker.h"
 
 #include "errors.h"
+#include "rpc/socket_waits.h"
 #include "server/instance_params.h"
 
 #include "ggml-backend.h"
@@ -17,7 +18,6 @@
 #if defined(__linux__)
 #include <arpa/inet.h>
 #include <netinet/in.h>
-#include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 #endif
@@ -26,29 +26,7 @@ namespace llamaproc {
 
 namespace {
 
-// The worker whose ggml server loop runs on this thread (nullptr on every other thread).
-thread_local RpcWorkerSignals * t_worker = nullptr;
-
-constexpr int POLL_SLICE_MS = 50;
-
-#if defined(__linux__) && defined(LLAMAPROC_WRAPS_SOCKETS)
-constexpr bool CAN_STOP = true;
-
-// Waits until `fd` is readable or the worker is asked to stop; false on stop.
-bool wait_readable(int fd, const RpcWorkerSignals & w) {
-    while (!w.stop.load()) {
-        pollfd p{fd, POLLIN, 0};
-        const int rc = poll(&p, 1, POLL_SLICE_MS);
-        if (rc > 0) {
-            return true;
-        }
-        if (rc < 0 && errno != EINTR) {
-            return true;  // let the real call report the error
-        }
-    }
-    return false;
-}
-
+#if defined(__linux__)
 // Binds host:port the way ggml's server will (IPv4, SO_REUSEADDR) and lets go, so that a port
 // in use is reported as an error instead of a thread that ends at once.
 std::string bind_problem(const std::string & host, int port) {
@@ -70,7 +48,6 @@ std::string bind_problem(const std::string & host, int port) {
     return problem;
 }
 #else
-constexpr bool CAN_STOP = false;
 std::string bind_problem(const std::string &, int) { return ""; }
 #endif
 
@@ -98,7 +75,7 @@ void RpcWorker::start() {
 #ifndef GGML_USE_RPC
     throw Error(ErrorKind::config, "this build has no RPC backend (rebuild with -Ccmake.define.GGML_RPC=ON)");
 #else
-    if (!CAN_STOP) {
+    if (!socket_waits_available()) {
         throw Error(ErrorKind::config, "an in-process RPC worker needs Linux (its stop wraps the socket calls at "
                                        "link time); run llama.cpp's rpc-server binary instead");
     }
@@ -155,7 +132,7 @@ void RpcWorker::start() {
 void RpcWorker::run() {
 #ifdef GGML_USE_RPC
     ThreadLogScope scope(tail_);
-    t_worker = signals_.get();
+    SocketWaitScope waits(SocketWaits{signals_.get(), -1});
     std::string why;
     try {
         // the devices rpc-server serves by default: the local GPUs, else the CPU
@@ -193,7 +170,6 @@ void RpcWorker::run() {
     } catch (const std::exception & e) {
         why = e.what();
     }
-    t_worker = nullptr;
     if (!why.empty()) {
         log_line(LogLevel::error, "RPC worker " + endpoint() + ": " + why);
         std::lock_guard<std::mutex> lock(mutex_);
@@ -228,38 +204,3 @@ std::string RpcWorker::device_description() const {
 
 }  // namespace llamaproc
 
-#if defined(__linux__) && defined(LLAMAPROC_WRAPS_SOCKETS)
-// -Wl,--wrap=accept / recv send every call in this module here; __real_* are libc's. Only a
-// worker's thread (t_worker set) waits in slices; every other thread passes straight through.
-extern "C" int __real_accept(int fd, sockaddr * addr, socklen_t * len);
-extern "C" ssize_t __real_recv(int fd, void * buf, size_t n, int flags);
-
-extern "C" int __wrap_accept(int fd, sockaddr * addr, socklen_t * len) {
-    llamaproc::RpcWorkerSignals * w = llamaproc::t_worker;
-    if (w == nullptr) {
-        return __real_accept(fd, addr, len);
-    }
-    w->listening = true;
-    if (!llamaproc::wait_readable(fd, *w)) {
-        errno = ECANCELED;
-        return -1;
-    }
-    const int client = __real_accept(fd, addr, len);
-    if (client >= 0) {
-        w->connections.fetch_add(1);
-    }
-    return client;
-}
-
-extern "C" ssize_t __wrap_recv(int fd, void * buf, size_t n, int flags) {
-    llamaproc::RpcWorkerSignals * w = llamaproc::t_worker;
-    if (w == nullptr) {
-        return __real_recv(fd, buf, n, flags);
-    }
-    if (!llamaproc::wait_readable(fd, *w)) {
-        errno = ECONNABORTED;
-        return -1;
-    }
-    return __real_recv(fd, buf, n, flags);
-}
-#endif

@@ -2,10 +2,10 @@
 // of this process, so that a llama-server elsewhere (`--rpc host:port`) can place layers of its
 // model on this machine's devices.
 //
-// ggml's server loop has no stop: it blocks in accept() and recv() forever. On Linux this
-// build wraps those two calls at link time (-Wl,--wrap); on a worker's thread they wait in
-// slices and give up once stop() is asked, so a worker stops like a server does. Elsewhere
-// start() refuses (use llama.cpp's rpc-server binary there).
+// ggml's server loop has no stop: it blocks in accept() and recv() forever. On a worker's
+// thread those calls wait in slices and give up once stop() is asked (rpc/socket_waits.h), so
+// a worker stops like a server does. Where they cannot be wrapped (not Linux) start() refuses:
+// use llama.cpp's rpc-server binary there.
 //
 // The RPC protocol has no authentication: anyone who reaches the port can run computations
 // and read or write the worker's memory buffers. Workers therefore listen on loopback unless
@@ -13,6 +13,7 @@
 #pragma once
 
 #include "native_log.h"
+#include "rpc/socket_waits.h"
 
 #include <atomic>
 #include <cstdint>
@@ -29,13 +30,6 @@ struct RpcWorkerOptions {
     int threads = 0;          // CPU threads for computing; 0: one per physical core but one
     std::string cache_dir;    // a local cache of tensors sent before (rpc-server -c); "" for none
     bool allow_remote = false;
-};
-
-// Shared between a worker and the wrapped socket calls on its thread.
-struct RpcWorkerSignals {
-    std::atomic<bool> stop{false};
-    std::atomic<bool> listening{false};
-    std::atomic<uint64_t> connections{0};
 };
 
 class RpcWorker {

@@ -315,6 +315,10 @@ void ModelInstance::run() {
             params_.load_progress_callback = &ModelInstance::on_load_progress;
             params_.load_progress_callback_user_data = this;
             const bool ok = ctx_server_->load_model(params_);
+            if (take_rpc_failure()) {  // the weights never reached an RPC worker (patches/0005)
+                throw Error(ErrorKind::model_load, "failed to load model '" + path + "': the connection to an RPC "
+                                                   "worker broke while the weights were sent to it");
+            }
             if (!ok) {
                 if (stop_requested_.load()) {
                     break;

@@ -52,6 +52,7 @@ class ModelSpec:
         gpu_layers: Layers to offload to a GPU (``-ngl``).
         parallel: Slots (``-np``), i.e. requests of this model decoded together.
         embeddings: Serve the embeddings endpoints.
+        rpc_workers: ``host:port`` of RPC workers to place layers on (``--rpc``).
         aliases: Other names requests may use for this model.
         tags: Informational labels, listed by ``GET /models``.
         pinned: Never unloaded to make room, nor when idle.
@@ -70,6 +71,7 @@ class ModelSpec:
     gpu_layers: int | None = None
     parallel: int = 4
     embeddings: bool = False
+    rpc_workers: Sequence[str] = ()
     aliases: Sequence[str] = ()
     tags: Sequence[str] = ()
     pinned: bool = False
@@ -80,6 +82,7 @@ class ModelSpec:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "model_path", check_model_fields(self))
+        object.__setattr__(self, "rpc_workers", tuple(self.rpc_workers))
         for name in ("pinned", "load_on_startup"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name} must be a bool, got {getattr(self, name)!r}")
