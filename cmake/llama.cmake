@@ -52,6 +52,31 @@ set(GGML_NATIVE ON CACHE BOOL "")
 # llama-server's --rpc and `python -m llamaproc rpc-worker` (cpp/core/rpc/): one small backend
 set(GGML_RPC ON CACHE BOOL "llamaproc: RPC workers and --rpc")
 
+# -DLLAMAPROC_PORTABLE=ON: one wheel for any CPU of its architecture. ggml builds its CPU
+# backend once per instruction-set level (GGML_CPU_ALL_VARIANTS) as loadable modules
+# (GGML_BACKEND_DL, which needs ggml as shared libraries); _core loads the best one for the CPU
+# it runs on (cpp/core/runtime_backends.h). llama, common and the server stay static.
+option(LLAMAPROC_PORTABLE "CPU backend per instruction-set level, the best chosen at run time" OFF)
+if(LLAMAPROC_PORTABLE)
+  set(GGML_NATIVE OFF CACHE BOOL "" FORCE)
+  set(GGML_BACKEND_DL ON CACHE BOOL "" FORCE)
+  set(GGML_CPU_ALL_VARIANTS ON CACHE BOOL "" FORCE)
+  set(BUILD_SHARED_LIBS ON)  # a normal variable: ggml's scope only, the cache says OFF elsewhere
+  set(CMAKE_LIBRARY_OUTPUT_DIRECTORY "${CMAKE_BINARY_DIR}/bin")
+  set(CMAKE_RUNTIME_OUTPUT_DIRECTORY "${CMAKE_BINARY_DIR}/bin")
+  set(GGML_BUILD_NUMBER ${LLAMA_BUILD_NUMBER})
+  set(GGML_BUILD_COMMIT ${LLAMA_BUILD_COMMIT})
+  add_subdirectory("${LLAMAPROC_LLAMA_CPP_DIR}/ggml" "${CMAKE_BINARY_DIR}/llama.cpp/ggml" EXCLUDE_FROM_ALL)
+  unset(BUILD_SHARED_LIBS)
+  set(LLAMAPROC_GGML_MODULES ggml ggml-base ${GGML_AVAILABLE_BACKENDS})
+  foreach(_lib IN LISTS LLAMAPROC_GGML_MODULES)
+    set_target_properties(${_lib} PROPERTIES INSTALL_RPATH "$ORIGIN" BUILD_WITH_INSTALL_RPATH ON)
+  endforeach()
+  message(STATUS "llamaproc: portable build, CPU variants chosen at run time: ${GGML_AVAILABLE_BACKENDS}")
+else()
+  set(GGML_BACKEND_DL OFF CACHE BOOL "" FORCE)
+  set(GGML_CPU_ALL_VARIANTS OFF CACHE BOOL "" FORCE)
+endif()
 add_subdirectory("${LLAMAPROC_LLAMA_CPP_DIR}" "${CMAKE_BINARY_DIR}/llama.cpp" EXCLUDE_FROM_ALL)
 add_subdirectory("${CMAKE_CURRENT_LIST_DIR}/llama-server" "${CMAKE_BINARY_DIR}/llama-server" EXCLUDE_FROM_ALL)
 include("${CMAKE_CURRENT_LIST_DIR}/amx_fix.cmake")

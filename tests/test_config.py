@@ -163,7 +163,7 @@ def test_the_native_parser_refuses_verbosity_flags_that_were_not_mapped(tiny_mod
     "env, value",
     [("LLAMA_ARG_LOG_FILE", "server.log"), ("LLAMA_ARG_LOG_COLORS", "on"), ("LLAMA_ARG_LOG_PREFIX", "1"),
      ("LLAMA_ARG_NO_LOG_PREFIX", "1"), ("LLAMA_ARG_LOG_TIMESTAMPS", "1"), ("LLAMA_ARG_LOG_JSONL", "1"),
-     ("LLAMA_ARG_NUMA", "distribute"), ("LLAMA_ARG_RPC", "127.0.0.1:50052")],
+     ("LLAMA_ARG_NUMA", "distribute")],
 )
 def test_process_wide_environment_variables_are_refused_where_env_defaults_apply(tiny_model, tmp_path, monkeypatch,
                                                                                  env, value):

@@ -2,6 +2,7 @@
 #include "bindings.h"
 
 #include "argv_parser.h"
+#include "runtime_backends.h"
 #include "system_info.h"
 
 #include "log.h"
@@ -33,6 +34,23 @@ void init_info(nb::module_ & m) {
                 backends.append(backend);
             }
             out["backends"] = backends;
+            const auto & rt = llamaproc::load_runtime_backends();
+            if (rt.dynamic) {
+                nb::dict cpu;
+                cpu["name"] = rt.cpu_variant;
+                cpu["path"] = rt.cpu_variant_path;
+                cpu["forced"] = rt.forced;
+                cpu["problem"] = rt.problem.empty() ? nb::none() : nb::cast(rt.problem);
+                nb::dict scores;
+                for (const auto & [name, score] : rt.cpu_variants) {
+                    scores[name.c_str()] = score;
+                }
+                cpu["available"] = scores;
+                cpu["modules"] = rt.loaded;
+                out["cpu_variant"] = cpu;
+            } else {
+                out["cpu_variant"] = nb::none();  // the CPU backend is linked in, built for one level
+            }
             nb::list devices;
             for (const auto & d : info.devices) {
                 nb::dict dev;

@@ -1,8 +1,11 @@
 // llamaproc._core: llama.cpp's server, in-process. The public API is the llamaproc package.
 #include "bindings.h"
 
+#include "runtime_backends.h"
+
 NB_MODULE(_core, m) {
     m.doc() = "Native core of llamaproc: llama.cpp's HTTP server on native threads (private API).";
+    llamaproc::load_runtime_backends();  // a portable build's backend modules, before anything uses ggml
     init_errors(m);
     init_logging(m);
     init_direct(m);
