@@ -20,13 +20,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from wheel_env import ROOT, build_wheel, install_in_fresh_env, run
 
 SMOKE = r"""
 import logging, sys
@@ -64,11 +61,6 @@ for ngl in (0, 99):
 """
 
 
-def run(cmd: list[str], **kw: object) -> subprocess.CompletedProcess[str]:
-    print("+", " ".join(cmd), flush=True)
-    return subprocess.run(cmd, text=True, **kw)  # type: ignore[call-overload]
-
-
 def cuda_lib_dirs() -> list[str]:
     home = os.environ.get("CUDA_HOME") or "/usr/local/cuda"
     return [d for d in (f"{home}/lib64", f"{home}/lib", f"{home}/targets/x86_64-linux/lib") if os.path.isdir(d)]
@@ -86,17 +78,10 @@ def main() -> int:
                f"-Cbuild-dir={args.build_dir}"]
     if not has_driver:
         defines.append("-Ccmake.define.GGML_CUDA_NO_VMM=ON")  # nothing to link libcuda against
-    started = time.monotonic()
-    built = run([sys.executable, "-m", "pip", "wheel", "--no-build-isolation", "--no-deps", "-w", str(work / "wheel"),
-                 *defines, str(ROOT)], cwd=ROOT)
-    print(f"build: exit {built.returncode} after {time.monotonic() - started:.0f} s")
-    if built.returncode != 0:
+    wheel = build_wheel(defines, work / "wheel")
+    if wheel is None:
         return 1
-    venv = work / "venv"
-    run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True)
-    py = str(venv / "bin" / "python")
-    wheel = next((work / "wheel").glob("llamaproc-*.whl"))
-    run([py, "-m", "pip", "install", "-q", "--no-deps", "--force-reinstall", str(wheel)], check=True)
+    py = install_in_fresh_env(wheel, work / "venv")
     env = {**os.environ, "LD_LIBRARY_PATH": ":".join(cuda_lib_dirs() + [os.environ.get("LD_LIBRARY_PATH", "")])}
     smoke = run([py, "-c", SMOKE, str(work / "tiny.gguf")], env=env, cwd=work)
     ok = smoke.returncode == 0

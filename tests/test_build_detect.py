@@ -156,8 +156,10 @@ def test_macos_detection_runs_sysctl_and_builds_metal(fake):
     assert config.backends == (Backend.CPU, Backend.METAL)
     assert config.cmake_defines()["GGML_METAL"] == "ON"
     portable = BuildConfig.for_machine(machine, portable=True)
-    assert portable.cpu_target == "apple_m1"
-    assert portable.cmake_defines()["GGML_CPU_ARM_ARCH"] == "armv8.2-a+dotprod"
+    assert portable.cpu_target == "all" and "this CPU would load apple_m2_m3" in portable.reasons["cpu_target"]
+    assert portable.cmake_defines()["LLAMAPROC_PORTABLE"] == "ON" and "GGML_CPU_ARM_ARCH" not in portable.cmake_defines()
+    m1 = BuildConfig.for_machine(machine, target="apple_m1")
+    assert m1.cmake_defines()["GGML_CPU_ARM_ARCH"] == "armv8.2-a+dotprod"
 
 
 @posix_only
@@ -394,19 +396,21 @@ def test_native_is_the_default_and_names_the_closest_ggml_variant(fake):
     assert "sapphirerapids" in config.reasons["cpu_target"]
 
 
-def test_no_avx2_means_no_avx2_flags_and_a_lower_portable_level(fake):
+def test_no_avx2_means_no_avx2_flags_and_a_lower_level(fake):
     machine = _machine(fake, "westmere_sse42.txt")
     native = BuildConfig.for_machine(machine)
     assert native.instruction_sets == ("SSE42",) and "AVX2" not in " ".join(native.cmake_args())
     portable = BuildConfig.for_machine(machine, portable=True)
-    d = portable.cmake_defines()
-    assert portable.cpu_target == "sse42" and "lacks part of haswell" in portable.reasons["cpu_target"]
+    assert portable.instruction_sets == ("SSE42",) and "this CPU would load sse42" in portable.reasons["cpu_target"]
+    fixed = BuildConfig.for_machine(machine, target="sse42")
+    d = fixed.cmake_defines()
+    assert fixed.cpu_variant is CpuVariant.FIXED and d["LLAMAPROC_PORTABLE"] == "OFF"
     assert (d["GGML_NATIVE"], d["GGML_SSE42"], d["GGML_AVX"], d["GGML_AVX2"], d["GGML_FMA"]) == (
         "OFF", "ON", "OFF", "OFF", "OFF")
 
 
-def test_haswell_portable_build(fake):
-    config = BuildConfig.for_machine(_machine(fake, "haswell.txt"), portable=True)
+def test_haswell_fixed_level_build(fake):
+    config = BuildConfig.for_machine(_machine(fake, "haswell.txt"), target="haswell")
     d = config.cmake_defines()
     assert config.cpu_target == "haswell"
     assert [k for k, v in d.items() if k.startswith(("GGML_AVX", "GGML_AMX", "GGML_SSE", "GGML_FMA", "GGML_F16C",
@@ -415,11 +419,21 @@ def test_haswell_portable_build(fake):
     assert d["GGML_AVX512"] == "OFF" and d["GGML_AMX_INT8"] == "OFF"
 
 
-def test_portable_on_a_big_cpu_defaults_to_haswell_and_says_what_more_it_could_use(fake):
-    config = BuildConfig.for_machine(_machine(fake, "sapphire_rapids.txt"), portable=True)
-    assert config.cpu_target == "haswell" and "--target sapphirerapids" in config.reasons["cpu_target"]
-    spr = BuildConfig.for_machine(_machine(fake, "sapphire_rapids.txt"), target="sapphirerapids")
-    assert spr.cpu_variant is CpuVariant.PORTABLE
+def test_portable_builds_every_level_and_names_the_one_this_cpu_loads(fake):
+    machine = _machine(fake, "sapphire_rapids.txt", GCC12)
+    config = BuildConfig.for_machine(machine, portable=True)
+    d = config.cmake_defines()
+    assert config.cpu_variant is CpuVariant.PORTABLE and config.cpu_target == "all"
+    assert (d["LLAMAPROC_PORTABLE"], d["GGML_NATIVE"], d["GGML_BACKEND_DL"], d["GGML_CPU_ALL_VARIANTS"]) == (
+        "ON", "OFF", "ON", "ON")
+    assert not any(k.startswith(("GGML_AVX", "GGML_AMX", "GGML_SSE")) for k in d)  # each variant sets its own
+    assert "this CPU would load sapphirerapids" in config.reasons["cpu_target"]
+    assert "AMX_INT8" in config.instruction_sets and any("tile" in n for n in config.notes)  # the AMX fix applies
+    assert "-Cbuild-dir=build/portable-{wheel_tag}" in config.pip_install_command(python="python")
+    with pytest.raises(ConfigError, match="ask for one of them"):
+        BuildConfig.for_machine(machine, portable=True, target="haswell")
+    spr = BuildConfig.for_machine(machine, target="sapphirerapids")
+    assert spr.cpu_variant is CpuVariant.FIXED
     assert {k for k, v in spr.cmake_defines().items() if v == "ON" and k.startswith("GGML_AMX")} == {
         "GGML_AMX_TILE", "GGML_AMX_INT8"}
 
@@ -435,9 +449,9 @@ def test_arm_portable_targets_use_ggml_cpu_arm_arch(fake):
     native = BuildConfig.for_machine(machine)
     assert native.instruction_sets == ("DOTPROD", "FP16_VECTOR_ARITHMETIC", "SVE", "MATMUL_INT8")
     assert "armv8.6_1" in native.reasons["cpu_target"]
-    default = BuildConfig.for_machine(machine, portable=True).cmake_defines()
-    assert default["GGML_CPU_ARM_ARCH"] == "armv8.2-a+dotprod+fp16"
-    assert not any(k.startswith(("GGML_AVX", "GGML_SSE")) for k in default)
+    base = BuildConfig.for_machine(machine, target="armv8.2_2").cmake_defines()
+    assert base["GGML_CPU_ARM_ARCH"] == "armv8.2-a+dotprod+fp16"
+    assert not any(k.startswith(("GGML_AVX", "GGML_SSE")) for k in base)
     v1 = BuildConfig.for_machine(machine, target="armv8.6_1").cmake_defines()
     assert v1["GGML_CPU_ARM_ARCH"] == "armv8.6-a+dotprod+fp16+sve+i8mm"
 
@@ -487,7 +501,7 @@ def test_every_choice_has_a_one_line_reason(fake):
 
 
 def test_pip_install_command(fake):
-    config = BuildConfig.for_machine(_machine(fake, "haswell.txt"), portable=True, build_type="RelWithDebInfo")
+    config = BuildConfig.for_machine(_machine(fake, "haswell.txt"), target="haswell", build_type="RelWithDebInfo")
     cmd = config.pip_install_command(python="python")
     assert cmd[:5] == ["python", "-m", "pip", "install", "-v"] and cmd[-1] == "."
     assert "-Ccmake.build-type=RelWithDebInfo" in cmd and "-Ccmake.define.CMAKE_BUILD_TYPE=RelWithDebInfo" not in cmd
@@ -511,7 +525,8 @@ def _ggml_options() -> set[str]:
 def test_define_names_are_ggml_options(fake):
     options = _ggml_options()
     names: set[str] = set()
-    for sample, kw in (("haswell.txt", {"portable": True}), ("neoverse_v1_sve.txt", {"portable": True}),
+    for sample, kw in (("haswell.txt", {"portable": True}), ("haswell.txt", {"target": "haswell"}),
+                       ("neoverse_v1_sve.txt", {"target": "armv8.6_1"}),
                        ("sapphire_rapids.txt", {"backends": ["cuda", "vulkan", "opencl", "rocm", "metal"]})):
         names |= set(BuildConfig.for_machine(_machine(fake, sample), **kw).cmake_defines())
     assert {n for n in names if n.startswith("GGML_")} <= options
@@ -546,8 +561,8 @@ def test_build_config_json(fake_detect, capsys):
     assert data["machine"]["cpu"]["model"] == "Intel(R) Xeon(R) Platinum 8488C"
     assert data["machine"]["toolkits"]["cuda"]["version"] == (None if os.name != "posix" else "12.4.131")
     config = data["config"]
-    assert config["backends"] == ["cpu"] and config["cpu_variant"] == "portable" and config["cpu_target"] == "haswell"
-    assert config["cmake_defines"]["GGML_CUDA"] == "OFF" and config["cmake_defines"]["GGML_AVX2"] == "ON"
+    assert config["backends"] == ["cpu"] and config["cpu_variant"] == "portable" and config["cpu_target"] == "all"
+    assert config["cmake_defines"]["GGML_CUDA"] == "OFF" and config["cmake_defines"]["LLAMAPROC_PORTABLE"] == "ON"
     assert set(config["reasons"]) >= {"backends", "cpu_variant", "cpu_target", "instruction_sets", "build_type"}
     assert config["pip_install"][-1] == "."
 

@@ -44,6 +44,9 @@ def test_the_matrix_lists_every_python_on_every_runner(platform, tags):
 def test_wheels_are_built_for_their_whole_architecture():
     config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["cibuildwheel"]
     assert config["config-settings"]["cmake.define.GGML_NATIVE"] == "OFF"
+    # Linux wheels carry every CPU level and load the best at import (the portable build)
+    assert config["linux"]["config-settings"]["cmake.define.LLAMAPROC_PORTABLE"] == "ON"
+    assert config["linux"]["config-settings"]["cmake.define.GGML_NATIVE"] == "OFF"
     assert config["macos"]["config-settings"]["cmake.define.GGML_METAL"] == "ON"
     x86_mac = next(o for o in config["overrides"] if o["select"] == "*-macosx_x86_64")
     assert x86_mac["config-settings"]["cmake.define.GGML_METAL"] == "OFF"

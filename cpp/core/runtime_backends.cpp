@@ -46,6 +46,7 @@ int score_of(const fs::path & path) {
 }
 
 RuntimeBackends load() {
+    install_native_log_hooks();  // ggml's loading lines go to the Python logger, not stderr
     RuntimeBackends out;
     out.dynamic = true;
     out.directory = module_directory();

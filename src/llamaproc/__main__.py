@@ -250,7 +250,8 @@ def build_mismatches(facts: dict, machine: object) -> list[str]:
                    "(no driver, or none visible): models run on the CPU")
     cpu_build = next((b["features"] for b in facts["backends"] if b["name"].upper() == "CPU"), {})
     cpu = getattr(machine, "cpu", None)
-    if cpu_build and cpu is not None and getattr(cpu, "features_known", False):
+    portable = facts.get("cpu_variant") is not None  # ggml's fixed variants: a gap there is by design
+    if cpu_build and cpu is not None and getattr(cpu, "features_known", False) and not portable:
         unused = [ggml for feature, ggml in _FEATURES_OF_BUILD.items()
                   if feature in cpu.features and cpu_build.get(ggml, "0") in ("0", "")]
         if unused:
@@ -277,6 +278,16 @@ def info(argv: Sequence[str]) -> int:
     for backend in facts["backends"]:
         enabled = [k for k, v in backend["features"].items() if v not in ("0", "")]
         print(f"  {backend['name']}: {' '.join(enabled) if enabled else '-'}")
+    variant = facts.get("cpu_variant")
+    if variant is None:
+        print("cpu variant: linked in (a native or fixed-level build; --portable builds every level)")
+    else:
+        runnable = [name for name, score in variant["available"].items() if score > 0]
+        how = "forced by LLAMAPROC_CPU_VARIANT" if variant["forced"] else "the best this CPU runs"
+        print(f"cpu variant: {variant['name'] or 'none'} ({how}; this CPU runs {len(runnable)} of the "
+              f"{len(variant['available'])} built: {' '.join(runnable)})")
+        if variant["problem"]:
+            print(f"  note: {variant['problem']}")
     print("devices:")
     for dev in facts["devices"]:
         mem = f", {dev['memory_total'] / 2**30:.1f} GiB" if dev["memory_total"] else ""

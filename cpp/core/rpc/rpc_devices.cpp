@@ -12,6 +12,7 @@
 #include <atomic>
 #include <cstring>
 #include <memory>
+#include <mutex>
 
 #if defined(_WIN32)
 #else
@@ -116,6 +117,8 @@ ggml_backend_reg_t attach_one(const std::string & endpoint) {
     if (reg == nullptr) {
         throw Error(ErrorKind::config, "--rpc: the RPC worker at " + endpoint + " offers no device");
     }
+    static std::mutex registry_mutex;  // two servers attaching the same worker at once
+    std::lock_guard<std::mutex> lock(registry_mutex);
     bool registered = false;
     for (size_t i = 0; i < ggml_backend_reg_count(); ++i) {
         registered = registered || ggml_backend_reg_get(i) == reg;

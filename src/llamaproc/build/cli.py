@@ -41,8 +41,9 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m llamaproc bui
     parser.add_argument("--backend", action="append", choices=[b.value for b in Backend], metavar="NAME",
                         help="GPU backend to build instead of the detected choice (repeatable): "
                              + ", ".join(b.value for b in Backend))
-    parser.add_argument("--portable", action="store_true", help="a fixed instruction-set level instead of this CPU")
-    parser.add_argument("--target", help="the portable level: a ggml CPU variant name (haswell, skylakex, ...)")
+    parser.add_argument("--portable", action="store_true",
+                        help="every CPU instruction-set level, the best loaded at run time (runs on any CPU)")
+    parser.add_argument("--target", help="one fixed CPU level instead: a ggml CPU variant name (haswell, skylakex, ...)")
     parser.add_argument("--build-type", default="Release", choices=list(BUILD_TYPES))
     parser.add_argument("--cmake-auto", action="store_true",
                         help="print the backend defines as NAME=VALUE lines (what -DLLAMAPROC_BACKENDS=auto uses; "
@@ -80,8 +81,9 @@ def build_main(argv: Sequence[str] | None = None, prog: str = "python -m llamapr
     parser = argparse.ArgumentParser(prog=prog, description=build_main.__doc__)
     parser.add_argument("--backend", action="append", choices=[b.value for b in Backend], metavar="NAME",
                         help="GPU backend to build (repeatable): " + ", ".join(b.value for b in Backend))
-    parser.add_argument("--portable", action="store_true", help="a fixed instruction-set level instead of this CPU")
-    parser.add_argument("--target", help="the portable level: a ggml CPU variant name")
+    parser.add_argument("--portable", action="store_true",
+                        help="every CPU instruction-set level, the best loaded at run time (runs on any CPU)")
+    parser.add_argument("--target", help="one fixed CPU level instead: a ggml CPU variant name")
     parser.add_argument("--build-type", default="Release", choices=list(BUILD_TYPES))
     parser.add_argument("--source", default=".", help="the llamaproc source tree (default: .)")
     parser.add_argument("--editable", action="store_true", help="the developer install (pip -e, no build isolation)")

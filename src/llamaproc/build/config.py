@@ -12,8 +12,10 @@ Choices when nothing is asked for:
   A toolkit is enough for CUDA and ROCm (they are installed on purpose, and CI runners build
   without a GPU); Vulkan and OpenCL headers come with many desktops, so they also need a driver.
 * CPU: ``native`` (``GGML_NATIVE=ON``: the compiler targets this CPU, fastest here, may not run
-  on an older CPU). ``portable=True`` picks a fixed instruction-set level instead, named after
-  ggml's own CPU variants (``haswell``, ``skylakex``, ``sapphirerapids``, ``armv8.2_2``, ...).
+  on an older CPU). ``portable=True`` builds ggml's CPU backend once per instruction-set level
+  (``LLAMAPROC_PORTABLE=ON``) and loads the best for the running CPU at import: one wheel for
+  every CPU of the architecture. ``target=`` builds one fixed level instead, named after ggml's
+  own CPU variants (``haswell``, ``skylakex``, ``sapphirerapids``, ``armv8.2_2``, ...).
 * Every backend switch is written out, ON or OFF: the build folder (``build/{wheel_tag}``) keeps
   CMake's cache, where a define from an earlier build would otherwise stay in force.
 """
@@ -42,7 +44,8 @@ class Backend(str, enum.Enum):
 
 class CpuVariant(str, enum.Enum):
     NATIVE = "native"  # GGML_NATIVE=ON: -march=native (or -mcpu=native)
-    PORTABLE = "portable"  # GGML_NATIVE=OFF and a fixed instruction-set level
+    PORTABLE = "portable"  # LLAMAPROC_PORTABLE=ON: every level built, the best loaded at run time
+    FIXED = "fixed"  # GGML_NATIVE=OFF and one fixed instruction-set level
 
 
 #: ggml's CMake switch of each GPU backend.
@@ -134,11 +137,14 @@ class BuildConfig:
 
     Attributes:
         backends: ggml backends to build; always starts with CPU.
-        cpu_variant: ``native`` (tuned to the building CPU) or ``portable`` (a fixed ISA level).
-        cpu_target: ``native``, or the ggml CPU variant a portable build targets (``haswell``, ...).
+        cpu_variant: ``native`` (tuned to the building CPU), ``portable`` (every ISA level, the
+            best chosen at run time) or ``fixed`` (one ISA level).
+        cpu_target: ``native``; ``all`` for ``portable``; the ggml CPU variant of a ``fixed``
+            build (``haswell``, ...).
         instruction_sets: ggml's names of the ISA extensions the CPU code uses (``AVX2``,
             ``AVX512``, ``AMX_INT8``, ``DOTPROD``, ...). For ``native``, what the compiler will
-            find on this CPU; for ``portable``, the target's.
+            find on this CPU; for ``portable``, those of the variant this CPU will load; for
+            ``fixed``, the target's.
         build_type: CMake build type, i.e. the optimisation level (``Release``: -O3).
         arch: CPU architecture built for (``x86_64``, ``aarch64``, ...).
         cuda_architectures: ``CMAKE_CUDA_ARCHITECTURES`` when it must be set; None lets ggml choose.
@@ -167,9 +173,10 @@ class BuildConfig:
             backends: GPU backends to build (the CPU is always built); None chooses from what the
                 machine has (see the module docstring). A requested backend whose toolkit is
                 missing is kept, with a note: the build will say what to install.
-            portable: Build for a fixed instruction-set level instead of this CPU.
-            target: The portable level, a ggml CPU variant name (see :func:`cpu_targets`);
-                implies ``portable``.
+            portable: Build the CPU backend for every instruction-set level; the best for the
+                running CPU is loaded at import (runs on any CPU of the architecture).
+            target: Build for this one fixed level instead, a ggml CPU variant name (see
+                :func:`cpu_targets`).
             build_type: ``Release`` (default), ``RelWithDebInfo``, ``MinSizeRel`` or ``Debug``.
 
         Raises:
@@ -181,15 +188,21 @@ class BuildConfig:
         reasons: dict[str, str] = {}
         notes: list[str] = []
         chosen = _choose_backends(machine, backends, reasons, notes)
-        variant = CpuVariant.PORTABLE if portable or target else CpuVariant.NATIVE
+        if portable and target:
+            raise ConfigError("portable builds every CPU level and picks one at run time; target builds one fixed "
+                              "level: ask for one of them")
+        variant = CpuVariant.PORTABLE if portable else CpuVariant.FIXED if target else CpuVariant.NATIVE
         cpu_target, isa = _choose_cpu(machine, variant, target, reasons, notes)
         reasons["build_type"] = f"{build_type}: {BUILD_TYPES[build_type]}" + (
             " (the project default, pyproject's cmake.build-type)" if build_type == "Release" else "")
         cuda_arch = None
         if Backend.CUDA in chosen:
             cuda_arch = _cuda_architectures(machine, variant, reasons)
-        reasons["backend_dl"] = ("GGML_BACKEND_DL and GGML_CPU_ALL_VARIANTS off: _core links ggml statically "
-                                 "(loading one CPU build per ISA level at run time needs ggml as shared libraries)")
+        reasons["backend_dl"] = (
+            "GGML_BACKEND_DL and GGML_CPU_ALL_VARIANTS on: ggml as shared libraries next to _core, one CPU module per "
+            "level, loaded at import" if variant is CpuVariant.PORTABLE else
+            "GGML_BACKEND_DL and GGML_CPU_ALL_VARIANTS off: _core links ggml statically (--portable loads one CPU "
+            "module per level at run time instead)")
         return cls(backends=chosen, cpu_variant=variant, cpu_target=cpu_target, instruction_sets=isa,
                    build_type=build_type, arch=machine.cpu.arch, cuda_architectures=cuda_arch, reasons=reasons,
                    notes=tuple(notes))
@@ -198,9 +211,11 @@ class BuildConfig:
 
     def cmake_defines(self) -> dict[str, str]:
         """CMake cache values, in order: ``{"CMAKE_BUILD_TYPE": "Release", "GGML_NATIVE": "ON", ...}``."""
+        portable = self.cpu_variant is CpuVariant.PORTABLE
         d = {"CMAKE_BUILD_TYPE": self.build_type, "GGML_NATIVE": _on(self.cpu_variant is CpuVariant.NATIVE),
-             "GGML_BACKEND_DL": "OFF", "GGML_CPU_ALL_VARIANTS": "OFF"}
-        if self.cpu_variant is CpuVariant.PORTABLE:
+             "LLAMAPROC_PORTABLE": _on(portable), "GGML_BACKEND_DL": _on(portable),
+             "GGML_CPU_ALL_VARIANTS": _on(portable)}
+        if self.cpu_variant is CpuVariant.FIXED:
             if self.arch == "x86_64":
                 d.update({f"GGML_{opt}": _on(opt in self.instruction_sets) for opt in X86_OPTIONS})
             elif self.arch == "aarch64":
@@ -226,6 +241,9 @@ class BuildConfig:
     def config_settings(self) -> list[str]:
         """pip / scikit-build-core ``-C`` options: ``-Ccmake.build-type=...``, ``-Ccmake.define.X=...``."""
         out = [f"-Ccmake.build-type={self.build_type}"]
+        if self.cpu_variant is CpuVariant.PORTABLE:
+            # its own folder: CMake's cache of a native build would otherwise carry over
+            out.append("-Cbuild-dir=build/portable-{wheel_tag}")
         out += [f"-Ccmake.define.{k}={v}" for k, v in self.cmake_defines().items() if k != "CMAKE_BUILD_TYPE"]
         return out
 
@@ -403,33 +421,33 @@ def _choose_cpu(machine: Machine, variant: CpuVariant, target: str | None, reaso
 
     if not targets:
         raise ConfigError(f"no portable CPU targets are defined for {cpu.arch}; build native (the default)")
-    if target is None:
-        default = _DEFAULT_PORTABLE["apple" if apple else cpu.arch]
-        if not cpu.features_known:
-            target = default
-            why = f"CPU features unknown ({cpu.source}): {default}, the usual baseline of current machines"
-        elif default in supported:
-            target = default
-            why = (f"{default}: runs on most {'Apple silicon Macs' if apple else cpu.arch + ' CPUs'} in use; "
-                   f"this CPU could use {best} (--target {best}, faster here, runs on fewer machines)")
-        else:
-            target = best or next(iter(targets))
-            why = f"{target}: the best level this CPU runs (it lacks part of {default})"
-    else:
-        if target not in targets:
-            raise ConfigError(f"unknown CPU target {target!r} for {cpu.arch}; one of: {', '.join(targets)}")
-        why = "as requested"
-        if cpu.features_known and target not in supported:
-            missing = [o for o in targets[target] if not _cpu_ok(machine, o)]
-            why += f"; this CPU lacks {' '.join(missing)}: the build will not run here"
-            notes.append(f"target {target} needs {' '.join(missing)}, which this CPU lacks: the build runs only on "
-                         "CPUs that have them")
+    if variant is CpuVariant.PORTABLE:
+        here = best if best else _DEFAULT_PORTABLE["apple" if apple else cpu.arch]
+        reasons["cpu_variant"] = ("portable (LLAMAPROC_PORTABLE=ON): ggml's CPU backend once per instruction-set "
+                                  "level, the best for the running CPU loaded at import (LLAMAPROC_CPU_VARIANT forces "
+                                  "one); runs on any " + ("Apple silicon Mac" if apple else f"{cpu.arch} CPU"))
+        reasons["cpu_target"] = (f"all of ggml's {cpu.arch} variants; this CPU would load {best}" if best else
+                                 f"all of ggml's {cpu.arch} variants (CPU features unknown here)")
+        isa = tuple(o for o in targets[here] if _compiler_can(machine, o))
+        reasons["instruction_sets"] = f"per variant; those of {here} here"
+        if amx_fix is not None and "AMX_INT8" in isa:
+            notes.append(amx_fix.message)
+        return "all", isa
+    assert target is not None  # a fixed level is always asked for by name
+    if target not in targets:
+        raise ConfigError(f"unknown CPU target {target!r} for {cpu.arch}; one of: {', '.join(targets)}")
+    why = "as requested"
+    if cpu.features_known and target not in supported:
+        missing = [o for o in targets[target] if not _cpu_ok(machine, o)]
+        why += f"; this CPU lacks {' '.join(missing)}: the build will not run here"
+        notes.append(f"target {target} needs {' '.join(missing)}, which this CPU lacks: the build runs only on "
+                     "CPUs that have them")
     isa = tuple(o for o in targets[target] if _compiler_can(machine, o))
     dropped = [o for o in targets[target] if o not in isa]
     if dropped:
         notes.append(f"{_compiler(machine)} cannot emit {' '.join(dropped)}: left out of the {target} build")
-    reasons["cpu_variant"] = ("portable (GGML_NATIVE=OFF): a fixed instruction-set level, so the result runs on any "
-                              "CPU that has it")
+    reasons["cpu_variant"] = ("fixed (GGML_NATIVE=OFF): one instruction-set level, so the result runs on any CPU "
+                              "that has it")
     reasons["cpu_target"] = why
     reasons["instruction_sets"] = (f"ggml's {target} variant" + (f" minus {' '.join(dropped)}" if dropped else "")
                                    + (f" (-march={arm_march(isa)})" if cpu.arch == "aarch64" else ""))
@@ -441,7 +459,7 @@ def _choose_cpu(machine: Machine, variant: CpuVariant, target: str | None, reaso
 def _cuda_architectures(machine: Machine, variant: CpuVariant, reasons: dict[str, str]) -> str | None:
     caps = sorted({g.compute_capability for g in machine.gpus if g.vendor == "nvidia" and g.compute_capability})
     version = machine.toolkits.cuda.version
-    if variant is CpuVariant.PORTABLE:
+    if variant is not CpuVariant.NATIVE:
         reasons["cuda_architectures"] = "ggml's list for a build without GGML_NATIVE (runs on any recent NVIDIA GPU)"
         return None
     if caps or any(g.vendor == "nvidia" for g in machine.gpus):

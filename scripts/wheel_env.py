@@ -1,0 +1,42 @@
+"""Shared steps of the build-check scripts: build a wheel with some CMake defines, install it
+into a fresh virtual environment that sees this Python's packages but not its llamaproc."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run(cmd: Sequence[str], **kw: object) -> subprocess.CompletedProcess[str]:
+    print("+", " ".join(cmd), flush=True)
+    return subprocess.run(list(cmd), text=True, **kw)  # type: ignore[call-overload]
+
+
+def build_wheel(settings: Sequence[str], out: Path) -> Path | None:
+    """``pip wheel`` of this checkout with ``-C`` settings into ``out``; the wheel, or None if it failed."""
+    started = time.monotonic()
+    built = run([sys.executable, "-m", "pip", "wheel", "--no-build-isolation", "--no-deps", "-w", str(out),
+                 *settings, str(ROOT)], cwd=ROOT)
+    print(f"build: exit {built.returncode} after {time.monotonic() - started:.0f} s", flush=True)
+    if built.returncode != 0:
+        return None
+    return max(out.glob("llamaproc-*.whl"), key=lambda p: p.stat().st_mtime)
+
+
+def install_in_fresh_env(wheel: Path, venv: Path) -> str:
+    """The interpreter of ``venv`` (made if missing) with ``wheel`` installed; fails loudly if
+    that interpreter would import another llamaproc."""
+    if not venv.exists():
+        run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True)
+    py = str(venv / "bin" / "python")
+    run([py, "-m", "pip", "install", "-q", "--no-deps", "--force-reinstall", str(wheel)], check=True)
+    where = run([py, "-c", "import llamaproc, sys; sys.stdout.write(llamaproc.__file__)"], capture_output=True,
+                cwd=venv)
+    if not where.stdout.startswith(str(venv)):
+        raise SystemExit(f"{venv} imports another llamaproc ({where.stdout}): {where.stderr}")
+    return py
