@@ -3,6 +3,7 @@ into a fresh virtual environment that sees this Python's packages but not its ll
 
 from __future__ import annotations
 
+import importlib.util
 import subprocess
 import sys
 import time
@@ -20,8 +21,10 @@ def run(cmd: Sequence[str], **kw: object) -> subprocess.CompletedProcess[str]:
 def build_wheel(settings: Sequence[str], out: Path) -> Path | None:
     """``pip wheel`` of this checkout with ``-C`` settings into ``out``; the wheel, or None if it failed."""
     started = time.monotonic()
-    built = run([sys.executable, "-m", "pip", "wheel", "--no-build-isolation", "--no-deps", "-w", str(out),
-                 *settings, str(ROOT)], cwd=ROOT)
+    cmd = [sys.executable, "-m", "pip", "wheel", "--no-deps", "-w", str(out), *settings, str(ROOT)]
+    if importlib.util.find_spec("scikit_build_core") and importlib.util.find_spec("nanobind"):
+        cmd.insert(4, "--no-build-isolation")  # else pip fetches them into an isolated build environment
+    built = run(cmd, cwd=ROOT)
     print(f"build: exit {built.returncode} after {time.monotonic() - started:.0f} s", flush=True)
     if built.returncode != 0:
         return None
@@ -35,6 +38,8 @@ def install_in_fresh_env(wheel: Path, venv: Path) -> str:
         run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True)
     py = str(venv / "bin" / "python")
     run([py, "-m", "pip", "install", "-q", "--no-deps", "--force-reinstall", str(wheel)], check=True)
+    # what the tests need, unless this Python's packages (visible to the environment) have it
+    run([py, "-m", "pip", "install", "-q", "numpy", "pytest", "hypothesis", "gguf"], check=True)
     where = run([py, "-c", "import llamaproc, sys; sys.stdout.write(llamaproc.__file__)"], capture_output=True,
                 cwd=venv)
     if not where.stdout.startswith(str(venv)):
