@@ -247,6 +247,7 @@ def _vulkan_sdk(fake: Fake, icd: str) -> None:
     fake.file("/usr/lib/x86_64-linux-gnu/libvulkan.so")
     fake.file("/usr/share/cmake/SPIRV-Headers/SPIRV-HeadersConfig.cmake")
     fake.file(f"/usr/share/vulkan/icd.d/{icd}", "{}")
+    fake.file("/dev/dri/renderD128")  # a GPU the driver can drive
 
 
 @posix_only
@@ -258,6 +259,16 @@ def test_vulkan_needs_its_sdk_pieces_and_a_gpu_driver(fake):
     (fake.root / "usr/share/cmake/SPIRV-Headers/SPIRV-HeadersConfig.cmake").unlink()
     vk = fake.detect().toolkits.vulkan
     assert not vk.buildable and "SPIRV-Headers" in vk.summary
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="render nodes are Linux's")
+def test_vulkan_drivers_without_a_gpu_are_not_chosen(fake):
+    _vulkan_sdk(fake, "intel_icd.x86_64.json")  # Mesa's drivers come installed on GPU-less machines too
+    (fake.root / "dev/dri/renderD128").unlink()
+    machine = fake.cpu("haswell.txt").detect()
+    assert machine.toolkits.vulkan.buildable and not machine.toolkits.vulkan.runtime
+    assert "no GPU" in machine.toolkits.vulkan.runtime_summary
+    assert BuildConfig.for_machine(machine).backends == (Backend.CPU,)
 
 
 @posix_only

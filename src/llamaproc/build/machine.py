@@ -23,6 +23,7 @@ import glob
 import os
 import platform
 import re
+import sys
 import shlex
 import shutil
 import subprocess
@@ -600,8 +601,13 @@ def _vulkan(probe: _Probe) -> Toolkit:
     icds = [p.name for d in ("/usr/share/vulkan/icd.d", "/etc/vulkan/icd.d", "/usr/local/share/vulkan/icd.d")
             for p in probe.glob(f"{d}/*.json")]
     gpu_icds = [n for n in icds if not n.startswith("lvp_")]  # lavapipe runs Vulkan on the CPU
+    # Mesa installs the Intel and AMD drivers together, GPU or not: on Linux a driver only counts
+    # with a GPU render node to drive
+    no_gpu = bool(icds) and sys.platform.startswith("linux") and not probe.glob("/dev/dri/renderD*")
     runtime_summary = (f"Vulkan drivers: {', '.join(icds)}" if icds else "no Vulkan driver (ICD) installed") + \
-        ("" if gpu_icds or not icds else " (lavapipe only: a CPU implementation)")
+        (" (lavapipe only: a CPU implementation)" if icds and not gpu_icds else
+         " but no GPU (no /dev/dri/renderD* node)" if no_gpu else "")
+    gpu_icds = [] if no_gpu else gpu_icds
     summary = (f"Vulkan SDK pieces present (headers {version or '?'}, {detail['glslc']})" if not missing
                else "missing " + ", ".join(missing))
     return Toolkit("vulkan", not missing, version, str(header) if header else None, summary, bool(gpu_icds),
