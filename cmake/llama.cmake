@@ -92,6 +92,19 @@ add_subdirectory("${LLAMAPROC_LLAMA_CPP_DIR}" "${CMAKE_BINARY_DIR}/llama.cpp" EX
 add_subdirectory("${CMAKE_CURRENT_LIST_DIR}/llama-server" "${CMAKE_BINARY_DIR}/llama-server" EXCLUDE_FROM_ALL)
 include("${CMAKE_CURRENT_LIST_DIR}/amx_fix.cmake")
 
+# -march=native turns AVX512-FP16 on where the CPU has it (Sapphire Rapids and later); ggml then
+# does its F16 vector arithmetic (attention over the F16 KV cache) in half precision. On this
+# project's machine that decoded SmolLM2 about 30 % slower than ggml's FP32 paths, which its own
+# CPU variants use (docs/benchmarks.md). Native builds keep it off unless asked for.
+option(LLAMAPROC_AVX512FP16 "native builds: let ggml's F16 vector code use AVX512-FP16 arithmetic" OFF)
+if(GGML_NATIVE AND NOT LLAMAPROC_AVX512FP16 AND TARGET ggml-cpu AND CMAKE_SYSTEM_PROCESSOR MATCHES "x86_64|AMD64|amd64")
+  include(CheckCCompilerFlag)
+  check_c_compiler_flag(-mno-avx512fp16 LLAMAPROC_CC_HAS_NO_AVX512FP16)
+  if(LLAMAPROC_CC_HAS_NO_AVX512FP16)
+    target_compile_options(ggml-cpu PRIVATE -mno-avx512fp16)  # after ggml's -march=native
+  endif()
+endif()
+
 # patches/ (applied by scripts/fetch_llama_cpp.py to the pinned source): a user-provided
 # checkout may lack them; say what that costs instead of failing.
 file(STRINGS "${LLAMAPROC_LLAMA_CPP_DIR}/tools/server/server-context.cpp" _llamaproc_patch_0001 REGEX "caller_progress_cb")

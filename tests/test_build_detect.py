@@ -439,6 +439,9 @@ def test_portable_builds_every_level_and_names_the_one_this_cpu_loads(fake):
         "ON", "OFF", "ON", "ON")
     assert not any(k.startswith(("GGML_AVX", "GGML_AMX", "GGML_SSE")) for k in d)  # each variant sets its own
     assert "this CPU would load sapphirerapids" in config.reasons["cpu_target"]
+    native = BuildConfig.for_machine(machine)
+    assert any("-mno-avx512fp16" in n and "LLAMAPROC_AVX512FP16=ON" in n for n in native.notes)
+    assert not any("avx512fp16" in n for n in BuildConfig.for_machine(_machine(fake, "haswell.txt")).notes)
     assert "AMX_INT8" in config.instruction_sets and any("tile" in n for n in config.notes)  # the AMX fix applies
     assert "-Cbuild-dir=build/portable-{wheel_tag}" in config.pip_install_command(python="python")
     with pytest.raises(ConfigError, match="ask for one of them"):

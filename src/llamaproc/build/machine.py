@@ -35,7 +35,8 @@ from typing import Any, TypeVar
 
 #: x86 /proc/cpuinfo flags that some ggml CPU code path uses (the names Linux prints).
 X86_FEATURES = ("sse4_2", "avx", "f16c", "fma", "avx2", "bmi2", "avx512f", "avx512cd", "avx512vl", "avx512dq",
-                "avx512bw", "avx512vbmi", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_tile", "amx_int8", "amx_bf16")
+                "avx512bw", "avx512vbmi", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_tile", "amx_int8", "amx_bf16",
+                "avx512_fp16")
 #: ARM features ggml uses, named as ggml's CPU variants name them (Linux ``Features`` name -> ours).
 ARM_FEATURES = {"asimd": "neon", "asimddp": "dotprod", "asimdhp": "fp16", "sve": "sve", "i8mm": "i8mm",
                 "sve2": "sve2", "sme": "sme"}
