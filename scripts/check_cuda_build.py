@@ -23,7 +23,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from wheel_env import ROOT, build_wheel, install_in_fresh_env, run
+from wheel_env import ROOT, build_wheel, finish, install_in_fresh_env, run
 
 SMOKE = r"""
 import logging, sys
@@ -88,11 +88,7 @@ def main() -> int:
     if ok and has_driver:
         ok = run([py, "-m", "pytest", "-q", "-x", str(ROOT / "tests")], env=env, cwd=ROOT).returncode == 0
         ok = run([py, "-c", DECODE], env=env, cwd=work).returncode == 0 and ok
-    if not args.keep:
-        import shutil
-        shutil.rmtree(work, ignore_errors=True)
-    print("CUDA CHECK", "PASSED" if ok else "FAILED")
-    return 0 if ok else 1
+    return finish("CUDA CHECK", ok, work, keep=args.keep)
 
 
 if __name__ == "__main__":

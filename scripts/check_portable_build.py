@@ -17,12 +17,11 @@ Exit status 0 when every step passed.
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
 import tempfile
 from pathlib import Path
 
-from wheel_env import ROOT, build_wheel, install_in_fresh_env, run
+from wheel_env import ROOT, build_wheel, finish, install_in_fresh_env, run
 
 TESTS = ["tests/test_portable.py", "tests/test_lifecycle.py", "tests/test_direct.py", "tests/test_http_api.py"]
 
@@ -45,10 +44,7 @@ def main() -> int:
     if ok and not args.no_bench:
         ok = run([sys.executable, str(ROOT / "benchmarks" / "bench_portable.py"), "--native", sys.executable,
                   "--portable", py], cwd=work).returncode == 0
-    if not args.keep:
-        shutil.rmtree(work, ignore_errors=True)
-    print("PORTABLE CHECK", "PASSED" if ok else "FAILED")
-    return 0 if ok else 1
+    return finish("PORTABLE CHECK", ok, work, keep=bool(args.keep))
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ into a fresh virtual environment that sees this Python's packages but not its ll
 from __future__ import annotations
 
 import importlib.util
+import shutil
 import subprocess
 import sys
 import time
@@ -45,3 +46,11 @@ def install_in_fresh_env(wheel: Path, venv: Path) -> str:
     if not where.stdout.startswith(str(venv)):
         raise SystemExit(f"{venv} imports another llamaproc ({where.stdout}): {where.stderr}")
     return py
+
+
+def finish(label: str, ok: bool, work: Path, keep: bool) -> int:
+    """Remove the work folder unless kept, print the verdict, return the exit status."""
+    if not keep:
+        shutil.rmtree(work, ignore_errors=True)
+    print(label, "PASSED" if ok else "FAILED")
+    return 0 if ok else 1
