@@ -9,6 +9,7 @@
 #include "ggml-rpc.h"
 #endif
 
+#include <algorithm>
 #include <atomic>
 #include <cstring>
 #include <memory>
@@ -31,6 +32,8 @@ namespace {
 std::atomic<bool> g_rpc_attached{false};
 
 constexpr int HANDSHAKE_TIMEOUT_MS = 10000;
+
+thread_local bool t_check_decodes = false;
 
 bool is_rpc_device(ggml_backend_dev_t dev) {
     ggml_backend_reg_t reg = ggml_backend_dev_backend_reg(dev);
@@ -205,8 +208,16 @@ bool take_rpc_failure() {
 #endif
 }
 
+bool uses_rpc_devices(const std::vector<ggml_backend_dev_t> & devices) {
+    return std::any_of(devices.begin(), devices.end(), [](ggml_backend_dev_t d) { return d && is_rpc_device(d); });
+}
+
+RpcDecodeCheckScope::RpcDecodeCheckScope(bool enabled) : previous_(t_check_decodes) { t_check_decodes = enabled; }
+
+RpcDecodeCheckScope::~RpcDecodeCheckScope() { t_check_decodes = previous_; }
+
 void check_rpc_connection(llama_context * ctx) {
-    if (!g_rpc_attached.load()) {
+    if (!t_check_decodes) {
         return;
     }
     llama_synchronize(ctx);  // the decode's results arrive (or their connection breaks) here

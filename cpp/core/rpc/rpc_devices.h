@@ -38,9 +38,25 @@ bool query_device_memory(ggml_backend_dev_t dev, size_t & free_bytes, size_t & t
 // (patches/0005: the replies it got read as zeros).
 bool take_rpc_failure();
 
-// After a decode on this thread: throws NativeAbort if a connection to an RPC worker broke
-// under it, so that the server fails before it uses results that never arrived. `ctx` is
-// synchronised first when RPC devices exist.
+// True if `devices` (a server's list, from choose_instance_devices()) holds an RPC worker's.
+bool uses_rpc_devices(const std::vector<ggml_backend_dev_t> & devices);
+
+// While alive, decodes on this thread (a server's loop thread) are checked by
+// check_rpc_connection(), when `enabled` (the server uses RPC workers).
+class RpcDecodeCheckScope {
+public:
+    explicit RpcDecodeCheckScope(bool enabled);
+    ~RpcDecodeCheckScope();
+    RpcDecodeCheckScope(const RpcDecodeCheckScope &) = delete;
+    RpcDecodeCheckScope & operator=(const RpcDecodeCheckScope &) = delete;
+
+private:
+    bool previous_;
+};
+
+// After a decode on this thread, inside an enabled RpcDecodeCheckScope: synchronises `ctx` and
+// throws NativeAbort if a connection to an RPC worker broke under it, so that the server fails
+// before it uses results that never arrived.
 void check_rpc_connection(llama_context * ctx);
 
 }  // namespace llamaproc

@@ -295,6 +295,7 @@ InstanceMemory ModelInstance::measure() const {
 void ModelInstance::run() {
     ThreadLogScope scope(tail_, [this](const std::string & line) { on_loop_line(line); });
     DecodeGateScope gate(gate_decodes_);
+    RpcDecodeCheckScope rpc_check(uses_rpc_devices(params_.devices));
     const std::string & path = params_.model.path;
     bool loaded = false;
     try {
