@@ -90,10 +90,8 @@ void attach_rpc(std::vector<ggml_backend_dev_t> & rpc_devices, const std::string
 
 const ProcessWideOption * process_wide(const common_arg & opt) {
     for (const auto & pw : process_wide_options()) {
-        for (const char * a : opt.args) {
-            if (std::string(a) == pw.flag) {
-                return &pw;
-            }
+        if (is_option(opt, pw.flag)) {
+            return &pw;
         }
     }
     return nullptr;

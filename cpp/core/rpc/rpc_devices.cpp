@@ -178,14 +178,22 @@ void choose_instance_devices(std::vector<ggml_backend_dev_t> & devices,
         return;  // --device named them, or no RPC device exists to keep out
     }
     devices = rpc_devices;
+    for (ggml_backend_dev_t dev : local_gpu_devices()) {
+        devices.push_back(dev);
+    }
+    devices.push_back(nullptr);  // an empty list ({nullptr}) means the CPU only
+}
+
+std::vector<ggml_backend_dev_t> local_gpu_devices() {
+    std::vector<ggml_backend_dev_t> out;
     for (size_t i = 0; i < ggml_backend_dev_count(); ++i) {
         ggml_backend_dev_t dev = ggml_backend_dev_get(i);
         const auto type = ggml_backend_dev_type(dev);
         if ((type == GGML_BACKEND_DEVICE_TYPE_GPU || type == GGML_BACKEND_DEVICE_TYPE_IGPU) && !is_rpc_device(dev)) {
-            devices.push_back(dev);
+            out.push_back(dev);
         }
     }
-    devices.push_back(nullptr);  // an empty list ({nullptr}) means the CPU only
+    return out;
 }
 
 bool query_device_memory(ggml_backend_dev_t dev, size_t & free_bytes, size_t & total_bytes) {

@@ -30,6 +30,9 @@ std::vector<ggml_backend_dev_t> attach_rpc_servers(const std::string & servers);
 void choose_instance_devices(std::vector<ggml_backend_dev_t> & devices,
                              const std::vector<ggml_backend_dev_t> & rpc_devices);
 
+// This machine's GPUs (GPU and integrated-GPU devices that are not RPC workers), in registry order.
+std::vector<ggml_backend_dev_t> local_gpu_devices();
+
 // ggml_backend_dev_memory() that a dead RPC worker cannot turn into an abort of the calling
 // thread (ggml's client aborts when a query gets no reply): false, and zeros, if it failed.
 bool query_device_memory(ggml_backend_dev_t dev, size_t & free_bytes, size_t & total_bytes);

@@ -1,6 +1,7 @@
 #include "rpc/rpc_worker.h"
 
 #include "errors.h"
+#include "rpc/rpc_devices.h"
 #include "rpc/socket_waits.h"
 #include "server/instance_params.h"
 
@@ -136,16 +137,7 @@ void RpcWorker::run() {
     std::string why;
     try {
         // the devices rpc-server serves by default: the local GPUs, else the CPU
-        std::vector<ggml_backend_dev_t> devices;
-        for (size_t i = 0; i < ggml_backend_dev_count(); ++i) {
-            ggml_backend_dev_t dev = ggml_backend_dev_get(i);
-            const auto type = ggml_backend_dev_type(dev);
-            ggml_backend_reg_t reg = ggml_backend_dev_backend_reg(dev);
-            const bool remote = reg != nullptr && std::strcmp(ggml_backend_reg_name(reg), "RPC") == 0;
-            if ((type == GGML_BACKEND_DEVICE_TYPE_GPU || type == GGML_BACKEND_DEVICE_TYPE_IGPU) && !remote) {
-                devices.push_back(dev);
-            }
-        }
+        std::vector<ggml_backend_dev_t> devices = local_gpu_devices();
         if (devices.empty()) {
             devices.push_back(ggml_backend_dev_by_type(GGML_BACKEND_DEVICE_TYPE_CPU));
         }

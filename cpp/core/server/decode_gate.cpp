@@ -120,6 +120,20 @@ struct HeldThreads {
     ~HeldThreads() { llamaproc::budget().release(n); }
 };
 
+// One decode call: through the gate on a gated thread, then checked for a broken RPC worker
+// connection (rpc/rpc_devices.h).
+template <typename Call> int32_t decode_call(llama_context * ctx, Call && call) {
+    int32_t rc;
+    if (!llamaproc::t_gated) {
+        rc = call();
+    } else {
+        HeldThreads held(ctx);
+        rc = call();
+    }
+    llamaproc::check_rpc_connection(ctx);
+    return rc;
+}
+
 }  // namespace
 
 // -Wl,--wrap=llama_process / llama_decode send llama.cpp's calls here; __real_* are the
@@ -127,28 +141,11 @@ struct HeldThreads {
 extern "C" int32_t __real_llama_process(llama_context * ctx, llama_process_type type, llama_batch_ext * batch);
 extern "C" int32_t __real_llama_decode(llama_context * ctx, llama_batch batch);
 
-// Both also check, after the call, that no RPC worker's connection broke under it.
 extern "C" int32_t __wrap_llama_process(llama_context * ctx, llama_process_type type, llama_batch_ext * batch) {
-    int32_t rc;
-    if (!llamaproc::t_gated) {
-        rc = __real_llama_process(ctx, type, batch);
-    } else {
-        HeldThreads held(ctx);
-        rc = __real_llama_process(ctx, type, batch);
-    }
-    llamaproc::check_rpc_connection(ctx);
-    return rc;
+    return decode_call(ctx, [&] { return __real_llama_process(ctx, type, batch); });
 }
 
 extern "C" int32_t __wrap_llama_decode(llama_context * ctx, llama_batch batch) {
-    int32_t rc;
-    if (!llamaproc::t_gated) {
-        rc = __real_llama_decode(ctx, batch);
-    } else {
-        HeldThreads held(ctx);
-        rc = __real_llama_decode(ctx, batch);
-    }
-    llamaproc::check_rpc_connection(ctx);
-    return rc;
+    return decode_call(ctx, [&] { return __real_llama_decode(ctx, batch); });
 }
 #endif
