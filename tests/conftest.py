@@ -68,6 +68,15 @@ def _no_leaked_servers():
     assert not running, f"test left servers running: {running}"
 
 
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def thread_count() -> int:
     """Native and Python threads of this process (Linux: /proc/self/task)."""
     return len(os.listdir("/proc/self/task")) if os.path.isdir("/proc/self/task") else threading.active_count()

@@ -5,24 +5,18 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 
 import pytest
 
+from conftest import free_port
 from http_client import get, post
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _serve(*args: str, env: dict | None = None) -> tuple[subprocess.Popen, int]:
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "llamaproc", "serve", *args, "--port", str(port)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, **(env or {})})
@@ -161,7 +155,7 @@ def test_serve_low_verbosity_quiets_the_cli(tiny_model):
     ((), {"LLAMA_ARG_LOG_FILE": "serve.log"}, "unset the environment variable LLAMA_ARG_LOG_FILE (--log-file)"),
 ], ids=["--log-file", "--prio", "LLAMA_ARG_LOG_FILE"])
 def test_serve_refuses_process_wide_flags_with_the_reason(tiny_model, tmp_path, args, env, message):
-    port = _free_port()
+    port = free_port()
     result = subprocess.run([sys.executable, "-m", "llamaproc", "serve", str(tiny_model), *args, "--port", str(port)],
                             capture_output=True, text=True, timeout=60, cwd=tmp_path, env={**os.environ, **env})
     assert result.returncode == 2

@@ -17,7 +17,7 @@ import pytest
 from llamaproc import ModelPool, ModelSpec, ModelStatus, PoolConfig, RestartPolicy, errors, serve_from_args
 from llamaproc.testing import make_tiny_model
 
-from conftest import rss_bytes, thread_count
+from conftest import free_port, rss_bytes, thread_count
 from http_client import get, post, request, stream_events
 
 CHAT = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 4, "temperature": 0}
@@ -585,13 +585,10 @@ def test_configuration_errors_are_config_errors(models, tmp_path):
 
 
 def test_cli_serves_a_models_dir(models, tmp_path):
-    import socket
     folder = tmp_path / "dir"
     folder.mkdir()
     shutil.copy(models["a"], folder / "a.gguf")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "llamaproc", "serve", "--models-dir", str(folder), "-c", "256",
                              "-t", "1", "--port", str(port), "--default-model", "a"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -612,16 +609,13 @@ def test_cli_router_serves_the_local_model_cache_offline(models, tmp_path):
     """llama-server's router also lists llama.cpp's model cache (Hugging Face hub layout);
     llamaproc serves those files as they are, and never downloads."""
     import os
-    import socket
     commit = "0123456789abcdef0123456789abcdef01234567"
     repo = tmp_path / "cache" / "models--someone--tiny-GGUF"
     (repo / "refs").mkdir(parents=True)
     (repo / "refs" / "main").write_text(commit)
     (repo / "snapshots" / commit).mkdir(parents=True)
     shutil.copy(models["a"], repo / "snapshots" / commit / "tiny-Q4_1.gguf")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     env = {**os.environ, "LLAMA_CACHE": str(tmp_path / "cache")}
     proc = subprocess.Popen([sys.executable, "-m", "llamaproc", "serve", "--router", "-c", "256", "-t", "1",
                              "--port", str(port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)

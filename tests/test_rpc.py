@@ -13,18 +13,12 @@ import time
 
 import pytest
 
-from conftest import tiny_config
+from conftest import free_port, tiny_config
 from http_client import post
 from llamaproc import LlamaServer, ModelPool, ModelSpec, PoolConfig, RpcWorker, ServerStatus, errors
 from llamaproc.rpc import rpc_supported
 
 pytestmark = pytest.mark.skipif(not rpc_supported(), reason="this build has no RPC backend (GGML_RPC=OFF)")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def greedy(url: str, prompt: str = "hello world", n: int = 16) -> str:

@@ -1,6 +1,7 @@
 #include "pool/model_pool.h"
 
 #include "argv_parser.h"
+#include "deadline.h"
 #include "memory_estimate.h"
 #include "server/instance_params.h"
 #include "server/route_call.h"
@@ -25,13 +26,6 @@ constexpr uint64_t MiB = 1024 * 1024;
 // A pool instance's prompt cache may use at most this share of the budget (and no more than
 // a single server's default, default_prompt_cache_bytes()).
 constexpr uint64_t PROMPT_CACHE_SHARE_OF_BUDGET = 10;  // percent
-
-clock::time_point after(double seconds) {
-    if (seconds > 1e9) {
-        return clock::time_point::max();
-    }
-    return clock::now() + std::chrono::duration_cast<clock::duration>(std::chrono::duration<double>(std::max(0.0, seconds)));
-}
 
 double unix_now() {
     return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
@@ -364,7 +358,7 @@ void ModelPool::start_all(std::vector<std::shared_ptr<ModelInstance>> & to_start
 std::shared_ptr<bool> ModelPool::retire_instance_locked(std::shared_ptr<ModelInstance> inst, const std::string & name,
                                                         uint64_t bytes, double drain_s) {
     auto freed = std::make_shared<bool>(false);
-    retiring_.push_back(Retiring{std::move(inst), name, bytes, after(drain_s), freed, false});
+    retiring_.push_back(Retiring{std::move(inst), name, bytes, deadline_after(drain_s), freed, false});
     cv_.notify_all();
     return freed;
 }
@@ -745,7 +739,7 @@ void ModelPool::load(const std::string & requested, double timeout_s) {
     if (e->config_error) {
         throw Error(e->config_error->kind, e->config_error->message);
     }
-    Waited w = wait_serving_locked(lock, e, true, false, after(timeout_s), nullptr);
+    Waited w = wait_serving_locked(lock, e, true, false, deadline_after(timeout_s), nullptr);
     switch (w.outcome) {
         case Waited::serving: return;
         case Waited::removed:
@@ -851,7 +845,7 @@ SwapReport ModelPool::swap(const std::string & requested, std::vector<std::strin
         throw Error(ErrorKind::config, "swap mode must be 'auto', 'hot' or 'cold', got '" + mode + "'");
     }
     std::lock_guard<std::mutex> one_swap(swap_mutex_);
-    const auto deadline = after(timeout_s);
+    const auto deadline = deadline_after(timeout_s);
     std::shared_ptr<Entry> e;
     PoolModelConfig old_config;
     {

@@ -2,6 +2,7 @@
 #include "server/instance_params.h"
 
 #include "argv_parser.h"
+#include "deadline.h"
 #include "errors.h"
 #include "gguf_file.h"
 
@@ -17,16 +18,6 @@
 #endif
 
 namespace llamaproc {
-
-namespace {
-
-using clock = std::chrono::steady_clock;
-
-clock::time_point deadline_after(double seconds) {
-    return clock::now() + std::chrono::duration_cast<clock::duration>(std::chrono::duration<double>(seconds));
-}
-
-}  // namespace
 
 EmbeddedServer::EmbeddedServer(ServerOptions options) : options_(std::move(options)) {}
 

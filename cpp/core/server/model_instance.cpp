@@ -1,5 +1,6 @@
 #include "server/model_instance.h"
 
+#include "deadline.h"
 #include "rpc/rpc_devices.h"
 
 #include "server/decode_gate.h"
@@ -390,7 +391,7 @@ std::optional<LoopMetrics> ModelInstance::query_metrics(double timeout_s) {
     task.id = reader.get_new_id();
     task.metrics_reset_bucket = false;
     reader.post_task(std::move(task), true);
-    const auto deadline = clock::now() + std::chrono::duration_cast<clock::duration>(std::chrono::duration<double>(timeout_s));
+    const auto deadline = deadline_after(timeout_s);
     server_task_result_ptr result = reader.next([&] { return clock::now() >= deadline || down_->load(); });
     auto * m = dynamic_cast<server_task_result_metrics *>(result.get());
     if (m == nullptr) {
