@@ -9,6 +9,10 @@ from pathlib import Path
 
 import pytest
 
+# Every load records what it held (llamaproc.memory); the suite keeps those records in its own
+# process, out of the user's cache and independent of earlier runs.
+os.environ["LLAMAPROC_MEMORY_MEASUREMENTS"] = ""
+
 from llamaproc import ServerConfig  # pure Python, like everything imported here: tests of what
 from llamaproc.testing import make_tiny_model  # runs before `_core` is built need no `_core`
 

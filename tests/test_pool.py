@@ -304,7 +304,7 @@ def test_a_model_over_the_budget_fails_at_once_and_loads_nothing(models):
             pool.load("big")
         assert pool.instances_alive == 0 and pool.reserved_bytes == 0
         status, body = chat(pool, "big")
-        assert status == 500 and "memory budget" in body["error"]["message"]
+        assert status == 503 and "memory budget" in body["error"]["message"]
         assert pool.model("big").status is ModelStatus.FAILED
         assert chat(pool, "a")[0] == 200  # the others serve on
 

@@ -11,6 +11,7 @@ void init_server(nb::module_ & m);
 void init_info(nb::module_ & m);
 void init_quant_types(nb::module_ & m);
 void init_models(nb::module_ & m);
+void init_memory(nb::module_ & m);
 void init_direct(nb::module_ & m);
 void init_pool(nb::module_ & m);
 void init_rpc(nb::module_ & m);

@@ -75,6 +75,8 @@ inline nb::object memory_to_dict(const llamaproc::InstanceMemory & e) {
     d["context"] = e.context_bytes;
     d["compute"] = e.compute_bytes;
     d["prompt_cache_limit"] = e.prompt_cache_limit_bytes;
+    d["expected"] = e.expected_bytes ? nb::cast(*e.expected_bytes) : nb::none();
+    d["expected_measured"] = e.expected_measured;
     nb::list devices;
     for (const auto & dev : e.devices) {
         nb::dict x;

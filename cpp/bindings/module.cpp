@@ -15,4 +15,5 @@ NB_MODULE(_core, m) {
     init_info(m);
     init_quant_types(m);
     init_models(m);
+    init_memory(m);
 }

@@ -67,6 +67,7 @@ Record info_to_dict(const llamaproc::PoolModelInfo & i) {
     d["args"] = i.args;
     d["model_path"] = i.model_path;
     d["memory_estimate"] = i.memory_estimate;
+    d["memory_measured"] = i.memory_measured;
     d["memory"] = i.memory ? memory_to_dict(*i.memory) : nb::none();
     d["last_used"] = i.last_used;
     d["active_requests"] = i.active_requests;

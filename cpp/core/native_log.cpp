@@ -42,6 +42,7 @@ thread_local std::shared_ptr<LogTail> t_server_tail;
 thread_local LineObserver t_observer;
 thread_local std::string t_partial;  // text of the current line so far
 thread_local LogLevel t_partial_level = LogLevel::info;
+thread_local bool t_quiet = false;  // ThreadLogQuiet
 
 void emit(LogLevel level, std::string line) {
     line = valid_utf8(line);
@@ -110,6 +111,9 @@ void append_text(ggml_log_level ggml_level, const char * text) {
     // GGML_LOG_LEVEL_CONT continues the line in progress at its level
     if (ggml_level != GGML_LOG_LEVEL_CONT && t_partial.empty()) {
         t_partial_level = from_ggml(ggml_level);
+        if (t_quiet && t_partial_level < LogLevel::error) {
+            t_partial_level = LogLevel::debug;
+        }
     }
     for (const char * p = text; *p; ++p) {
         if (*p == '\n') {
@@ -165,6 +169,14 @@ ThreadLogScope::~ThreadLogScope() {
         t_partial.clear();
     }
     t_server_tail = std::move(previous_);
+}
+
+ThreadLogQuiet::ThreadLogQuiet() : previous_(t_quiet) {
+    t_quiet = true;
+}
+
+ThreadLogQuiet::~ThreadLogQuiet() {
+    t_quiet = previous_;
 }
 
 void install_native_log_hooks() {

@@ -50,6 +50,19 @@ private:
     LineObserver previous_observer_;
 };
 
+// While it lives, native lines below ERROR logged on the current thread are demoted to DEBUG
+// (a dry run that repeats a load's log lines).
+class ThreadLogQuiet {
+public:
+    ThreadLogQuiet();
+    ~ThreadLogQuiet();
+    ThreadLogQuiet(const ThreadLogQuiet &) = delete;
+    ThreadLogQuiet & operator=(const ThreadLogQuiet &) = delete;
+
+private:
+    bool previous_;
+};
+
 // Installs the llama/ggml log callbacks and the ggml abort callback (idempotent).
 void install_native_log_hooks();
 

@@ -38,6 +38,7 @@ _LAZY = {
     "Evaluator": "evaluation", "QualityStats": "evaluation",
     "sync_log_level": "_logging", "flush_logs": "_logging",
     "DeviceMetrics": "devices",
+    "estimate_memory": "memory", "MemoryEstimate": "memory",
     "ModelPool": "pool.pool", "PoolConfig": "pool.config", "ModelSpec": "pool.config", "ModelStatus": "pool.pool",
     "PoolModelInfo": "pool.pool", "SwapReport": "pool.pool", "ModelEvent": "pool.pool", "serve_from_args": "pool.pool",
     "RpcWorker": "rpc.worker",
@@ -48,6 +49,7 @@ if TYPE_CHECKING:
     from .config import ServerConfig
     from .devices import DeviceMetrics
     from .evaluation import Evaluator, QualityStats
+    from .memory import MemoryEstimate, estimate_memory
     from .gguf_info import ModelInfo, inspect
     from .pool import ModelEvent, ModelPool, ModelSpec, ModelStatus, PoolConfig, PoolModelInfo, SwapReport, serve_from_args
     from .quant_types import QuantType
@@ -100,5 +102,7 @@ __all__ = [
     "ModelEvent",
     "serve_from_args",
     "DeviceMetrics",
+    "estimate_memory",
+    "MemoryEstimate",
     "__version__",
 ]

@@ -117,6 +117,12 @@ class ServerMetrics:
     kv_cache_bytes: int = 0  #: KV cache and other per-context state
     compute_bytes: int = 0  #: compute buffers
     prompt_cache_limit_bytes: int = 0  #: cap of the RAM prompt cache (grows up to it under load)
+    #: What the load was judged by beforehand (weights + KV cache + compute), when a
+    #: ``memory_limit`` was checked: None otherwise. Compare with the measured fields above.
+    memory_expected_bytes: int | None = None
+    #: ``"measured"`` (an earlier load of the same file and flags), ``"estimate"`` (llama.cpp's
+    #: dry run) or None (no limit was checked). See :mod:`llamaproc.memory`.
+    memory_expected_source: str | None = None
     restarts: int = 0
     failures: int = 0
     #: Per-accelerator memory and utilisation; None for a CPU-only server (:mod:`llamaproc.devices`).
@@ -133,6 +139,9 @@ class ServerMetrics:
                    model_bytes=memory.get("model", 0), kv_cache_bytes=memory.get("context", 0),
                    compute_bytes=memory.get("compute", 0),
                    prompt_cache_limit_bytes=memory.get("prompt_cache_limit", 0),
+                   memory_expected_bytes=memory.get("expected"),
+                   memory_expected_source=(None if memory.get("expected") is None
+                                           else "measured" if memory.get("expected_measured") else "estimate"),
                    devices=device_metrics(memory.get("devices")), **extra)
 
     @property

@@ -35,12 +35,6 @@ double seconds_since(clock::time_point t) {
     return std::chrono::duration<double>(clock::now() - t).count();
 }
 
-std::string mib_text(uint64_t bytes) {
-    char buf[64];
-    std::snprintf(buf, sizeof(buf), "%.1f MiB", static_cast<double>(bytes) / MiB);
-    return buf;
-}
-
 // The model name a request asks for: the body's "model", else ?model=.
 std::string requested_model(const server_http_req & req) {
     if (!req.body.empty()) {
@@ -132,9 +126,11 @@ void ModelPool::prepare_entry(Entry & e) {
             }
             params.cache_ram_mib = static_cast<int32_t>(cache / MiB);
         }
-        // weights are at least the file (its pages are read in), and at least what the last
-        // load of this model measured (repacked copies that llama.cpp's estimate leaves out)
-        e.need = std::max<uint64_t>(estimate_load_memory(params).total(), e.measured_need->load()) + cache;
+        // what an earlier load of the same file and flags held, else llama.cpp's dry run
+        e.expected = expected_memory(params);
+        e.memory_id = memory_key(params);
+        e.cache_bytes = cache;
+        e.need = e.expected.need() + cache;
         e.params = std::move(params);
         e.config_error.reset();
     } catch (const Error & err) {
@@ -320,11 +316,10 @@ bool ModelPool::could_fit_locked(uint64_t need, const Entry * keep) const {
 }
 
 std::shared_ptr<ModelInstance> ModelPool::start_load_locked(Entry & e, const common_params & params, uint64_t need,
-                                                            std::shared_ptr<std::atomic<uint64_t>> measured_need,
                                                             std::vector<std::shared_ptr<ModelInstance>> & to_start) {
     auto self = std::make_shared<std::weak_ptr<ModelInstance>>();
     const std::string name = e.config.name;
-    auto inst = std::make_shared<ModelInstance>(params, MemoryPolicy{0, true, std::move(measured_need)}, tail_, e.faults,
+    auto inst = std::make_shared<ModelInstance>(params, MemoryPolicy{0, true}, tail_, e.faults,
                                                 [this, name, self] { on_instance_change(name, *self); });
     *self = inst;
     if (fake_timing_) {
@@ -381,11 +376,18 @@ void ModelPool::pump_locked(std::vector<std::shared_ptr<ModelInstance>> & to_sta
             queue_.pop_front();  // gone, or already loading or serving: its waiters wait on that
             continue;
         }
+        if (!e->config_error) {
+            // measured meanwhile (by a model on the same file and flags, here or in another
+            // process)? Then that, not the estimate, is what it needs
+            if (auto held = MeasuredMemory::process().find(e->memory_id)) {
+                use_measurement_locked(*e, *held);
+            }
+        }
         std::optional<Failure> refused = e->config_error;
         if (!refused && options_.memory_budget > 0 && e->need > options_.memory_budget) {
             refused = Failure{ErrorKind::resource, "model '" + e->config.name + "' needs about " + mib_text(e->need) +
-                                                       " (weights, context, compute buffers and prompt cache), more than "
-                                                       "the pool's memory budget of " +
+                                                       " with its prompt cache (the model: " + e->expected.describe() +
+                                                       "), more than the pool's memory budget of " +
                                                        mib_text(options_.memory_budget) + "; nothing was loaded"};
         }
         if (refused) {
@@ -398,7 +400,7 @@ void ModelPool::pump_locked(std::vector<std::shared_ptr<ModelInstance>> & to_sta
         if (!make_room_locked(e->need, e)) {
             break;  // first in, first served: later models wait too
         }
-        e->current = start_load_locked(*e, e->params, e->need, e->measured_need, to_start);
+        e->current = start_load_locked(*e, e->params, e->need, to_start);
         e->current_bytes = e->need;
         queue_.pop_front();
         publish_status_locked(*e);
@@ -448,6 +450,12 @@ void ModelPool::forget_freed_locked(const std::shared_ptr<ModelInstance> & inst)
     }
 }
 
+// An unloaded entry's next load is judged by `held`, what a load of its file and flags held.
+void ModelPool::use_measurement_locked(Entry & e, uint64_t held) {
+    e.expected.measured = held;
+    e.need = held + e.cache_bytes;
+}
+
 // What the entry's serving instance really holds corrects the estimate, for this and later
 // loads; if it holds more than estimated (e.g. repacked weights), idle models are unloaded to
 // get back under the budget.
@@ -457,12 +465,20 @@ void ModelPool::note_measured_locked(Entry & e) {
         return;
     }
     const uint64_t held = mem->model_bytes + mem->context_bytes + mem->compute_bytes;
-    e.measured_need->store(std::max(e.measured_need->load(), held));
+    e.expected.measured = held;  // the instance recorded it for later loads too (MeasuredMemory)
+    for (auto & [name, other] : entries_) {  // models on the same file and flags need as much
+        if (other.get() != &e && !other->current && other->memory_id == e.memory_id) {
+            use_measurement_locked(*other, held);
+        }
+    }
     const uint64_t total = held + mem->prompt_cache_limit_bytes;
-    e.need = std::max(e.need, total);
-    if (total > e.current_bytes) {
-        reserved_ += total - e.current_bytes;
-        e.current_bytes = total;
+    e.need = total;
+    // the reservation becomes what is held: less frees room for waiting models (pumped by the
+    // caller), more unloads idle models until the pool is back within its budget
+    reserved_ = reserved_ - e.current_bytes + total;
+    const bool grew = total > e.current_bytes;
+    e.current_bytes = total;
+    if (grew) {
         while (!fits_once_freed_locked(0, 0) && evict_one_locked(&e)) {
         }
     }
@@ -555,6 +571,7 @@ PoolModelInfo ModelPool::info_locked(const Entry & e) const {
     info.args = e.config.args;
     info.model_path = e.params.model.path;
     info.memory_estimate = e.need;
+    info.memory_measured = e.expected.is_measured();
     if (e.current) {
         info.memory = e.current->memory();
         info.active_requests = e.current->leases();
@@ -723,9 +740,12 @@ Routed ModelPool::route_to(const std::string & requested, bool autoload, bool to
         case Waited::removed: return answer("model '" + name + "' not found", ERROR_TYPE_INVALID_REQUEST);
         case Waited::not_loaded: return answer("model is not loaded", ERROR_TYPE_INVALID_REQUEST);
         case Waited::failed:
+            // no room in the memory budget is the server's state, not a fault: 503, as
+            // llama-server answers while it cannot serve (the client may retry later)
             return answer("model '" + e->config.name + "' failed to load: " +
                               (w.failure ? w.failure->message : std::string("the model failed")),
-                          ERROR_TYPE_SERVER);
+                          w.failure && w.failure->kind == ErrorKind::resource ? ERROR_TYPE_UNAVAILABLE
+                                                                              : ERROR_TYPE_SERVER);
         default: return answer("the client went away while the model loaded", ERROR_TYPE_UNAVAILABLE);
     }
 }
@@ -867,14 +887,13 @@ SwapReport ModelPool::swap(const std::string & requested, std::vector<std::strin
     fresh.config.tags = old_config.tags;
     fresh.config.pinned = old_config.pinned;
     fresh.config.source = old_config.source;
-    fresh.measured_need = std::make_shared<std::atomic<uint64_t>>(0);
     prepare_entry(fresh);
     if (fresh.config_error) {
         throw Error(fresh.config_error->kind, fresh.config_error->message);
     }
     if (options_.memory_budget > 0 && fresh.need > options_.memory_budget) {
         throw Error(ErrorKind::resource, "the new model for '" + e->config.name + "' needs about " + mib_text(fresh.need) +
-                                             ", more than the pool's memory budget of " +
+                                             " with its prompt cache (the model: " + fresh.expected.describe() + "), more than the pool's memory budget of " +
                                              mib_text(options_.memory_budget) + "; nothing changed");
     }
 
@@ -890,7 +909,9 @@ SwapReport ModelPool::swap(const std::string & requested, std::vector<std::strin
         e->config = fresh.config;
         e->params = fresh.params;
         e->need = fresh.need;
-        e->measured_need = fresh.measured_need;
+        e->expected = fresh.expected;
+        e->memory_id = fresh.memory_id;
+        e->cache_bytes = fresh.cache_bytes;
         e->idle_unload_s = fresh.idle_unload_s;
         e->config_error.reset();
     };
@@ -902,9 +923,8 @@ SwapReport ModelPool::swap(const std::string & requested, std::vector<std::strin
         return report;
     }
     const bool hot = mode == "hot" || (mode == "auto" && could_fit_locked(fresh.need, e.get()));
-    auto load_new = [&](const common_params & params, uint64_t need,
-                        std::shared_ptr<std::atomic<uint64_t>> measured) -> std::shared_ptr<ModelInstance> {
-        auto inst = start_load_locked(*e, params, need, std::move(measured), to_start);
+    auto load_new = [&](const common_params & params, uint64_t need) -> std::shared_ptr<ModelInstance> {
+        auto inst = start_load_locked(*e, params, need, to_start);
         lock.unlock();
         start_all(to_start);
         lock.lock();
@@ -922,7 +942,7 @@ SwapReport ModelPool::swap(const std::string & requested, std::vector<std::strin
             cv_.wait_until(lock, std::min(deadline, clock::now() + std::chrono::milliseconds(100)));
         }
         const auto t0 = clock::now();
-        auto inst = load_new(fresh.params, fresh.need, fresh.measured_need);
+        auto inst = load_new(fresh.params, fresh.need);
         const bool ok = wait_ready(lock, inst, deadline);
         report.load_s = seconds_since(t0);
         if (!ok) {
@@ -955,7 +975,6 @@ SwapReport ModelPool::swap(const std::string & requested, std::vector<std::strin
     report.mode = "cold";
     const common_params old_params = e->params;
     const uint64_t old_need = e->need;
-    const auto old_measured = e->measured_need;
     e->parked = true;
     const auto t1 = clock::now();
     report.finished_on_old = e->current->leases();
@@ -967,15 +986,14 @@ SwapReport ModelPool::swap(const std::string & requested, std::vector<std::strin
         publish_status_locked(*e);
         cv_.notify_all();
     };
-    auto load_parked = [&](const common_params & params, uint64_t need,
-                           std::shared_ptr<std::atomic<uint64_t>> measured) -> std::shared_ptr<ModelInstance> {
+    auto load_parked = [&](const common_params & params, uint64_t need) -> std::shared_ptr<ModelInstance> {
         while (!make_room_locked(need, e.get())) {
             if (clock::now() >= deadline || stopping_) {
                 return nullptr;
             }
             cv_.wait_until(lock, std::min(deadline, clock::now() + std::chrono::milliseconds(100)));
         }
-        auto inst = load_new(params, need, std::move(measured));
+        auto inst = load_new(params, need);
         e->current = inst;
         e->current_bytes = need;
         if (!wait_ready(lock, inst, deadline)) {
@@ -987,7 +1005,7 @@ SwapReport ModelPool::swap(const std::string & requested, std::vector<std::strin
         return inst;
     };
     const auto t0 = clock::now();
-    auto inst = load_parked(fresh.params, fresh.need, fresh.measured_need);
+    auto inst = load_parked(fresh.params, fresh.need);
     report.load_s = seconds_since(t0);
     if (inst) {
         adopt_config();
@@ -997,7 +1015,7 @@ SwapReport ModelPool::swap(const std::string & requested, std::vector<std::strin
     }
     const std::string why = e->failure ? e->failure->message : "it did not load in time";
     // roll back: the old model again
-    auto back = load_parked(old_params, old_need, old_measured);
+    auto back = load_parked(old_params, old_need);
     unpark();
     if (!back) {
         throw Error(ErrorKind::model_load, "swap of '" + e->config.name + "' failed (" + why +

@@ -67,7 +67,8 @@ struct PoolModelInfo {
     std::string failure;
     std::vector<std::string> args;
     std::string model_path;
-    uint64_t memory_estimate = 0;  // bytes reserved when it loads
+    uint64_t memory_estimate = 0;  // bytes reserved when it loads (prompt cache included)
+    bool memory_measured = false;  // memory_estimate comes from an earlier load's measurement
     std::optional<InstanceMemory> memory;  // measured, while loaded
     double last_used = 0;  // Unix time of the last request, 0 = never
     int active_requests = 0;
@@ -161,7 +162,9 @@ private:
         uint64_t loads = 0;
         double idle_unload_s = 0;             // unload after this long unused (0: never)
         bool removed = false;
-        std::shared_ptr<std::atomic<uint64_t>> measured_need = std::make_shared<std::atomic<uint64_t>>(0);
+        ExpectedMemory expected;              // what `need` was judged by (without the prompt cache)
+        std::string memory_id;                // memory_key() of its params: its measurements
+        uint64_t cache_bytes = 0;             // its prompt cache's cap, part of `need`
         std::shared_ptr<FaultPlan> faults = std::make_shared<FaultPlan>();
 
         bool ready() const { return current && current->state() == InstanceState::ready; }
@@ -202,9 +205,9 @@ private:
     bool fits_once_freed_locked(uint64_t need, int extra_instances) const;
     bool evict_one_locked(const Entry * keep);
     std::shared_ptr<ModelInstance> start_load_locked(Entry & e, const common_params & params, uint64_t need,
-                                                     std::shared_ptr<std::atomic<uint64_t>> measured_need,
                                                      std::vector<std::shared_ptr<ModelInstance>> & to_start);
     void note_measured_locked(Entry & e);
+    void use_measurement_locked(Entry & e, uint64_t held);
     std::shared_ptr<bool> retire_locked(Entry & e, double drain_s);
     std::shared_ptr<bool> retire_instance_locked(std::shared_ptr<ModelInstance> inst, const std::string & name,
                                                  uint64_t bytes, double drain_s);

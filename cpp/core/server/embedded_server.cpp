@@ -111,7 +111,7 @@ void EmbeddedServer::prepare_params() {
 std::shared_ptr<ModelInstance> EmbeddedServer::make_instance() {
     const bool cache_ram_given = flag_given(options_.args, {"-cram", "--cache-ram"}) ||
                                  (options_.use_env && std::getenv("LLAMA_ARG_CACHE_RAM"));
-    return std::make_shared<ModelInstance>(params_, MemoryPolicy{options_.memory_limit, cache_ram_given, measured_need_},
+    return std::make_shared<ModelInstance>(params_, MemoryPolicy{options_.memory_limit, cache_ram_given},
                                            tail_, faults_, [this] { changed(); });
 }
 

@@ -100,7 +100,6 @@ private:
     std::shared_ptr<FaultPlan> faults_ = std::make_shared<FaultPlan>();
     std::unique_ptr<ProcessRuntime> runtime_;
     std::unique_ptr<HttpFront> front_;
-    std::shared_ptr<std::atomic<uint64_t>> measured_need_ = std::make_shared<std::atomic<uint64_t>>(0);
 
     mutable std::mutex mutex_;  // guards phase_, instance_, change_seq_, abandoned_; with cv_
     std::condition_variable cv_;

@@ -38,13 +38,6 @@ constexpr auto LEASE_WAIT = std::chrono::seconds(30);
 // abandoned (its worker threads may be blocked for good).
 constexpr auto POISONED_TEARDOWN_WAIT = std::chrono::seconds(5);
 
-std::string mib_text(uint64_t bytes) {
-    char buf[64];
-    std::snprintf(buf, sizeof(buf), "%llu bytes (%.1f MiB)", static_cast<unsigned long long>(bytes),
-                  static_cast<double>(bytes) / MiB);
-    return buf;
-}
-
 }  // namespace
 
 std::optional<DeviceStatus> device_status(const std::string & name) {
@@ -89,7 +82,6 @@ ModelInstance::ModelInstance(common_params params, MemoryPolicy memory, std::sha
     : params_(std::move(params)),
       memory_limit_(memory.limit),
       cache_ram_explicit_(memory.cache_ram_explicit),
-      measured_need_(memory.measured_need ? memory.measured_need : std::make_shared<std::atomic<uint64_t>>(0)),
       tail_(std::move(tail)),
       faults_(std::move(faults)),
       on_change_(std::move(on_change)) {
@@ -251,21 +243,17 @@ void ModelInstance::prepare_prompt_cache(uint64_t need) {
     }
 }
 
-// What memory_limit is checked against before loading: llama.cpp's dry-run estimate, with the
-// weights at least the file's size (their pages are read into memory), or what an earlier
-// load of this server measured, whichever is larger.
-uint64_t ModelInstance::expected_need() {
-    const MemoryEstimate est = estimate_load_memory(params_);
-    const uint64_t weights = est.model_bytes;
-    const uint64_t need = std::max<uint64_t>(est.total(), measured_need_->load());
-    if (need > memory_limit_) {
+// What memory_limit is checked against before loading: what an earlier load of the same file
+// and flags measured (MeasuredMemory), else llama.cpp's dry-run estimate.
+ExpectedMemory ModelInstance::expected_need() {
+    ExpectedMemory expected = expected_memory(params_);
+    if (expected.need() > memory_limit_) {
         throw Error(ErrorKind::resource,
-                    "model '" + params_.model.path + "' with this configuration needs about " + mib_text(need) +
-                        " (weights " + mib_text(weights) + ", context " + mib_text(est.context_bytes) + ", compute " +
-                        mib_text(est.compute_bytes) + "), more than memory_limit=" + mib_text(memory_limit_) +
+                    "model '" + params_.model.path + "' with this configuration needs about " + expected.describe() +
+                        "; more than memory_limit=" + mib_text(memory_limit_) +
                         "; nothing was loaded. Hint: lower context_size or parallel, or use a smaller quantization");
     }
-    return need;
+    return expected;
 }
 
 InstanceMemory ModelInstance::measure() const {
@@ -298,6 +286,7 @@ void ModelInstance::run() {
     DecodeGateScope gate(gate_decodes_);
     RpcDecodeCheckScope rpc_check(uses_rpc_devices(params_.devices));
     const std::string & path = params_.model.path;
+    const std::string memory_id = memory_key(params_);  // before the load adapts any params
     bool loaded = false;
     try {
         if (faults_->take(FaultKind::load_fails)) {
@@ -313,7 +302,11 @@ void ModelInstance::run() {
         // copies of repacked (AMX, ARM) weights, so if the measured need leaves the prompt
         // cache less room than it was given, the model loads once more with the right cap.
         for (int attempt = 0; attempt < 2 && !stop_requested_.load(); ++attempt) {
-            prepare_prompt_cache(memory_limit_ > 0 ? expected_need() : 0);
+            std::optional<ExpectedMemory> expected;
+            if (memory_limit_ > 0) {
+                expected = expected_need();
+            }
+            prepare_prompt_cache(expected ? expected->need() : 0);
             params_.load_progress_callback = &ModelInstance::on_load_progress;
             params_.load_progress_callback_user_data = this;
             const bool ok = ctx_server_->load_model(params_);
@@ -328,12 +321,18 @@ void ModelInstance::run() {
                 throw Error(ErrorKind::model_load, "failed to load model '" + path + "'; see the log lines attached");
             }
             mem = measure();
-            const uint64_t held = mem.model_bytes + mem.context_bytes + mem.compute_bytes;
+            if (expected) {
+                mem.expected_bytes = expected->need();
+                mem.expected_measured = expected->is_measured();
+            }
+            const uint64_t held = mem.held();
+            // later loads of this file with these flags (a restart, a pool's other models, the
+            // next process) are judged by what this one holds
+            MeasuredMemory::process().record(memory_id, held);
             if (memory_limit_ == 0 || held + mem.prompt_cache_limit_bytes <= memory_limit_) {
                 loaded = true;
                 break;
             }
-            measured_need_->store(held);
             if (held > memory_limit_ || cache_ram_explicit_ || attempt == 1) {
                 throw Error(ErrorKind::resource,
                             "model '" + path + "' holds " + mib_text(held) + " once loaded (weights " +

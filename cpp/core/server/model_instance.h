@@ -76,6 +76,11 @@ struct InstanceMemory {
     uint64_t compute_bytes = 0;  // compute buffers
     uint64_t prompt_cache_limit_bytes = 0;  // upper bound of the RAM prompt cache (--cache-ram)
     std::vector<DeviceMemory> devices;      // accelerators only; empty on a CPU-only build or load
+    // what the load was judged by beforehand (weights + context + compute), when it was judged
+    // (a memory limit): an earlier load's measurement, or else llama.cpp's dry-run estimate
+    std::optional<uint64_t> expected_bytes;
+    bool expected_measured = false;
+    uint64_t held() const { return model_bytes + context_bytes + compute_bytes; }
 };
 
 // An accelerator's memory now, as its backend reports it.
@@ -89,8 +94,6 @@ std::optional<DeviceStatus> device_status(const std::string & name);
 struct MemoryPolicy {
     uint64_t limit = 0;               // bytes for weights + KV + compute + prompt cache; 0 = none
     bool cache_ram_explicit = false;  // --cache-ram was given: use it as is (checked against limit)
-    // what a load of this model measured (shared by the instances of one server), 0 = not yet
-    std::shared_ptr<std::atomic<uint64_t>> measured_need;
 };
 
 class ModelInstance {
@@ -142,7 +145,7 @@ private:
     void fail(ErrorKind kind, const std::string & message, bool poisoned = false);
     void set_state(InstanceState s);
     void prepare_prompt_cache(uint64_t need);
-    uint64_t expected_need();
+    ExpectedMemory expected_need();
     InstanceMemory measure() const;
     void on_loop_line(const std::string & line);
     static bool on_load_progress(float progress, void * self);
@@ -150,7 +153,6 @@ private:
     common_params params_;
     const uint64_t memory_limit_;
     const bool cache_ram_explicit_;
-    std::shared_ptr<std::atomic<uint64_t>> measured_need_;
     std::shared_ptr<LogTail> tail_;
     std::shared_ptr<FaultPlan> faults_;
     ChangeCallback on_change_;

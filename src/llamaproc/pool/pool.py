@@ -66,7 +66,11 @@ class PoolModelInfo:
         status: UNLOADED, LOADING, LOADED or FAILED.
         source: Where it came from: "api" (PoolConfig.models / add()), "models_dir", "preset".
         failure: Why it failed (the error a load would raise), or None.
-        memory_estimate: Bytes the pool reserves for it while it is loaded.
+        memory_estimate: Bytes the pool reserves for it while it is loaded (its prompt cache's
+            cap included): what an earlier load of the same file and flags held, else
+            llama.cpp's dry-run estimate; once loaded, what it holds.
+        memory_measured: True when ``memory_estimate`` comes from a measured load, False while
+            it is only llama.cpp's estimate (:mod:`llamaproc.memory`).
         memory_bytes: Bytes it holds now, as llama.cpp measured them (0 unless loaded).
         last_used: ``time.time()`` of its last request (0.0: never).
         active_requests: Requests in flight on it.
@@ -83,6 +87,7 @@ class PoolModelInfo:
     failure: LlamaProcError | None
     memory_estimate: int
     memory_bytes: int
+    memory_measured: bool
     last_used: float
     active_requests: int
     pinned: bool
@@ -347,7 +352,7 @@ class ModelPool:
             out.append(PoolModelInfo(
                 name=m["name"], aliases=tuple(m["aliases"]), tags=tuple(m["tags"]), status=status,
                 source=m["source"], model_path=m["model_path"], args=tuple(m["args"]), failure=failure,
-                memory_estimate=m["memory_estimate"],
+                memory_estimate=m["memory_estimate"], memory_measured=m["memory_measured"],
                 memory_bytes=sum(memory.get(k, 0) for k in ("model", "context", "compute", "prompt_cache_limit")),
                 last_used=m["last_used"],
                 active_requests=m["active_requests"], pinned=m["pinned"], load_progress=m["load_progress"],
