@@ -7,7 +7,9 @@
 2. installs it into a fresh virtual environment (this Python's packages visible, not its
    llamaproc);
 3. runs tests/test_portable.py there (the variant this CPU gets, forced lower variants, the
-   fallback, the AMX fix) and the server, direct-call and HTTP tests against the portable build;
+   fallback, the AMX fix), the memory estimates under each repack path (AMX where the CPU has
+   it, AVX-512, AVX2, plain x86-64) and the server, direct-call and HTTP tests against the
+   portable build;
 4. unless ``--no-bench``: benchmarks/bench_portable.py, decode of the portable build against
    the native one installed in this Python (target: within 5 %).
 
@@ -23,7 +25,8 @@ from pathlib import Path
 
 from wheel_env import ROOT, build_wheel, finish, install_in_fresh_env, run
 
-TESTS = ["tests/test_portable.py", "tests/test_lifecycle.py", "tests/test_direct.py", "tests/test_http_api.py"]
+TESTS = ["tests/test_portable.py", "tests/test_memory_accounting.py", "tests/test_lifecycle.py",
+         "tests/test_direct.py", "tests/test_http_api.py"]
 
 
 def main() -> int:

@@ -87,3 +87,13 @@ def test_testing_benchmark_quick(tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     data = json.loads(out.read_text())
     assert 0 < data["fake"]["p50_ms"] and 0 < data["real"]["p50_ms"]
+
+
+def test_memory_estimate_benchmark_quick(tmp_path):
+    out = tmp_path / "estimate.json"
+    r = subprocess.run([sys.executable, str(BENCH / "bench_memory_estimate.py"), "--quick", "--json", str(out)],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    assert "| tiny Q4_0 | 4096 / 4 |" in r.stdout and "largest deviation" in r.stdout
+    results = json.loads(out.read_text())
+    assert results and all(len(res["rows"]) == 4 for res in results)

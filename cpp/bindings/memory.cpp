@@ -32,6 +32,8 @@ void init_memory(nb::module_ & m) {
             return d;
         },
         nb::arg("args"), nb::arg("use_env") = false,
+        nb::sig("def expected_memory(args: collections.abc.Sequence[str], use_env: bool = False) -> "
+                "dict[str, int | None]"),
         "llama.cpp's dry-run estimate of the server these llama-server flags describe "
         "(model, context, compute bytes) and what an earlier load of it measured (or None).");
     m.def(

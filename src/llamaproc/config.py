@@ -122,8 +122,10 @@ class ServerConfig:
         gpu_layers: Layers to offload to a GPU (``-ngl``); None keeps llama.cpp's default.
         host: Address to listen on. The default serves this machine only.
         port: TCP port; 0 picks a free one (read it back from ``LlamaServer.port``).
-        memory_limit: Bytes the model, KV cache and compute buffers may use together; checked
-            with llama.cpp's own dry-run estimate before anything is loaded.
+        memory_limit: Bytes the model, KV cache, compute buffers and prompt cache may use
+            together; checked before anything is loaded against what an earlier load of the
+            same file and flags held, else llama.cpp's own dry-run estimate
+            (:mod:`llamaproc.memory`), and against what the load holds once loaded.
         parallel: Slots, i.e. requests decoded together (``-np``); they share the context.
         api_key: Require this key (``Authorization: Bearer KEY``) on every endpoint but /health.
         embeddings: Serve the embeddings endpoints (``--embeddings``).

@@ -127,9 +127,12 @@ class PoolConfig:
         models_preset: An INI preset file (``--models-preset``).
         max_loaded: Models loaded at once (``--models-max``); 0 means no limit.
         memory_budget: Bytes the loaded models may hold together (weights, KV cache, compute
-            buffers and prompt cache, estimated before each load). Idle models are unloaded,
-            least recently used first, to make room; a model that can never fit raises
-            :class:`~llamaproc.errors.ResourceError`. None: no byte budget.
+            buffers and prompt cache), judged before each load by what an earlier load of the
+            same file and flags held, else by llama.cpp's dry-run estimate
+            (:mod:`llamaproc.memory`). Idle models are unloaded, least recently used first, to
+            make room; a model that can never fit raises
+            :class:`~llamaproc.errors.ResourceError` from :meth:`ModelPool.load`, and requests
+            for it are answered 503. None: no byte budget.
         idle_unload_s: Unload a model nobody used for this many seconds (frees its room).
         autoload: Load a model when a request names it (``--models-autoload``); without it,
             requests for an unloaded model get HTTP 400 until :meth:`ModelPool.load`.
