@@ -5,7 +5,7 @@ test run: the CUDA build takes about 30 minutes on 2 cores; see docs/builds.md).
 
 1. builds a wheel with ``GGML_CUDA=ON`` (``GGML_CUDA_NO_VMM=ON`` when there is no driver library
    to link) into ``--build-dir`` (incremental on a second run);
-2. installs it into a fresh virtual environment (with this Python's packages visible);
+2. installs it into a fresh virtual environment with the test dependencies;
 3. smoke test: the CUDA backend is registered, a tiny generated model serves a completion with
    every layer offloaded (``-ngl 99``), and a machine without a GPU falls back to the CPU with
    the warning line;

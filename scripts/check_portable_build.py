@@ -4,8 +4,7 @@
 
 1. builds a wheel with ``LLAMAPROC_PORTABLE=ON`` into ``--build-dir`` (incremental on a second
    run; the first takes about 20 minutes on 2 cores: ggml's CPU backend is compiled 14 times);
-2. installs it into a fresh virtual environment (this Python's packages visible, not its
-   llamaproc);
+2. installs it into a fresh virtual environment with the test dependencies;
 3. runs tests/test_portable.py there (the variant this CPU gets, forced lower variants, the
    fallback, the AMX fix), the memory estimates under each repack path (AMX where the CPU has
    it, AVX-512, AVX2, plain x86-64) and the server, direct-call and HTTP tests against the

@@ -1,5 +1,5 @@
 """Shared steps of the build-check scripts: build a wheel with some CMake defines, install it
-into a fresh virtual environment that sees this Python's packages but not its llamaproc."""
+into a fresh virtual environment with the test dependencies."""
 
 from __future__ import annotations
 
@@ -36,10 +36,12 @@ def install_in_fresh_env(wheel: Path, venv: Path) -> str:
     """The interpreter of ``venv`` (made if missing) with ``wheel`` installed; fails loudly if
     that interpreter would import another llamaproc."""
     if not venv.exists():
-        run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True)
+        # not --system-site-packages: an editable install of llamaproc there (the dev loop) is an
+        # import hook that would win over the wheel
+        run([sys.executable, "-m", "venv", str(venv)], check=True)
     py = str(venv / "bin" / "python")
     run([py, "-m", "pip", "install", "-q", "--no-deps", "--force-reinstall", str(wheel)], check=True)
-    # what the tests need, unless this Python's packages (visible to the environment) have it
+    # what the tests need (from pip's cache after the first time)
     run([py, "-m", "pip", "install", "-q", "numpy", "pytest", "hypothesis", "gguf"], check=True)
     where = run([py, "-c", "import llamaproc, sys; sys.stdout.write(llamaproc.__file__)"], capture_output=True,
                 cwd=venv)
