@@ -48,14 +48,16 @@ def test_peers_benchmark_quick(tiny_model, tmp_path):
 def test_host_benchmark_quick(tiny_model, tmp_path):
     out = tmp_path / "host.json"
     r = subprocess.run([sys.executable, str(BENCH / "bench_host.py"), "--model", str(tiny_model), "--rounds", "1",
-                        "--tokens", "16", "--busy", "0,1", "--json", str(out)], capture_output=True, text=True,
-                       timeout=600)
+                        "--tokens", "16", "--alternating-tokens", "32", "--loads", "idle,py1,alternating",
+                        "--json", str(out)], capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     data = json.loads(out.read_text())
-    assert set(data["settings"]) == {"default", "cores", "cores-1"}
-    for setting in data["settings"].values():
-        assert all(v > 0 for v in setting["tok_s"].values())
-        assert setting["threads"] >= 1
+    assert set(data["median_tok_s"]) == {"governor", "cores", "cores-1"}
+    for setting in data["median_tok_s"].values():
+        assert set(setting) == {"idle", "py1", "alternating"} and all(v > 0 for v in setting.values())
+    assert all(t >= 1 for seen in data["governor_threads"].values() for t in seen)
+    assert data["pair"]["aggregate_tok_s"] > 0 and 0 < data["pair"]["balance"] <= 1
+    assert data["idle_samples"] == 0  # the governor samples only while something decodes
 
 
 def test_memory_benchmark_quick(tiny_model, tmp_path):

@@ -55,6 +55,8 @@ inline nb::object metrics_to_dict(const llamaproc::LoopMetrics & m) {
     d["generation_seconds"] = m.generation_seconds;
     d["decode_calls"] = m.decode_calls;
     d["prometheus"] = m.prometheus;
+    d["decode_threads"] = m.decode_threads;
+    d["decode_reason"] = llamaproc::decode_reason_name(m.decode_reason);
     return d;
 }
 

@@ -3,6 +3,7 @@
 #include "bindings.h"
 
 #include "convert.h"
+#include "server/cpu_governor.h"
 #include "server/embedded_server.h"
 
 #include "common.h"
@@ -55,7 +56,24 @@ void init_server(nb::module_ & m) {
     using release = nb::call_guard<nb::gil_scoped_release>;
     m.def("physical_cores", &common_cpu_get_num_math, "Physical (performance) cores, as llama.cpp counts them.");
     m.def("default_threads", &llamaproc::default_threads,
-          "Decode threads of a server whose flags set none: one per physical core but one.");
+          "Threads of an RPC worker whose flags set none: one per physical core but one.");
+    m.def(
+        "cpu_governor_status",
+        [] {
+            const auto s = llamaproc::CpuGovernor::process().status();
+            nb::dict d;
+            d["active"] = s.active;
+            d["max_threads"] = s.max_threads;
+            d["allowance"] = s.allowance;
+            d["reserved_for_host"] = s.reserved_for_host;
+            d["host_cpus"] = s.host_cpus;
+            d["samples"] = s.samples;
+            d["sample_seconds"] = s.sample_seconds;
+            return d;
+        },
+        nb::sig("def cpu_governor_status() -> dict[str, typing.Any]"),
+        "The CPU governor: the most threads a decode may use, what it may use now, the cores left to "
+        "busy host threads, their smoothed CPU use, and the governor's own sampling count and CPU time.");
     nb::class_<ServerHandle>(m, "EmbeddedServer", "llama.cpp's HTTP server on native threads in this process.")
         .def(nb::init<std::vector<std::string>, bool, uint64_t, bool, uint64_t>(), nb::arg("args"),
              nb::arg("use_env") = false, nb::arg("memory_limit") = 0, nb::arg("allow_unauthenticated_remote") = false,

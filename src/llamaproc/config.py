@@ -115,10 +115,10 @@ class ServerConfig:
         context_size: Total KV-cache size in tokens, shared by all slots (``-c``); 0 means the
             model's training context.
         batch_size: Logical batch size for prompt processing (``-b``).
-        threads: CPU threads for generation (``-t``); None means one per physical core but
-            one, leaving a core to the host program (a busy Python thread would otherwise slow
-            decoding about 3x; see the README's performance notes). On a dedicated machine,
-            pass the core count.
+        threads: CPU threads for generation and prompt processing (``-t``), fixed. None (the
+            default) lets the CPU governor choose before each decode step: every physical core
+            while the host's own threads are idle, a core fewer for each one they keep busy,
+            and turns with the other models of the process (``metrics().decode_threads``).
         gpu_layers: Layers to offload to a GPU (``-ngl``); None keeps llama.cpp's default.
         host: Address to listen on. The default serves this machine only.
         port: TCP port; 0 picks a free one (read it back from ``LlamaServer.port``).

@@ -123,6 +123,13 @@ class ServerMetrics:
     #: ``"measured"`` (an earlier load of the same file and flags), ``"estimate"`` (llama.cpp's
     #: dry run) or None (no limit was checked). See :mod:`llamaproc.memory`.
     memory_expected_source: str | None = None
+    #: Threads of the last decode step, and why: ``"idle host"`` (every physical core),
+    #: ``"host busy"`` (cores left to busy host threads), ``"shared"`` (took turns with another
+    #: model's decode) or ``"fixed"`` (``threads`` / ``-t`` given). See the README, *Threads*.
+    decode_threads: int = 0
+    decode_threads_reason: str = ""
+    #: CPUs the host's own threads (not llamaproc's) used lately, as the CPU governor sees them.
+    host_cpus: float = 0.0
     restarts: int = 0
     failures: int = 0
     #: Per-accelerator memory and utilisation; None for a CPU-only server (:mod:`llamaproc.devices`).
@@ -142,7 +149,9 @@ class ServerMetrics:
                    memory_expected_bytes=memory.get("expected"),
                    memory_expected_source=(None if memory.get("expected") is None
                                            else "measured" if memory.get("expected_measured") else "estimate"),
-                   devices=device_metrics(memory.get("devices")), **extra)
+                   devices=device_metrics(memory.get("devices")), decode_threads=m.get("decode_threads", 0),
+                   decode_threads_reason=m.get("decode_reason", ""),
+                   host_cpus=core.cpu_governor_status()["host_cpus"], **extra)
 
     @property
     def prompt_tokens_per_second(self) -> float:

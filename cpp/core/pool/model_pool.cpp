@@ -327,6 +327,7 @@ std::shared_ptr<ModelInstance> ModelPool::start_load_locked(Entry & e, const com
     }
     inst->on_idle([this] { pump(); });  // its last request finished: it may be unloaded for a waiting model
     inst->gate_decodes(options_.decode_gate);
+    inst->govern_threads(threads_governed(e.config.args, options_.use_env));
     reserved_ += need;
     ++alive_;
     ++e.loads;

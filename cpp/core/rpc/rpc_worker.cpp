@@ -1,5 +1,7 @@
 #include "rpc/rpc_worker.h"
 
+#include "server/cpu_governor.h"
+
 #include "errors.h"
 #include "rpc/rpc_devices.h"
 #include "rpc/socket_waits.h"
@@ -132,6 +134,7 @@ void RpcWorker::start() {
 
 void RpcWorker::run() {
 #ifdef GGML_USE_RPC
+    name_this_thread("llp-rpc");
     ThreadLogScope scope(tail_);
     SocketWaitScope waits(SocketWaits{signals_.get(), -1});
     std::string why;

@@ -1,6 +1,7 @@
 #include "server/decode_gate.h"
 
 #include "rpc/rpc_devices.h"
+#include "server/cpu_governor.h"
 
 #include "llama.h"
 
@@ -9,56 +10,48 @@
 #include <condition_variable>
 #include <deque>
 #include <mutex>
-#include <thread>
-
-#if defined(__linux__)
-#include <sched.h>
-#endif
+#include <tuple>
 
 namespace llamaproc {
 
 namespace {
 
 thread_local bool t_gated = false;
-
-int usable_cpus() {
-#if defined(__linux__)
-    cpu_set_t set;
-    if (sched_getaffinity(0, sizeof(set), &set) == 0) {
-        return std::max(1, CPU_COUNT(&set));
-    }
-#endif
-    return std::max(1u, std::thread::hardware_concurrency());
-}
+thread_local bool t_governed = false;
+thread_local DecodeReport * t_report = nullptr;
 
 // A counting semaphore of CPU threads with strict FIFO order: a call waits until it is first
-// in line and enough threads are free, so a wide decode is never starved by narrow ones.
+// in line and its threads fit the capacity, so a wide decode is never starved by narrow ones.
+// The capacity is given per call (the governor's allowance then).
 class ThreadBudget {
 public:
-    ThreadBudget() : cpus_(usable_cpus()), free_(cpus_) {}
-
-    int acquire(int wanted) {
-        const int n = std::clamp(wanted, 1, cpus_);
+    // Returns the threads taken (`wanted`, at most `capacity`) and whether the call waited.
+    std::pair<int, bool> acquire(int wanted, int capacity) {
+        capacity = std::max(1, capacity);
+        const int n = std::clamp(wanted, 1, capacity);
         std::unique_lock<std::mutex> lock(mutex_);
         const uint64_t ticket = next_++;
         line_.push_back(ticket);
         ++decodes_;
-        if (line_.front() != ticket || free_ < n) {
+        capacity_ = capacity;
+        bool waited = false;
+        if (line_.front() != ticket || in_use_ + n > capacity) {
+            waited = true;
             ++waited_;
             const auto t0 = std::chrono::steady_clock::now();
-            cv_.wait(lock, [&] { return line_.front() == ticket && free_ >= n; });
+            cv_.wait(lock, [&] { return line_.front() == ticket && in_use_ + n <= capacity; });
             wait_seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
         }
         line_.pop_front();
-        free_ -= n;
+        in_use_ += n;
         cv_.notify_all();  // the next in line may fit too
-        return n;
+        return {n, waited};
     }
 
     void release(int n) {
         {
             std::lock_guard<std::mutex> lock(mutex_);
-            free_ += n;
+            in_use_ -= n;
         }
         cv_.notify_all();
     }
@@ -66,7 +59,7 @@ public:
     DecodeGateStats stats() {
         std::lock_guard<std::mutex> lock(mutex_);
         DecodeGateStats s;
-        s.cpus = cpus_;
+        s.cpus = capacity_;
         s.decodes = decodes_;
         s.waited = waited_;
         s.wait_seconds = wait_seconds_;
@@ -74,10 +67,10 @@ public:
     }
 
 private:
-    const int cpus_;
     std::mutex mutex_;
     std::condition_variable cv_;
-    int free_;
+    int in_use_ = 0;
+    int capacity_ = CpuGovernor::process().max_threads();
     uint64_t next_ = 0;
     std::deque<uint64_t> line_;
     uint64_t decodes_ = 0, waited_ = 0;
@@ -91,12 +84,27 @@ ThreadBudget & budget() {
 
 }  // namespace
 
-DecodeGateScope::DecodeGateScope(bool enabled) : previous_(t_gated) {
-    t_gated = enabled;
+const char * decode_reason_name(DecodeReason reason) {
+    switch (reason) {
+        case DecodeReason::fixed: return "fixed";
+        case DecodeReason::idle_host: return "idle host";
+        case DecodeReason::host_busy: return "host busy";
+        case DecodeReason::shared: return "shared";
+        default: return "";
+    }
+}
+
+DecodeGateScope::DecodeGateScope(bool gated, bool governed, DecodeReport * report)
+    : previous_gated_(t_gated), previous_governed_(t_governed), previous_report_(t_report) {
+    t_gated = gated;
+    t_governed = governed;
+    t_report = report;
 }
 
 DecodeGateScope::~DecodeGateScope() {
-    t_gated = previous_;
+    t_gated = previous_gated_;
+    t_governed = previous_governed_;
+    t_report = previous_report_;
 }
 
 DecodeGateStats decode_gate_stats() {
@@ -112,23 +120,47 @@ DecodeGateStats decode_gate_stats() {
 #if defined(LLAMAPROC_WRAPS_DECODE)
 namespace {
 
+using llamaproc::DecodeReason;
+
 // Holds the threads of one gated call; gives them back also when a native assert unwinds.
 struct HeldThreads {
-    int n;
-    explicit HeldThreads(llama_context * ctx)
-        : n(llamaproc::budget().acquire(std::max(llama_n_threads(ctx), llama_n_threads_batch(ctx)))) {}
+    int n = 0;
+    bool waited = false;
+    HeldThreads(int wanted, int capacity) { std::tie(n, waited) = llamaproc::budget().acquire(wanted, capacity); }
     ~HeldThreads() { llamaproc::budget().release(n); }
 };
 
-// One decode call: through the gate on a gated thread, then checked for a broken RPC worker
-// connection (rpc/rpc_devices.h).
+// One decode call: sized by the governor and through the gate on an instance's thread, then
+// checked for a broken RPC worker connection (rpc/rpc_devices.h).
 template <typename Call> int32_t decode_call(llama_context * ctx, Call && call) {
     int32_t rc;
-    if (!llamaproc::t_gated) {
+    if (!llamaproc::t_gated && !llamaproc::t_governed) {
         rc = call();
     } else {
-        HeldThreads held(ctx);
-        rc = call();
+        auto & governor = llamaproc::CpuGovernor::process();
+        const int capacity = governor.allowance();
+        DecodeReason reason = DecodeReason::fixed;
+        if (llamaproc::t_governed) {
+            if (llama_n_threads(ctx) != capacity || llama_n_threads_batch(ctx) != capacity) {
+                llama_set_n_threads(ctx, capacity, capacity);  // between steps: the pool has max_threads
+            }
+            reason = capacity < governor.max_threads() ? DecodeReason::host_busy : DecodeReason::idle_host;
+        }
+        const int wanted = std::max(llama_n_threads(ctx), llama_n_threads_batch(ctx));
+        auto report = [&](DecodeReason why) {
+            if (llamaproc::t_report != nullptr) {
+                llamaproc::t_report->threads.store(wanted, std::memory_order_relaxed);
+                llamaproc::t_report->reason.store(static_cast<int>(why), std::memory_order_relaxed);
+            }
+        };
+        if (llamaproc::t_gated) {
+            HeldThreads held(wanted, capacity);
+            report(held.waited && llamaproc::t_governed ? DecodeReason::shared : reason);
+            rc = call();
+        } else {
+            report(reason);
+            rc = call();
+        }
     }
     llamaproc::check_rpc_connection(ctx);
     return rc;

@@ -111,8 +111,12 @@ void EmbeddedServer::prepare_params() {
 std::shared_ptr<ModelInstance> EmbeddedServer::make_instance() {
     const bool cache_ram_given = flag_given(options_.args, {"-cram", "--cache-ram"}) ||
                                  (options_.use_env && std::getenv("LLAMA_ARG_CACHE_RAM"));
-    return std::make_shared<ModelInstance>(params_, MemoryPolicy{options_.memory_limit, cache_ram_given},
-                                           tail_, faults_, [this] { changed(); });
+    auto inst = std::make_shared<ModelInstance>(params_, MemoryPolicy{options_.memory_limit, cache_ram_given},
+                                                tail_, faults_, [this] { changed(); });
+    // one budget of CPU threads for every server in the process (decode_gate.h, cpu_governor.h)
+    inst->gate_decodes(true);
+    inst->govern_threads(threads_governed(options_.args, options_.use_env));
+    return inst;
 }
 
 void EmbeddedServer::start() {

@@ -1,5 +1,7 @@
 #include "server/http_front.h"
 
+#include "server/cpu_governor.h"
+
 #include "errors.h"
 
 #include "server-common.h"
@@ -149,7 +151,12 @@ void HttpFront::start() {
         throw Error(ErrorKind::startup, "cannot set up the HTTP server for " + host_of(params_), tail_->lines());
     }
     register_routes();
-    if (!http_->start()) {
+    bool started = false;
+    {
+        ThreadNameScope name("llp-http");  // its listener and worker threads inherit the name
+        started = http_->start();
+    }
+    if (!started) {
         throw Error(ErrorKind::startup,
                     "cannot listen on " + host_of(params_) + ":" + std::to_string(params_.port) +
                         " (is the port already in use?)",

@@ -1,5 +1,7 @@
 #include "server/instance_params.h"
 
+#include "server/cpu_governor.h"
+
 #include "errors.h"
 #include "native_log.h"
 
@@ -48,6 +50,11 @@ bool flag_given(const std::vector<std::string> & args, std::initializer_list<con
         }
     }
     return false;
+}
+
+bool threads_governed(const std::vector<std::string> & args, bool use_env) {
+    return !flag_given(args, {"-t", "--threads", "-tb", "--threads-batch"}) &&
+           !(use_env && (std::getenv("LLAMA_ARG_THREADS") || std::getenv("LLAMA_ARG_THREADS_BATCH")));
 }
 
 int default_threads() {
@@ -102,11 +109,19 @@ void prepare_instance_params(common_params & params, const std::vector<std::stri
     if (!flag_given(args, {"-to", "--timeout"}) && !(use_env && std::getenv("LLAMA_ARG_TIMEOUT"))) {
         params.timeout_read = params.timeout_write = DEFAULT_CLIENT_TIMEOUT_S;
     }
-    if (!flag_given(args, {"-t", "--threads"}) && !(use_env && std::getenv("LLAMA_ARG_THREADS"))) {
-        params.cpuparams.n_threads = default_threads();
-        if (!flag_given(args, {"-tb", "--threads-batch"})) {
-            params.cpuparams_batch.n_threads = params.cpuparams.n_threads;
+    if (threads_governed(args, use_env)) {
+        // the thread pool is made for the most the governor may give; each decode step runs
+        // with what it gives then. Its idle workers sleep rather than spin between steps: with
+        // fewer threads than the pool has, a polling worker would take the core the host needs.
+        params.cpuparams.n_threads = params.cpuparams_batch.n_threads = CpuGovernor::process().max_threads();
+        if (!flag_given(args, {"--poll"})) {
+            params.cpuparams.poll = 0;
         }
+        if (!flag_given(args, {"--poll-batch"})) {
+            params.cpuparams_batch.poll = params.cpuparams.poll;
+        }
+    } else if (!flag_given(args, {"-tb", "--threads-batch"}) && !(use_env && std::getenv("LLAMA_ARG_THREADS_BATCH"))) {
+        params.cpuparams_batch.n_threads = params.cpuparams.n_threads;
     }
     const std::string name = params.model.get_name();
     if (params.model_alias.empty() && !name.empty()) {

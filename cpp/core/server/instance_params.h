@@ -10,8 +10,13 @@
 
 namespace llamaproc {
 
-// Threads a server decodes with when its flags name none: one per physical core but one.
+// One per physical core but one: the threads of an RPC worker whose flags name none. (A
+// server whose flags name none is governed: cpu_governor.h.)
 int default_threads();
+
+// True when `args` (and, with use_env, the environment) name no thread count (-t, -tb): the
+// instance's threads then follow the CPU governor (cpu_governor.h).
+bool threads_governed(const std::vector<std::string> & args, bool use_env);
 
 // True if `args` hold one of `names` (also as --name=value).
 bool flag_given(const std::vector<std::string> & args, std::initializer_list<const char *> names);
@@ -23,8 +28,8 @@ bool is_loopback(const std::string & host);
 void check_front_params(const common_params & params, bool allow_unauthenticated_remote);
 
 // Defaults an embedded model instance gets where `args` (the flags `params` were parsed from)
-// name none: parallel slots, client timeouts, threads, alias; and fit_params skipped when it
-// cannot change anything.
+// name none: parallel slots, client timeouts, threads (the governor's most, its workers sleeping
+// between decodes), alias; and fit_params skipped when it cannot change anything.
 void prepare_instance_params(common_params & params, const std::vector<std::string> & args, bool use_env);
 
 }  // namespace llamaproc

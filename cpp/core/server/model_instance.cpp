@@ -3,6 +3,7 @@
 #include "deadline.h"
 #include "rpc/rpc_devices.h"
 
+#include "server/cpu_governor.h"
 #include "server/decode_gate.h"
 
 #include "server-common.h"
@@ -283,7 +284,8 @@ InstanceMemory ModelInstance::measure() const {
 
 void ModelInstance::run() {
     ThreadLogScope scope(tail_, [this](const std::string & line) { on_loop_line(line); });
-    DecodeGateScope gate(gate_decodes_);
+    name_this_thread("llp-loop");  // ggml's workers, made by this thread, inherit the name
+    DecodeGateScope gate(gate_decodes_, govern_threads_, &decode_report_);
     RpcDecodeCheckScope rpc_check(uses_rpc_devices(params_.devices));
     const std::string & path = params_.model.path;
     const std::string memory_id = memory_key(params_);  // before the load adapts any params
@@ -407,6 +409,12 @@ std::optional<LoopMetrics> ModelInstance::query_metrics(double timeout_s) {
     out.generation_seconds = m->metrics.predict.time / 1e6;
     out.decode_calls = m->metrics.n_decode;
     out.prometheus = m->to_metrics();
+    out.decode_threads = decode_report_.threads.load();
+    out.decode_reason = static_cast<DecodeReason>(decode_report_.reason.load());
+    if (!govern_threads_) {
+        out.decode_threads = params_.cpuparams.n_threads;
+        out.decode_reason = DecodeReason::fixed;
+    }
     return out;
 }
 

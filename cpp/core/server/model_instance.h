@@ -12,6 +12,7 @@
 #pragma once
 
 #include "errors.h"
+#include "server/decode_gate.h"
 #include "faults.h"
 #include "memory_estimate.h"
 #include "native_log.h"
@@ -59,6 +60,8 @@ struct LoopMetrics {
     double generation_seconds = 0;
     uint64_t decode_calls = 0;
     std::string prometheus;           // the same in Prometheus text format
+    int decode_threads = 0;           // threads of the last decode step
+    DecodeReason decode_reason = DecodeReason::none;  // and why
 };
 
 // What the instance holds on one accelerator (GPU, integrated GPU, other accelerator).
@@ -125,6 +128,8 @@ public:
     void on_idle(std::function<void()> fn) { on_idle_ = std::move(fn); }
     // Decode through the process-wide thread budget (decode_gate.h). Set before start().
     void gate_decodes(bool on) { gate_decodes_ = on; }
+    // Decode with the threads the CPU governor gives (cpu_governor.h). Set before start().
+    void govern_threads(bool on) { govern_threads_ = on; }
     // True once the instance failed or is shutting down: waiting handlers must let go.
     const std::shared_ptr<std::atomic<bool>> & down_flag() const { return down_; }
     server_routes & routes() { return *routes_; }
@@ -158,6 +163,8 @@ private:
     ChangeCallback on_change_;
     std::function<void()> on_idle_;
     bool gate_decodes_ = false;
+    bool govern_threads_ = false;
+    DecodeReport decode_report_;
     std::shared_ptr<ProcessRuntime> runtime_;
 
     std::unique_ptr<server_context> ctx_server_;
