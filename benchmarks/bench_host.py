@@ -3,6 +3,7 @@ fixed thread counts.
 
     python benchmarks/bench_host.py [--model PATH] [--rounds 5] [--tokens 128] [--json OUT]
                                     [--loads idle,py1,py2,numpy,alternating] [--no-pair]
+                                    [--upstream-bin build/upstream/bin/llama-server]
 
 An embedded server shares the CPU with the Python program around it. This measures
 single-stream generation speed (tokens per second of decoding, as the server times it) under
@@ -21,11 +22,14 @@ for three thread settings of the server, each its own server in this process:
 * ``cores``: one thread per physical core (llama.cpp's own default), fixed;
 * ``cores-1``: one core left to the host, fixed.
 
-All settings and loads are interleaved within each round (the machine's speed drifts), and
-every figure is the median over rounds. Ratios compare the governor with the best fixed count
+All settings and loads are interleaved within each round (the machine's speed drifts), with a
+pause before each measurement (the previous server's workers poll for a while after its last
+step), and every figure is the median over rounds. Ratios compare the governor with the best fixed count
 for the same load in the same run. Unless ``--no-pair``, it also runs two governed servers
 decoding at once (aggregate speed against one alone, and the balance between them), and reports
-the governor's own CPU cost.
+the governor's own CPU cost and reaction time. With ``--upstream-bin`` (``python
+benchmarks/upstream.py`` builds it), upstream llama-server with its default flags (its own
+process, no ``-t``) is measured on the idle host too, interleaved with the others.
 """
 
 from __future__ import annotations
@@ -47,6 +51,9 @@ from llamaproc._native import core
 from llamaproc.models import fetch_model
 
 PROMPT = "The history of the city begins"
+# Pause before each measurement: the previous server's ggml workers poll (spin) for a while
+# after its last step, on the cores the next one measures on.
+SETTLE_S = 0.4
 
 
 class HostLoad:
@@ -144,6 +151,39 @@ def pair_run(model: Path, tokens: int, rounds: int) -> dict:
             "aggregate_ratio": statistics.median(aggregate) / one, "balance": statistics.median(balance)}
 
 
+def reaction_times(model: Path, repeats: int = 5) -> dict:
+    """While a governed server decodes, a host thread starts spinning, then stops: how long the
+    governor takes to leave it a core, and to take the core back (median of ``repeats``)."""
+    def wait_reserved(value: int, limit_s: float = 5.0) -> float:
+        t0 = time.perf_counter()
+        while core.cpu_governor_status()["reserved_for_host"] != value and time.perf_counter() - t0 < limit_s:
+            time.sleep(0.002)
+        return time.perf_counter() - t0
+
+    busy, calm = [], []
+    with LlamaServer.start(ServerConfig(model_path=model, parallel=1, context_size=4096)) as server:
+        stop = threading.Event()
+
+        def keep_decoding() -> None:
+            while not stop.is_set():
+                decode_speed(server.url, 64)
+
+        worker = threading.Thread(target=keep_decoding, daemon=True)
+        worker.start()
+        try:
+            wait_reserved(0)
+            for _ in range(repeats):
+                with HostLoad("py1"):
+                    busy.append(wait_reserved(1))
+                    time.sleep(0.5)
+                calm.append(wait_reserved(0))
+                time.sleep(0.5)
+        finally:
+            stop.set()
+            worker.join()
+    return {"busy_ms": statistics.median(busy) * 1000, "calm_ms": statistics.median(calm) * 1000}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path)
@@ -152,6 +192,7 @@ def main() -> int:
     parser.add_argument("--alternating-tokens", type=int, default=512)
     parser.add_argument("--loads", default="idle,py1,py2,numpy,alternating")
     parser.add_argument("--no-pair", action="store_true", help="skip the two-server run")
+    parser.add_argument("--upstream-bin", type=Path, help="llama-server to compare on the idle host")
     parser.add_argument("--json", type=Path, help="write the figures here")
     args = parser.parse_args()
     model = args.model or fetch_model(quiet=True)
@@ -168,6 +209,13 @@ def main() -> int:
     speed: dict[str, dict[str, list[float]]] = {n: {ld: [] for ld in loads} for n in settings}
     p95: dict[str, list[float]] = {n: [] for n in settings}
     threads_seen: dict[str, list[int]] = {ld: [] for ld in loads}
+    upstream = None
+    upstream_speed: list[float] = []
+    if args.upstream_bin:
+        from bench_peers import Process  # benchmarks/ is on sys.path when run as a script
+
+        upstream = Process("llama-server", [str(args.upstream_bin), "-m", str(model), "-c", "2048", "-np", "1"])
+        upstream.start()
     gov0 = core.cpu_governor_status()
     t_start = time.perf_counter()
     try:
@@ -178,6 +226,7 @@ def main() -> int:
                 with HostLoad(load):
                     time.sleep(0.3)  # the load is running before the decode starts
                     for name, server in servers.items():
+                        time.sleep(SETTLE_S)
                         if load == "alternating":
                             s, p = streamed_decode(server.url, args.alternating_tokens)
                             p95[name].append(p)
@@ -186,9 +235,14 @@ def main() -> int:
                         speed[name][load].append(s)
                         if name == "governor":
                             threads_seen[load].append(server.metrics().decode_threads)
+                    if load == "idle" and upstream is not None:
+                        time.sleep(SETTLE_S)
+                        upstream_speed.append(decode_speed(upstream.url, args.tokens))
     finally:
         for server in servers.values():
             server.stop()
+        if upstream is not None:
+            upstream.stop()
     wall = time.perf_counter() - t_start
     gov1 = core.cpu_governor_status()
     idle_before = core.cpu_governor_status()["samples"]
@@ -210,9 +264,18 @@ def main() -> int:
     if "idle" in loads and "py1" in loads:
         print(f"governor busy(py1) / cores-1 idle: {med['governor']['py1'] / med['cores-1']['idle']:.2f}; "
               f"governor idle / cores idle: {med['governor']['idle'] / med['cores']['idle']:.2f}")
+    if upstream_speed:
+        up = statistics.median(upstream_speed)
+        print(f"idle host, upstream llama-server with its defaults: {up:.1f} tok/s; governor / upstream "
+              f"{med['governor']['idle'] / up:.2f}")
     cost = (gov1["sample_seconds"] - gov0["sample_seconds"]) / wall
     print(f"governor: {gov1['samples'] - gov0['samples']} samples, {cost * 1000:.2f} ms of CPU per second while "
           f"decoding; {idle_samples} samples in 2 s of idle")
+    reaction = None
+    if core.cpu_governor_status()["active"] and cores > 1:
+        reaction = reaction_times(model)
+        print(f"governor reaction: a core left to a host thread {reaction['busy_ms']:.0f} ms after it starts "
+              f"spinning, taken back {reaction['calm_ms']:.0f} ms after it stops (median of 5)")
     pair = None
     if not args.no_pair:
         pair = pair_run(model, args.tokens, args.rounds)
@@ -223,7 +286,8 @@ def main() -> int:
                                          "rounds": args.rounds, "median_tok_s": med, "governor_vs_best": ratios,
                                          "governor_threads": threads_seen, "alternating_p95_ms": p95_med,
                                          "samples": speed, "governor_cpu_per_s": cost, "idle_samples": idle_samples,
-                                         "pair": pair}, indent=2))
+                                         "reaction": reaction, "pair": pair,
+                                         "upstream_idle_tok_s": upstream_speed}, indent=2))
     return 0
 
 

@@ -89,3 +89,17 @@ def thread_count() -> int:
 def rss_bytes() -> int:
     with open("/proc/self/statm") as fh:
         return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def assert_one_model_live_at_a_time(events) -> None:
+    """In a pool's event order, a model starts loading only once the others are unloaded
+    (sampling the pool can miss a short load; the events cannot)."""
+    from llamaproc import ModelStatus
+
+    live: set[str] = set()
+    for e in events:
+        if e.status in (ModelStatus.LOADING, ModelStatus.LOADED):
+            live.add(e.model)
+        elif e.status in (ModelStatus.UNLOADED, ModelStatus.FAILED):
+            live.discard(e.model)
+        assert len(live) <= 1, f"two models live at once after {e}"

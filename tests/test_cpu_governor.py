@@ -69,7 +69,7 @@ def test_the_threads_follow_a_spinning_host_thread_down_and_back_up(tiny_model):
         assert decode_until(server, most, "idle host") == (most, "idle host")
         with SpinningThread():
             assert decode_until(server, most - 1, "host busy") == (most - 1, "host busy")
-            assert server.metrics().host_cpus >= 0.5
+            assert core.cpu_governor_status()["reserved_for_host"] >= 1 and server.metrics().host_cpus > 0.2
         assert decode_until(server, most, "idle host") == (most, "idle host")
         assert core.cpu_governor_status()["reserved_for_host"] == 0
 

@@ -18,12 +18,12 @@ from pathlib import Path
 
 import pytest
 
-from llamaproc import (LlamaServer, ModelPool, ModelSpec, ModelStatus, PoolConfig, ServerConfig, errors,
-                       estimate_memory, quantize)
+from llamaproc import (LlamaServer, ModelPool, ModelSpec, PoolConfig, ServerConfig, errors, estimate_memory,
+                       quantize)
 from llamaproc.memory import forget_measurements, measurements_file, set_measurements_file
 from llamaproc.testing import make_tiny_model
 
-from conftest import rss_bytes
+from conftest import assert_one_model_live_at_a_time, rss_bytes
 from http_client import post
 
 MiB = 2**20
@@ -233,13 +233,7 @@ def _budget_never_holds_two_never_refuses_one(path: Path, **changes) -> None:
         assert peak_rss <= base + budget + 64 * MiB
         # the second model on the same file was judged by what the first really held
         assert pool.model("y").memory_measured and pool.model("y").memory_estimate == held
-        live: set[str] = set()
-        for e in pool.events():
-            if e.status in (ModelStatus.LOADING, ModelStatus.LOADED):
-                live.add(e.model)
-            elif e.status in (ModelStatus.UNLOADED, ModelStatus.FAILED):
-                live.discard(e.model)
-            assert len(live) <= 1, f"two models live at once after {e}"
+        assert_one_model_live_at_a_time(pool.events())
 
 
 def test_a_budget_of_one_and_a_half_models_never_holds_two_and_never_refuses_one(tiny_models):

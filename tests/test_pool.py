@@ -17,7 +17,7 @@ import pytest
 from llamaproc import ModelPool, ModelSpec, ModelStatus, PoolConfig, RestartPolicy, errors, serve_from_args
 from llamaproc.testing import make_tiny_model
 
-from conftest import free_port, rss_bytes, thread_count
+from conftest import assert_one_model_live_at_a_time, free_port, rss_bytes, thread_count
 from http_client import get, post, request, stream_events
 
 CHAT = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 4, "temperature": 0}
@@ -285,13 +285,7 @@ def test_a_budget_for_one_model_never_holds_two(models):
         assert max(s[1] for s in samples) <= budget
         # in event order too (sampling can miss a short load): a model starts loading only
         # once the other one is unloaded
-        live: set[str] = set()
-        for e in pool.events():
-            if e.status in (ModelStatus.LOADING, ModelStatus.LOADED):
-                live.add(e.model)
-            elif e.status in (ModelStatus.UNLOADED, ModelStatus.FAILED):
-                live.discard(e.model)
-            assert len(live) <= 1, f"two models live at once after {e}"
+        assert_one_model_live_at_a_time(pool.events())
         assert max(s[2] for s in samples) <= base_rss + budget + 64 * 2**20
         assert statuses(pool) == {"a": ModelStatus.UNLOADED, "b": ModelStatus.LOADED}
 

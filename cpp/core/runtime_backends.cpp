@@ -141,4 +141,24 @@ const RuntimeBackends & load_runtime_backends() {
     return result;
 }
 
+void * cpu_module_symbol(const char * name) {
+#if defined(GGML_BACKEND_DL) && !defined(_WIN32)
+    const RuntimeBackends & rt = load_runtime_backends();
+    if (!rt.dynamic || rt.cpu_variant_path.empty()) {
+        return nullptr;
+    }
+    // the module is loaded already (RTLD_NOLOAD): this only finds its handle
+    void * handle = dlopen(rt.cpu_variant_path.c_str(), RTLD_NOW | RTLD_LOCAL | RTLD_NOLOAD);
+    if (handle == nullptr) {
+        return nullptr;
+    }
+    void * symbol = dlsym(handle, name);
+    dlclose(handle);  // drops the reference just taken; ggml keeps its own
+    return symbol;
+#else
+    (void) name;
+    return nullptr;
+#endif
+}
+
 }  // namespace llamaproc

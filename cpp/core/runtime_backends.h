@@ -27,4 +27,8 @@ struct RuntimeBackends {
 // cannot be honoured is reported in `problem` (and logged) and the best one is used instead.
 const RuntimeBackends & load_runtime_backends();
 
+// A function the loaded CPU module exports (for what its backend registry does not offer);
+// nullptr in a native build (call it directly there) or when it has none of that name.
+void * cpu_module_symbol(const char * name);
+
 }  // namespace llamaproc

@@ -103,7 +103,9 @@ void ModelPool::prepare_entry(Entry & e) {
         // sleeping instance can hang: here an idle model is unloaded by the pool instead
         e.idle_unload_s = params.sleep_idle_seconds > 0 ? params.sleep_idle_seconds : options_.idle_unload_s;
         params.sleep_idle_seconds = -1;
-        if (options_.decode_gate && !flag_given(e.config.args, {"--poll"})) {
+        // (a governed model's pools rest instead when another model waits: ThreadPools::rest)
+        if (options_.decode_gate && !threads_governed(e.config.args, options_.use_env) &&
+            !flag_given(e.config.args, {"--poll"})) {
             // with the gate, a model's idle thread pool must not spin on the cores another
             // model decodes on: its workers sleep between decodes (docs/benchmarks.md, P4)
             params.cpuparams.poll = 0;

@@ -19,6 +19,7 @@ namespace {
 thread_local bool t_gated = false;
 thread_local bool t_governed = false;
 thread_local DecodeReport * t_report = nullptr;
+thread_local ThreadPools * t_pools = nullptr;
 
 // A counting semaphore of CPU threads with strict FIFO order: a call waits until it is first
 // in line and its threads fit the capacity, so a wide decode is never starved by narrow ones.
@@ -46,6 +47,12 @@ public:
         in_use_ += n;
         cv_.notify_all();  // the next in line may fit too
         return {n, waited};
+    }
+
+    // Someone waits for threads: a decode that ends now should let its workers sleep.
+    bool contended() {
+        std::lock_guard<std::mutex> lock(mutex_);
+        return !line_.empty();
     }
 
     void release(int n) {
@@ -94,17 +101,19 @@ const char * decode_reason_name(DecodeReason reason) {
     }
 }
 
-DecodeGateScope::DecodeGateScope(bool gated, bool governed, DecodeReport * report)
-    : previous_gated_(t_gated), previous_governed_(t_governed), previous_report_(t_report) {
+DecodeGateScope::DecodeGateScope(bool gated, bool governed, DecodeReport * report, ThreadPools * pools)
+    : previous_gated_(t_gated), previous_governed_(t_governed), previous_report_(t_report), previous_pools_(t_pools) {
     t_gated = gated;
     t_governed = governed;
     t_report = report;
+    t_pools = pools != nullptr && pools->usable() ? pools : nullptr;
 }
 
 DecodeGateScope::~DecodeGateScope() {
     t_gated = previous_gated_;
     t_governed = previous_governed_;
     t_report = previous_report_;
+    t_pools = previous_pools_;
 }
 
 DecodeGateStats decode_gate_stats() {
@@ -141,8 +150,11 @@ template <typename Call> int32_t decode_call(llama_context * ctx, Call && call) 
         const int capacity = governor.allowance();
         DecodeReason reason = DecodeReason::fixed;
         if (llamaproc::t_governed) {
+            if (llamaproc::t_pools != nullptr) {
+                llamaproc::t_pools->use(ctx, capacity);  // a pool of exactly that many threads
+            }
             if (llama_n_threads(ctx) != capacity || llama_n_threads_batch(ctx) != capacity) {
-                llama_set_n_threads(ctx, capacity, capacity);  // between steps: the pool has max_threads
+                llama_set_n_threads(ctx, capacity, capacity);  // between steps, never mid-step
             }
             reason = capacity < governor.max_threads() ? DecodeReason::host_busy : DecodeReason::idle_host;
         }
@@ -157,6 +169,9 @@ template <typename Call> int32_t decode_call(llama_context * ctx, Call && call) 
             HeldThreads held(wanted, capacity);
             report(held.waited && llamaproc::t_governed ? DecodeReason::shared : reason);
             rc = call();
+            if (llamaproc::t_pools != nullptr && llamaproc::budget().contended()) {
+                llamaproc::t_pools->rest(ctx);  // another model decodes next: no polling beside it
+            }
         } else {
             report(reason);
             rc = call();

@@ -18,6 +18,8 @@
 
 namespace llamaproc {
 
+class ThreadPools;
+
 // Why a decode step ran with the threads it had.
 enum class DecodeReason : int {
     none = 0,   // no decode yet
@@ -36,10 +38,11 @@ struct DecodeReport {
 };
 
 // While alive, llama_decode() calls on this thread pass through the gate (when `gated`), with
-// their thread count set by the governor (when `governed`), and report to `report` (if any).
+// their thread count set by the governor (when `governed`; with `pools`, a thread pool of that
+// size attached to the context), and report to `report` (if any).
 class DecodeGateScope {
 public:
-    DecodeGateScope(bool gated, bool governed = false, DecodeReport * report = nullptr);
+    DecodeGateScope(bool gated, bool governed = false, DecodeReport * report = nullptr, ThreadPools * pools = nullptr);
     ~DecodeGateScope();
     DecodeGateScope(const DecodeGateScope &) = delete;
     DecodeGateScope & operator=(const DecodeGateScope &) = delete;
@@ -48,6 +51,7 @@ private:
     bool previous_gated_;
     bool previous_governed_;
     DecodeReport * previous_report_;
+    ThreadPools * previous_pools_;
 };
 
 struct DecodeGateStats {

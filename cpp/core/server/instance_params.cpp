@@ -110,16 +110,9 @@ void prepare_instance_params(common_params & params, const std::vector<std::stri
         params.timeout_read = params.timeout_write = DEFAULT_CLIENT_TIMEOUT_S;
     }
     if (threads_governed(args, use_env)) {
-        // the thread pool is made for the most the governor may give; each decode step runs
-        // with what it gives then. Its idle workers sleep rather than spin between steps: with
-        // fewer threads than the pool has, a polling worker would take the core the host needs.
+        // the most the governor may give; each decode step runs with a pool of what it gives
+        // then (ThreadPools), polling between steps as llama-server's does
         params.cpuparams.n_threads = params.cpuparams_batch.n_threads = CpuGovernor::process().max_threads();
-        if (!flag_given(args, {"--poll"})) {
-            params.cpuparams.poll = 0;
-        }
-        if (!flag_given(args, {"--poll-batch"})) {
-            params.cpuparams_batch.poll = params.cpuparams.poll;
-        }
     } else if (!flag_given(args, {"-tb", "--threads-batch"}) && !(use_env && std::getenv("LLAMA_ARG_THREADS_BATCH"))) {
         params.cpuparams_batch.n_threads = params.cpuparams.n_threads;
     }

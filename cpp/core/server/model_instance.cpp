@@ -285,7 +285,10 @@ InstanceMemory ModelInstance::measure() const {
 void ModelInstance::run() {
     ThreadLogScope scope(tail_, [this](const std::string & line) { on_loop_line(line); });
     name_this_thread("llp-loop");  // ggml's workers, made by this thread, inherit the name
-    DecodeGateScope gate(gate_decodes_, govern_threads_, &decode_report_);
+    if (govern_threads_) {
+        pools_ = std::make_unique<ThreadPools>(params_.cpuparams);
+    }
+    DecodeGateScope gate(gate_decodes_, govern_threads_, &decode_report_, pools_.get());
     RpcDecodeCheckScope rpc_check(uses_rpc_devices(params_.devices));
     const std::string & path = params_.model.path;
     const std::string memory_id = memory_key(params_);  // before the load adapts any params
@@ -347,6 +350,9 @@ void ModelInstance::run() {
                                          " once loaded, more than llama.cpp estimated; reloading it with a smaller prompt cache");
             routes_.reset();
             ctx_server_ = std::make_unique<server_context>();
+            if (pools_) {
+                pools_->forget_contexts();
+            }
             routes_ = std::make_unique<server_routes>(params_, *ctx_server_);
             routes_->init_routes();
         }
@@ -447,13 +453,16 @@ bool ModelInstance::shutdown() {
         log_line(LogLevel::error, "model instance shutdown: requests still hold it after 30 s; its memory is left allocated");
         (void) ctx_server_.release();  // freeing under a live handler would crash the host
         (void) routes_.release();
+        (void) pools_.release();       // the context may still use them
     } else if (poisoned_.load()) {
         // after a native assertion, ggml's worker threads may wait forever in a barrier and
         // freeing the context would join them: free on a helper thread, abandon it if stuck
         auto done = std::make_shared<std::atomic<bool>>(false);
-        std::thread reaper([routes = std::move(routes_), ctx = std::move(ctx_server_), runtime = runtime_, done]() mutable {
+        std::thread reaper([routes = std::move(routes_), ctx = std::move(ctx_server_), pools = std::move(pools_),
+                            runtime = runtime_, done]() mutable {
             routes.reset();
             ctx.reset();
+            pools.reset();
             runtime.reset();
             done->store(true);
         });
@@ -473,6 +482,7 @@ bool ModelInstance::shutdown() {
     } else {
         routes_.reset();
         ctx_server_.reset();  // frees the model, the context and the KV cache
+        pools_.reset();       // the thread pools it used
         freed_ = true;
     }
     runtime_.reset();

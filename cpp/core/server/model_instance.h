@@ -32,6 +32,10 @@
 #include <vector>
 
 struct server_context;
+
+namespace llamaproc {
+class ThreadPools;
+}
 struct server_routes;
 
 namespace llamaproc {
@@ -165,6 +169,7 @@ private:
     bool gate_decodes_ = false;
     bool govern_threads_ = false;
     DecodeReport decode_report_;
+    std::unique_ptr<ThreadPools> pools_;  // a governed instance's thread pools; freed after ctx_server_
     std::shared_ptr<ProcessRuntime> runtime_;
 
     std::unique_ptr<server_context> ctx_server_;
