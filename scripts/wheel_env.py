@@ -42,7 +42,7 @@ def install_in_fresh_env(wheel: Path, venv: Path) -> str:
     py = str(venv / "bin" / "python")
     run([py, "-m", "pip", "install", "-q", "--no-deps", "--force-reinstall", str(wheel)], check=True)
     # what the tests need (from pip's cache after the first time)
-    run([py, "-m", "pip", "install", "-q", "numpy", "pytest", "hypothesis", "gguf"], check=True)
+    run([py, "-m", "pip", "install", "-q", "numpy", "pytest", "hypothesis", "gguf", "openai"], check=True)
     where = run([py, "-c", "import llamaproc, sys; sys.stdout.write(llamaproc.__file__)"], capture_output=True,
                 cwd=venv)
     if not where.stdout.startswith(str(venv)):
