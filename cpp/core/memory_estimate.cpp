@@ -32,17 +32,20 @@ constexpr size_t MAX_STORED_MEASUREMENTS = 512;
 // a whole batch for embeddings and pooled outputs; else one per slot, plus the draft tokens
 // each slot verifies when speculation is on. llama.cpp's default (and fit.cpp's dry run) is a
 // whole batch, which for a 49k-token vocabulary is ~96 MiB of logits the server never holds.
-void reserve_server_outputs(const common_params & params, llama_context_params & cparams) {
+// The context parameters the server creates its context with.
+llama_context_params server_context_params(const common_params & params) {
+    llama_context_params cparams = common_context_params_to_llama(params);
     if (params.embedding ||
         (params.pooling_type != LLAMA_POOLING_TYPE_UNSPECIFIED && params.pooling_type != LLAMA_POOLING_TYPE_NONE)) {
         cparams.n_outputs_max = static_cast<uint32_t>(std::max(params.n_batch, 1));
         cparams.n_outputs_max_per_seq = 1;
-        return;
+        return cparams;
     }
     const auto limits = common_speculative_get_output_limits(params.n_batch, params.n_parallel,
                                                              common_speculative_n_max(&params.speculative));
     cparams.n_outputs_max = static_cast<uint32_t>(std::max<int32_t>(1, limits.total));
     cparams.n_outputs_max_per_seq = static_cast<uint32_t>(std::max<int32_t>(1, limits.per_seq));
+    return cparams;
 }
 
 uint64_t digest(const std::string & text) {  // FNV-1a, 64 bits
@@ -85,8 +88,7 @@ MemoryEstimate estimate_memory(const common_params & params) {
     mparams.load_mode = LLAMA_LOAD_MODE_NONE;
     mparams.progress_callback = nullptr;  // the caller's callback is for the real load
     mparams.progress_callback_user_data = nullptr;
-    llama_context_params cparams = common_context_params_to_llama(params);
-    reserve_server_outputs(params, cparams);
+    const llama_context_params cparams = server_context_params(params);
 
     ThreadLogQuiet quiet;  // the dry run repeats the load's log lines: keep them at DEBUG
     std::unique_ptr<llama_model, decltype(&llama_model_free)> model(
@@ -137,11 +139,7 @@ std::string memory_key(const common_params & p) {
     const fs::path path = fs::weakly_canonical(p.model.path, ec);
     const uint64_t size = fs::file_size(p.model.path, ec);
     const auto mtime = fs::last_write_time(p.model.path, ec);
-    const llama_context_params c = [&] {
-        llama_context_params cp = common_context_params_to_llama(p);
-        reserve_server_outputs(p, cp);
-        return cp;
-    }();
+    const llama_context_params c = server_context_params(p);
     std::ostringstream key;
     key << "file=" << (path.empty() ? p.model.path : path.string()) << ";size=" << size
         << ";mtime=" << (ec ? 0 : mtime.time_since_epoch().count()) << ";ctx=" << c.n_ctx << ";batch=" << c.n_batch
@@ -277,8 +275,9 @@ std::string ExpectedMemory::describe() const {
 
 ExpectedMemory expected_memory(const common_params & params) {
     ExpectedMemory out;
+    out.key = memory_key(params);
     out.estimate = estimate_memory(params);
-    out.measured = MeasuredMemory::process().find(memory_key(params));
+    out.measured = MeasuredMemory::process().find(out.key);
     return out;
 }
 

@@ -69,6 +69,7 @@ private:
 
 // What a load is judged by before it happens.
 struct ExpectedMemory {
+    std::string key;                   // memory_key() of the load: where its measurements go
     MemoryEstimate estimate;           // the dry run
     std::optional<uint64_t> measured;  // an earlier load of the same key held this much
     uint64_t need() const { return measured ? *measured : estimate.total(); }

@@ -130,7 +130,6 @@ void ModelPool::prepare_entry(Entry & e) {
         }
         // what an earlier load of the same file and flags held, else llama.cpp's dry run
         e.expected = expected_memory(params);
-        e.memory_id = memory_key(params);
         e.cache_bytes = cache;
         e.need = e.expected.need() + cache;
         e.params = std::move(params);
@@ -382,7 +381,7 @@ void ModelPool::pump_locked(std::vector<std::shared_ptr<ModelInstance>> & to_sta
         if (!e->config_error) {
             // measured meanwhile (by a model on the same file and flags, here or in another
             // process)? Then that, not the estimate, is what it needs
-            if (auto held = MeasuredMemory::process().find(e->memory_id)) {
+            if (auto held = MeasuredMemory::process().find(e->expected.key)) {
                 use_measurement_locked(*e, *held);
             }
         }
@@ -467,10 +466,10 @@ void ModelPool::note_measured_locked(Entry & e) {
     if (!mem) {
         return;
     }
-    const uint64_t held = mem->model_bytes + mem->context_bytes + mem->compute_bytes;
+    const uint64_t held = mem->held();
     e.expected.measured = held;  // the instance recorded it for later loads too (MeasuredMemory)
     for (auto & [name, other] : entries_) {  // models on the same file and flags need as much
-        if (other.get() != &e && !other->current && other->memory_id == e.memory_id) {
+        if (other.get() != &e && !other->current && other->expected.key == e.expected.key) {
             use_measurement_locked(*other, held);
         }
     }
@@ -913,7 +912,6 @@ SwapReport ModelPool::swap(const std::string & requested, std::vector<std::strin
         e->params = fresh.params;
         e->need = fresh.need;
         e->expected = fresh.expected;
-        e->memory_id = fresh.memory_id;
         e->cache_bytes = fresh.cache_bytes;
         e->idle_unload_s = fresh.idle_unload_s;
         e->config_error.reset();

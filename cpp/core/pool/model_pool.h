@@ -163,7 +163,6 @@ private:
         double idle_unload_s = 0;             // unload after this long unused (0: never)
         bool removed = false;
         ExpectedMemory expected;              // what `need` was judged by (without the prompt cache)
-        std::string memory_id;                // memory_key() of its params: its measurements
         uint64_t cache_bytes = 0;             // its prompt cache's cap, part of `need`
         std::shared_ptr<FaultPlan> faults = std::make_shared<FaultPlan>();
 

@@ -291,7 +291,6 @@ void ModelInstance::run() {
     DecodeGateScope gate(gate_decodes_, govern_threads_, &decode_report_, pools_.get());
     RpcDecodeCheckScope rpc_check(uses_rpc_devices(params_.devices));
     const std::string & path = params_.model.path;
-    const std::string memory_id = memory_key(params_);  // before the load adapts any params
     bool loaded = false;
     try {
         if (faults_->take(FaultKind::load_fails)) {
@@ -303,14 +302,15 @@ void ModelInstance::run() {
         }
         slow_load_ms_ = faults_->take(FaultKind::slow_load) ? faults_->param(FaultKind::slow_load) : 0;
         InstanceMemory mem;
-        // With a memory_limit the first load also measures: llama.cpp's estimate misses host
-        // copies of repacked (AMX, ARM) weights, so if the measured need leaves the prompt
-        // cache less room than it was given, the model loads once more with the right cap.
+        // With a memory_limit the first load also measures: if what it holds leaves the prompt
+        // cache less room than the estimate gave it, the model loads once more with the right cap.
         for (int attempt = 0; attempt < 2 && !stop_requested_.load(); ++attempt) {
+            // judged (with a limit) or only keyed before the load adapts any params
             std::optional<ExpectedMemory> expected;
             if (memory_limit_ > 0) {
                 expected = expected_need();
             }
+            const std::string memory_id = expected ? expected->key : memory_key(params_);
             prepare_prompt_cache(expected ? expected->need() : 0);
             params_.load_progress_callback = &ModelInstance::on_load_progress;
             params_.load_progress_callback_user_data = this;
