@@ -180,6 +180,7 @@ MeasuredMemory & MeasuredMemory::process() {
 void MeasuredMemory::set_file(const std::string & path) {
     std::lock_guard<std::mutex> lock(mutex_);
     file_ = path;  // read at the next look-up
+    read_stamp_.clear();
 }
 
 std::string MeasuredMemory::file() const {
@@ -209,6 +210,17 @@ void MeasuredMemory::record(const std::string & key, uint64_t held_bytes) {
 void MeasuredMemory::clear() {
     std::lock_guard<std::mutex> lock(mutex_);
     held_.clear();
+    read_stamp_.clear();  // the file, if any, is read again at the next look-up
+}
+
+std::string MeasuredMemory::file_stamp_locked() const {
+    std::error_code ec;
+    const uint64_t size = std::filesystem::file_size(file_, ec);
+    if (ec) {
+        return "";
+    }
+    const auto mtime = std::filesystem::last_write_time(file_, ec);
+    return ec ? "" : std::to_string(size) + "@" + std::to_string(mtime.time_since_epoch().count());
 }
 
 // The file: one line per measurement, "<key digest> <bytes> <unix time>", newest last.
@@ -216,6 +228,11 @@ void MeasuredMemory::read_file_locked() {
     if (file_.empty()) {
         return;
     }
+    const std::string stamp = file_stamp_locked();
+    if (stamp.empty() || stamp == read_stamp_) {
+        return;  // no file, or nothing new in it
+    }
+    read_stamp_ = stamp;
     std::ifstream in(file_);
     std::string digest_text;
     Row row;
@@ -261,7 +278,9 @@ void MeasuredMemory::write_file_locked() {
     if (ec) {
         log_line(LogLevel::warning, "memory measurements: cannot replace '" + file_ + "': " + ec.message());
         fs::remove(tmp, ec);
+        return;
     }
+    read_stamp_ = file_stamp_locked();  // it holds what this process knows: no need to read it back
 }
 
 std::string ExpectedMemory::describe() const {

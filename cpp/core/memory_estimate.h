@@ -43,8 +43,9 @@ public:
     // The process's store.
     static MeasuredMemory & process();
 
-    // Where measurements persist ("" keeps them in this process only). The file is read at
-    // each look-up; one that cannot be read or written is ignored (a write failure is logged).
+    // Where measurements persist ("" keeps them in this process only). A look-up reads the file
+    // again when it changed since it was last read or written here; one that cannot be read or
+    // written is ignored (a write failure is logged).
     void set_file(const std::string & path);
     std::string file() const;
 
@@ -57,6 +58,7 @@ public:
 private:
     void read_file_locked();
     void write_file_locked();
+    std::string file_stamp_locked() const;  // size and modification time; "" if there is none
 
     struct Row {
         uint64_t bytes = 0;
@@ -64,6 +66,7 @@ private:
     };
     mutable std::mutex mutex_;
     std::string file_;
+    std::string read_stamp_;           // file_stamp_locked() when the file was last read or written
     std::map<std::string, Row> held_;  // by key digest
 };
 
