@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 from llamaproc import LlamaServer, ServerConfig
-from llamaproc.models import fetch_model
+from llamaproc.default_model import fetch_model
 
 
 def pct(values: list[float], q: float) -> float:
@@ -126,7 +126,7 @@ def m4(server: LlamaServer) -> dict:
     call = stream._call
     t0 = time.perf_counter()
     stream.close()
-    while not call.wait(0.0005)[1]:  # the worker let go: the task's CANCEL is queued
+    while not call.wait(0.0005).done:  # the worker let go: the task's CANCEL is queued
         pass
     posted = time.perf_counter() - t0
     while native.query_load(1.0)["n_processing"]:  # (a query is answered between decode steps)

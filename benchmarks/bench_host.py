@@ -48,7 +48,7 @@ import numpy as np
 
 from llamaproc import LlamaServer, ServerConfig
 from llamaproc._native import core
-from llamaproc.models import fetch_model
+from llamaproc.default_model import fetch_model
 
 PROMPT = "The history of the city begins"
 # Pause before each measurement: the previous server's ggml workers poll (spin) for a while

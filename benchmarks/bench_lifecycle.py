@@ -20,7 +20,7 @@ import urllib.request
 from pathlib import Path
 
 from llamaproc import LlamaServer, ServerConfig
-from llamaproc.models import fetch_model
+from llamaproc.default_model import fetch_model
 
 
 def rss() -> int:

@@ -28,7 +28,7 @@ import urllib.request
 from pathlib import Path
 
 from llamaproc import LlamaServer, ServerConfig
-from llamaproc.models import fetch_model
+from llamaproc.default_model import fetch_model
 
 MiB = 2**20
 TOPICS = ["rivers", "volcanoes", "bread", "trains", "owls", "glass", "chess", "tides", "copper", "maps",

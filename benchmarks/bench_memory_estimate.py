@@ -32,7 +32,7 @@ CONTEXTS = ((1024, 1), (4096, 4))  # (context size, slots)
 
 def models(folder: Path, quick: bool) -> dict[str, Path]:
     from llamaproc import quantize
-    from llamaproc.models import fetch_model
+    from llamaproc.default_model import fetch_model
     from llamaproc.testing import make_tiny_model
 
     tiny = make_tiny_model(folder / "tiny-f32.gguf", n_embd=256, n_ff=512, n_layers=4, n_vocab=2048)

@@ -40,8 +40,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from upstream import build_upstream  # noqa: E402
 
-from llamaproc import LlamaServer, inspect  # noqa: E402
-from llamaproc.models import fetch_model  # noqa: E402
+from llamaproc import LlamaServer, inspect_model  # noqa: E402
+from llamaproc.default_model import fetch_model  # noqa: E402
 
 PROMPT = "Write a long story about a lighthouse keeper and the sea."
 
@@ -246,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
 
     med = {s.name: {k: statistics.median(v) for k, v in figures[s.name].items()} for s in sides}
     bandwidth = statistics.median(bandwidths)
-    weight_bytes = sum(inspect(model).tensor_type_bytes.values())
+    weight_bytes = sum(inspect_model(model).tensor_type_bytes.values())
     roofline = bandwidth / weight_bytes
     for s in sides:
         med[s.name]["roofline_fraction"] = med[s.name]["single_tok_s"] / roofline

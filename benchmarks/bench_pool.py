@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 
 from llamaproc import LlamaServer, ModelPool, ModelSpec, PoolConfig, ServerConfig, quantize
-from llamaproc.models import fetch_model
+from llamaproc.default_model import fetch_model
 
 
 def pct(values: list[float], q: float) -> float:

@@ -22,7 +22,7 @@ ROUND = r"""
 import json, sys, time
 from llamaproc import LlamaServer, ServerConfig
 from llamaproc._native import core
-from llamaproc.models import fetch_model
+from llamaproc.default_model import fetch_model
 tokens = int(sys.argv[1])
 variant = core.system_info()["cpu_variant"]
 with LlamaServer.start(ServerConfig(model_path=fetch_model(quiet=True), context_size=1024, parallel=1)) as s:

@@ -8,7 +8,7 @@ From the source model an F16 reference is made with llamaproc.quantize (allow_re
 the source is itself quantized, as SmolLM2's Q4_1 file is, the "reference" is a dequantized
 copy of it, and the report says so). Each level is quantized from that reference and measured:
 
-* file size, bits per weight, and the actual tensor type mix (llamaproc.inspect);
+* file size, bits per weight, and the actual tensor type mix (llamaproc.inspect_model);
 * load time: LlamaServer.start() until ready;
 * prompt processing tokens/s (512-token prompt) and generation tokens/s (128 tokens from a
   one-token prompt), as the embedded server times them (/completion timings) — the same two
@@ -37,8 +37,8 @@ from pathlib import Path
 
 import numpy as np
 
-from llamaproc import Evaluator, LlamaServer, QualityStats, ServerConfig, inspect, quantize
-from llamaproc.models import fetch_model
+from llamaproc import Evaluator, LlamaServer, QualityStats, ServerConfig, inspect_model, quantize
+from llamaproc.default_model import fetch_model
 
 DEFAULT_TYPES = ["F16", "Q8_0", "Q6_K", "Q5_K_M", "Q4_K_M", "Q4_0", "Q3_K_M", "Q2_K"]
 QUICK_TYPES = ["F16", "Q8_0", "Q4_0"]
@@ -139,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     work = out / "models"
     work.mkdir(parents=True, exist_ok=True)
     source = args.model or fetch_model(quiet=True)
-    source_info = inspect(source)
+    source_info = inspect_model(source)
     started = time.perf_counter()
 
     print(f"source {source.name} ({source_info.file_type}); making the F16 reference", file=sys.stderr)
@@ -174,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
             ev.close()
 
     for t, path in files.items():
-        info = inspect(path)
+        info = inspect_model(path)
         speed = measure_speed(path, prompt512, args.threads, n_predict, repeats)
         s = stats[t]
         rows.append({

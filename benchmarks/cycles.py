@@ -156,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=None, help="write the JSON result here")
     args = p.parse_args(argv)
     if args.model == "smollm2":
-        from llamaproc.models import fetch_model
+        from llamaproc.default_model import fetch_model
 
         model = fetch_model(quiet=True)
     elif args.model == "tiny":

@@ -301,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
     elif args.model:
         model = Path(args.model)
     else:
-        from llamaproc.models import fetch_model
+        from llamaproc.default_model import fetch_model
 
         model = fetch_model(quiet=True)
     extra = ("--cache-ram", str(args.cache_ram)) if args.cache_ram is not None else ()

@@ -49,7 +49,7 @@ print("SMOKE OK", "gpu" if gpus else "cpu fallback")
 DECODE = r"""
 import sys, time
 from llamaproc import LlamaServer, ServerConfig
-from llamaproc.models import fetch_model
+from llamaproc.default_model import fetch_model
 model = fetch_model(quiet=True)
 for ngl in (0, 99):
     with LlamaServer.start(ServerConfig(model_path=model, context_size=2048, parallel=1, gpu_layers=ngl)) as s:

@@ -25,7 +25,7 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def smollm2_model() -> Path:
     """The real SmolLM2-135M-Instruct Q4_1, fetched once into the user cache."""
-    from llamaproc.models import fetch_model
+    from llamaproc.default_model import fetch_model
 
     return fetch_model(quiet=True)
 

@@ -647,8 +647,8 @@ def test_public_names_resolve_lazily_to_their_modules():
 
 def test_public_names_are_the_modules_objects():
     pytest.importorskip("llamaproc._core", reason="needs the built extension")
-    from llamaproc import quantization, server
+    from llamaproc import quant, server
 
-    assert llamaproc.LlamaServer is server.LlamaServer and llamaproc.quantize is quantization.quantize
+    assert llamaproc.LlamaServer is server.LlamaServer and llamaproc.quantize is quant.quantize
     for name in llamaproc.__all__:
         assert getattr(llamaproc, name) is not None

@@ -192,3 +192,55 @@ def test_info_reports_the_machine_next_to_the_build():
     assert r.returncode == 0, r.stderr
     data = json.loads(r.stdout)
     assert data["machine"]["cpu"]["physical_cores"] >= 1 and isinstance(data["mismatches"], list)
+
+
+def test_serve_passes_llama_server_flags_through_in_order():
+    from llamaproc.__main__ import parse_args
+
+    args = parse_args(["serve", "m.gguf", "--quiet", "-lv", "4", "--temp", "-0.5", "--memory-budget=5", "--ctx-size=64",
+                       "--default-model", "a", "--rpc", "h:1"])
+    assert args.llama_server_flags == ["--model", "m.gguf", "-lv", "4", "--temp", "-0.5", "--ctx-size=64",
+                                       "--rpc", "h:1"]
+    assert (args.quiet, args.memory_budget, args.default_model, args.router) == (True, 5, "a", False)
+    with pytest.raises(SystemExit):  # only serve passes unknown flags on
+        parse_args(["info", "--ctx-size", "64"])
+
+
+@pytest.mark.parametrize("flags, router, env, pool", [
+    ([], False, {}, False),  # the default model
+    ([], True, {}, True),
+    (["--models-dir", "d"], False, {}, True),
+    (["--models-preset=p.ini"], False, {}, True),
+    ([], False, {"LLAMA_ARG_MODELS_DIR": "d"}, True),
+    (["-m", "x.gguf", "--models-dir", "d"], False, {}, False),
+    (["--models-dir", "d"], False, {"LLAMA_ARG_MODEL": "x.gguf"}, False),
+    ([], True, {"LLAMA_ARG_MODEL": "x.gguf"}, True),  # --router outranks the environment's model
+])
+def test_serve_decides_between_one_server_and_a_pool(monkeypatch, flags, router, env, pool):
+    from llamaproc.__main__ import serves_a_pool
+
+    for name in ("LLAMA_ARG_MODEL", "LLAMA_ARG_MODELS_DIR", "LLAMA_ARG_MODELS_PRESET"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert serves_a_pool(flags, router) is pool
+
+
+@pytest.mark.parametrize("args, message", [
+    (("--router", "-m", "x.gguf"), "--router serves several models: drop the model (-m) or drop --router"),
+    (("x.gguf", "--memory-budget", "1000"), "--default-model, --memory-budget and --idle-unload are for a model pool"),
+], ids=["router-with-model", "pool-option-without-pool"])
+def test_serve_refuses_contradictory_options(args, message):
+    result = subprocess.run([sys.executable, "-m", "llamaproc", "serve", *args, "--port", str(free_port())],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and message in result.stderr, result.stderr
+
+
+def test_quantize_refuses_an_existing_destination_naming_the_cli_option(tiny_model, tmp_path):
+    dst = tmp_path / "out.gguf"
+    dst.write_bytes(b"keep")
+    result = subprocess.run([sys.executable, "-m", "llamaproc", "quantize", str(tiny_model), str(dst), "q8_0"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert "exists; use --overwrite to replace it" in result.stderr and "overwrite=True" not in result.stderr
+    assert dst.read_bytes() == b"keep"

@@ -168,14 +168,16 @@ def test_asyncio_cancellation_frees_the_slot(server):
     wait_idle(server)
 
     async def main() -> None:
+        streaming = asyncio.Event()
+
         async def consume() -> None:
             stream = await server.adirect.completions.create(prompt="count", max_tokens=3000, ignore_eos=True,
                                                              stream=True)
             async for _ in stream:
-                pass
+                streaming.set()
 
         task = asyncio.create_task(consume())
-        await asyncio.sleep(0.3)
+        await asyncio.wait_for(streaming.wait(), timeout=30)  # the slot decodes: cancel mid-stream
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
@@ -209,7 +211,12 @@ def test_ctrl_c_during_a_direct_call(tiny_model):
         from llamaproc import LlamaServer, ServerConfig
         cfg = ServerConfig(model_path={str(tiny_model)!r}, threads=1, context_size=8192, parallel=1)
         with LlamaServer.start(cfg) as server:
-            threading.Timer(0.3, lambda: os.kill(os.getpid(), signal.SIGINT)).start()
+            def interrupt_once_decoding():
+                deadline = time.monotonic() + 30
+                while not server._run.native.query_load(1.0)["n_processing"] and time.monotonic() < deadline:
+                    time.sleep(0.005)
+                os.kill(os.getpid(), signal.SIGINT)
+            threading.Thread(target=interrupt_once_decoding, daemon=True).start()
             try:
                 server.direct.completions.create(prompt="x", max_tokens=100000, ignore_eos=True)
                 print("finished")

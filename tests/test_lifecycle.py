@@ -42,8 +42,14 @@ def test_stop_is_idempotent_and_status_reports_it(tiny_server):
     assert tiny_server.status is ServerStatus.STOPPED
     report = tiny_server.health_check()
     assert report.status is HealthStatus.UNHEALTHY and "stopped" in report.detail
-    with pytest.raises(errors.ServerNotRunningError):
-        tiny_server.metrics()
+    after = tiny_server.metrics()  # the last counters seen, not live
+    assert not after.live and after.slots_total > 0 and after.restarts == 0
+
+
+def test_metrics_before_the_first_start_says_so(tiny_model):
+    server = LlamaServer(tiny_config(tiny_model))
+    with pytest.raises(errors.ServerNotRunningError, match="never started"):
+        server.metrics()
 
 
 def test_restart_keeps_the_port_and_serves_again(tiny_server):

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from llamaproc import ModelPool, ModelSpec, ModelStatus, PoolConfig, RestartPolicy, errors, serve_from_args
-from llamaproc.testing import make_tiny_model
+from llamaproc.testing import Fault, make_tiny_model
 
 from conftest import assert_one_model_live_at_a_time, free_port, rss_bytes, thread_count
 from http_client import get, post, request, stream_events
@@ -124,12 +124,14 @@ def test_router_endpoints_answer_with_llama_servers_shapes(models):
 def test_models_sse_streams_status_events(models):
     with ModelPool.start(PoolConfig(models={"a": spec(models["a"])})) as pool:
         events: list[dict] = []
+        subscribed = threading.Event()
 
         def listen() -> None:
             import http.client
             conn = http.client.HTTPConnection("127.0.0.1", pool.port, timeout=10)
             conn.request("GET", "/models/sse")
-            res = conn.getresponse()
+            res = conn.getresponse()  # the pool subscribes this client before it sends the headers
+            subscribed.set()
             for raw in res:
                 line = raw.decode().strip()
                 if line.startswith("data:"):
@@ -140,7 +142,7 @@ def test_models_sse_streams_status_events(models):
 
         listener = threading.Thread(target=listen)
         listener.start()
-        time.sleep(0.3)
+        assert subscribed.wait(timeout=10), "GET /models/sse did not answer"
         assert chat(pool, "a")[0] == 200
         listener.join(timeout=10)
         assert [(e["model"], e["event"], e["data"]["status"]) for e in events] == [
@@ -191,7 +193,7 @@ def test_a_busy_model_is_never_evicted(models):
     cfg = PoolConfig(models={"a": spec(models["a"]), "b": spec(models["b"])}, max_loaded=1)
     with ModelPool.start(cfg) as pool:
         pool.load("a")
-        pool._native.inject_slow_tokens(40)  # a's stream takes about 1.6 s
+        pool.inject_fault("a", Fault.slow_tokens(0.04))  # a's stream takes about 1.6 s
         stream: dict = {}
         streamer = threading.Thread(target=lambda: stream.update(events=long_stream(pool, "a"), end=time.monotonic()))
         streamer.start()
@@ -206,7 +208,7 @@ def test_a_busy_model_is_never_evicted(models):
 
 def test_requests_for_one_unloaded_model_share_one_load(models):
     with ModelPool.start(PoolConfig(models={"a": spec(models["a"])})) as pool:
-        pool.inject_fault("a", "slow_load", param=800)
+        pool.inject_fault("a", "slow_load", param=100)  # about 2 s: every client asks while it loads
         results: list[int] = []
         clients = [threading.Thread(target=lambda: results.append(chat(pool, "a")[0])) for _ in range(3)]
         for c in clients:
@@ -217,38 +219,45 @@ def test_requests_for_one_unloaded_model_share_one_load(models):
         assert pool.model("a").loads == 1
 
 
-def test_waiting_requests_are_served_first_in_first_out(models):
+def test_models_waiting_for_room_load_first_in_first_out(models):
     cfg = PoolConfig(models={n: spec(p) for n, p in models.items()}, max_loaded=1)
     with ModelPool.start(cfg) as pool:
         pool.load("a")
-        pool._native.inject_slow_tokens(30)
-        done: dict[str, float] = {}
+        pool.inject_fault("a", Fault.slow_tokens(0.03))
         streamer = threading.Thread(target=lambda: long_stream(pool, "a", 30))
         streamer.start()
         assert wait_for(lambda: pool.model("a").active_requests == 1)
-        waiters = []
-        for name in ("b", "c"):
-            t = threading.Thread(target=lambda n=name: (chat(pool, n), done.__setitem__(n, time.monotonic())))
+        pool.events()
+        # POST /models/load answers once the model is queued (no room while a streams), so the
+        # queue's order is known; c first: not the names' order
+        for name in ("c", "b"):
+            assert post(pool.url + "/models/load", {"model": name}) == (200, {"success": True})
+        assert pool.model("a").active_requests == 1, "a's stream ended before both models were queued"
+        served: dict[str, int] = {}
+        clients = [threading.Thread(target=lambda n=n: served.__setitem__(n, chat(pool, n)[0])) for n in ("b", "c")]
+        for t in clients:
             t.start()
-            waiters.append(t)
-            time.sleep(0.2)
-        for t in waiters + [streamer]:
+        for t in clients + [streamer]:
             t.join()
-        assert done["b"] < done["c"]
+        assert served == {"b": 200, "c": 200}
+        loads = [e.model for e in pool.events() if e.status is ModelStatus.LOADING]
+        assert loads[:2] == ["c", "b"], loads
 
 
 def test_a_client_that_leaves_the_queue_causes_no_eviction(models):
     cfg = PoolConfig(models={"a": spec(models["a"]), "b": spec(models["b"])}, max_loaded=1)
     with ModelPool.start(cfg) as pool:
         pool.load("a")
-        pool._native.inject_slow_tokens(40)
+        pool.inject_fault("a", Fault.slow_tokens(0.04))
         streamer = threading.Thread(target=lambda: long_stream(pool, "a", 30))
         streamer.start()
         assert wait_for(lambda: pool.model("a").active_requests == 1)
+        pool.events()
         with pytest.raises(OSError):  # TimeoutError: the client gives up while b waits for room
             post(pool.url + "/v1/chat/completions", {**CHAT, "model": "b"}, timeout=0.4)
         streamer.join()
-        time.sleep(0.5)
+        assert wait_for(lambda: pool.model("a").active_requests == 0)  # idle: a queued b would load now
+        assert [e for e in pool.events(timeout=0.5) if e.model == "b"] == []
         assert statuses(pool)["a"] is ModelStatus.LOADED and pool.model("b").loads == 0
 
 
@@ -312,6 +321,7 @@ class _Load:
         self.pool, self.model = pool, model
         self.failures: list[str] = []
         self.ok = 0
+        self._served = threading.Condition()
         self.stop = threading.Event()
         self.threads = [threading.Thread(target=self._run, args=(i % 2 == 0,)) for i in range(clients)]
 
@@ -328,9 +338,18 @@ class _Load:
                     if status != 200:
                         self.failures.append(f"HTTP {status}: {body}")
                         continue
-                self.ok += 1
+                with self._served:
+                    self.ok += 1
+                    self._served.notify_all()
             except Exception as exc:  # noqa: BLE001 - every failure counts
                 self.failures.append(repr(exc))
+
+    def wait_served(self, count: int, timeout: float = 30.0) -> None:
+        """Wait until ``count`` more requests succeeded: the load is flowing."""
+        with self._served:
+            target = self.ok + count
+            assert self._served.wait_for(lambda: self.ok >= target or bool(self.failures), timeout), (
+                f"{self.ok} of {target} requests served within {timeout} s")
 
     def __enter__(self) -> _Load:
         for t in self.threads:
@@ -352,9 +371,9 @@ def test_swaps_under_load_fail_no_request(models, max_loaded, expected_mode):
         with _Load(pool, "m") as load:
             reports = []
             for i in range(4):
-                time.sleep(0.5)
+                load.wait_served(5)  # requests flow before each swap
                 reports.append(pool.swap("m", spec(models["b" if i % 2 == 0 else "a"])))
-            time.sleep(0.5)
+            load.wait_served(5)  # and after the last one
         assert load.failures == [] and load.ok > 20
         assert {r.mode for r in reports} == {expected_mode}
         assert get(pool.url + "/props?model=m")[1]["model_path"] == str(models["a"])
@@ -370,10 +389,10 @@ def test_a_swap_to_a_corrupt_file_keeps_the_old_model_serving(models, tmp_path, 
     with ModelPool.start(cfg) as pool:
         pool.load("m")
         with _Load(pool, "m", clients=4) as load:
-            time.sleep(0.3)
+            load.wait_served(3)
             with pytest.raises(errors.ModelLoadError):
                 pool.swap("m", spec(corrupt))
-            time.sleep(0.3)
+            load.wait_served(3)  # the old model serves on
         assert load.failures == []
         assert get(pool.url + "/props?model=m")[1]["model_path"] == str(models["a"])
         assert pool.model("m").status is ModelStatus.LOADED
@@ -384,7 +403,7 @@ def test_a_swap_to_a_corrupt_file_keeps_the_old_model_serving(models, tmp_path, 
 def test_unload_during_a_stream_lets_it_finish(models):
     with ModelPool.start(PoolConfig(models={"a": spec(models["a"])})) as pool:
         pool.load("a")
-        pool._native.inject_slow_tokens(30)
+        pool.inject_fault("a", Fault.slow_tokens(0.03))
         out: dict = {}
         streamer = threading.Thread(target=lambda: out.update(events=long_stream(pool, "a", 30)))
         streamer.start()
@@ -411,7 +430,7 @@ def test_stop_with_requests_on_three_models_is_prompt_and_frees_everything(model
     pool = ModelPool.start(cfg)
     for name in models:
         pool.load(name)
-    pool._native.inject_slow_tokens(100)
+    pool.inject_fault("a", Fault.slow_tokens(0.1))
     streams = [threading.Thread(target=lambda n=n: list(stream_events(pool.url + "/v1/chat/completions", {
         **CHAT, "model": n, "max_tokens": 100, "ignore_eos": True}))) for n in models]
     for s in streams:
@@ -488,9 +507,9 @@ def test_reloading_the_sources_adds_removes_and_swaps_without_failures(models, t
         pool.load("b")
         preset.write_text(head + f"[b]\nmodel = {models['c']}\n\n[c]\nmodel = {models['c']}\n")
         with _Load(pool, "b", clients=2) as load:
-            time.sleep(0.3)
+            load.wait_served(2)
             status, listing = get(pool.url + "/models?reload=1")
-            time.sleep(0.3)
+            load.wait_served(2)  # and go on after the reload
         assert status == 200 and sorted(m["id"] for m in listing["data"]) == ["b", "c"]
         assert load.failures == [] and load.ok > 0
         assert get(pool.url + "/props?model=b")[1]["model_path"] == str(models["c"])  # swapped while serving

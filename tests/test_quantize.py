@@ -1,4 +1,4 @@
-"""quantize(), inspect(), QuantType, the Evaluator and the quality statistics."""
+"""quantize(), inspect_model(), QuantType, the Evaluator and the quality statistics."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 
 from conftest import tiny_config
 from http_client import post
-from llamaproc import Evaluator, LlamaServer, QualityStats, QuantType, errors, inspect, quantize
+from llamaproc import Evaluator, LlamaServer, QualityStats, QuantType, errors, inspect_model, quantize
 from llamaproc.testing import make_tiny_model
 
 
@@ -25,7 +25,7 @@ def wide_model(tmp_path_factory):
 
 def test_inspect_reads_back_what_was_written(tmp_path):
     path = make_tiny_model(tmp_path / "m.gguf", n_layers=3, n_embd=64, n_vocab=400, n_ff=96, context_length=1024)
-    info = inspect(path)
+    info = inspect_model(path)
     assert info.architecture == "llama"
     assert (info.layers, info.embedding_size, info.vocab_size, info.context_length) == (3, 64, 400, 1024)
     assert info.file_type == "F32"
@@ -112,7 +112,7 @@ def test_inspect_names_the_newer_file_types(tmp_path, name, value):
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
     writer.close()
-    assert inspect(path).file_type == name
+    assert inspect_model(path).file_type == name
 
 
 def test_bad_quantize_inputs(tiny_model, tmp_path):
@@ -128,7 +128,7 @@ def test_bad_quantize_inputs(tiny_model, tmp_path):
         quantize(tiny_model, existing, "Q8_0")
     assert existing.read_bytes() == b"keep me"
     quantize(tiny_model, existing, "Q8_0", overwrite=True)
-    assert inspect(existing).file_type == "Q8_0"
+    assert inspect_model(existing).file_type == "Q8_0"
     with pytest.raises(errors.ConfigError, match="importance matrix"):
         quantize(tiny_model, tmp_path / "iq.gguf", "IQ2_XXS")
 
@@ -165,9 +165,9 @@ def test_exception_in_progress_propagates_and_cleans_up(tiny_model, tmp_path):
 
 def test_requantize_needs_permission(wide_model, tmp_path):
     q8 = quantize(wide_model, tmp_path / "q8.gguf", "Q8_0").destination
-    with pytest.raises(errors.ModelLoadError, match="requantiz"):
+    with pytest.raises(errors.ModelLoadError, match="requantiz(.|\n)*Hint: .*allow_requantize=True"):
         quantize(q8, tmp_path / "q4.gguf", "Q4_0")
-    assert inspect(quantize(q8, tmp_path / "q4.gguf", "Q4_0", allow_requantize=True).destination).file_type == "Q4_0"
+    assert inspect_model(quantize(q8, tmp_path / "q4.gguf", "Q4_0", allow_requantize=True).destination).file_type == "Q4_0"
 
 
 def test_evaluator_is_deterministic_and_normalised(tiny_model):
@@ -269,3 +269,11 @@ def test_cli_quantize_and_inspect(tiny_model, tmp_path):
     r = subprocess.run([sys.executable, "-m", "llamaproc", "quantize", str(tiny_model), str(out), "q8_0"],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "overwrite" in r.stderr
+
+
+def test_the_old_inspect_name_still_works_but_warns(tiny_model):
+    import llamaproc
+
+    with pytest.warns(DeprecationWarning, match="inspect_model"):
+        old = llamaproc.inspect
+    assert old is inspect_model and old(tiny_model).architecture == inspect_model(tiny_model).architecture

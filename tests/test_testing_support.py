@@ -28,6 +28,7 @@ class ChatClient:
 
     def __init__(self, base_url: str, *, retries: int = 2, timeout: float = 5.0) -> None:
         self.base_url, self.retries, self.timeout = base_url, retries, timeout
+        self.http_errors: list[int] = []  # the status of every attempt answered with an HTTP error
 
     def _post(self, path: str, body: dict):
         req = urllib.request.Request(self.base_url + path, json.dumps(body).encode(),
@@ -40,6 +41,7 @@ class ChatClient:
                 with self._post("/v1/chat/completions", {"messages": [{"role": "user", "content": text}]}) as r:
                     return json.load(r)["choices"][0]["message"]["content"]
             except urllib.error.HTTPError as exc:
+                self.http_errors.append(exc.code)
                 if exc.code < 500 or attempt == self.retries:
                     raise
                 exc.close()
@@ -97,26 +99,31 @@ def test_fake_scripts_replies_and_records_requests():
 def test_an_injected_error_is_retried_and_a_persistent_one_raises(any_server):
     client = ChatClient(any_server.url)
     any_server.inject_fault(Fault.error(503, nth=1))
-    assert isinstance(client.ask("hi"), str)  # the first attempt got 503, the retry succeeded
+    assert isinstance(client.ask("hi"), str)
+    assert client.http_errors == [503]  # the first attempt got 503, the retry succeeded
     any_server.inject_fault(Fault.error(500, times=5))
     with pytest.raises(urllib.error.HTTPError) as info:
         client.ask("hi")
-    assert info.value.code == 500
-    assert json.load(info.value)["error"]["type"] == "server_error"
+    assert info.value.code == 500 and client.http_errors == [503, 500, 500, 500]  # every attempt
+    body = json.load(info.value)["error"]
+    assert body["type"] == "server_error" and "injected fault" in body["message"]
     info.value.close()
     any_server.clear_faults()
     any_server.inject_fault(Fault.error(400, match="forbidden-word", nth=0, times=1))
     assert isinstance(client.ask("fine"), str)
-    with pytest.raises(errors.BadRequestError):  # the same fault, seen from the direct API
+    assert client.http_errors == [503, 500, 500, 500]  # a request without the word is not matched
+    with pytest.raises(errors.BadRequestError, match="injected fault"):  # the same fault, from the direct API
         any_server.direct.chat.completions.create(messages=[{"role": "user", "content": "forbidden-word"}])
 
 
 def test_slow_tokens_trip_a_client_timeout(any_server):
-    any_server.inject_fault(Fault.slow_tokens(0.4))
-    with pytest.raises((TimeoutError, OSError)):
-        ChatClient(any_server.url, timeout=0.3).stream("hi")
+    any_server.inject_fault(Fault.slow_tokens(1.0))
+    with pytest.raises(OSError) as info:  # (urllib wraps a timeout while sending in URLError)
+        ChatClient(any_server.url, timeout=0.5).stream("hi")
+    timed_out = info.value if isinstance(info.value, TimeoutError) else getattr(info.value, "reason", None)
+    assert isinstance(timed_out, TimeoutError), f"not a timeout: {info.value!r}"
     any_server.clear_faults()
-    assert isinstance(ChatClient(any_server.url).stream("hi"), str)
+    assert isinstance(ChatClient(any_server.url, timeout=0.5).stream("hi"), str)  # the same client, without it
 
 
 def test_a_cut_stream_is_detected(any_server):
@@ -163,7 +170,7 @@ def test_loop_death_fails_the_server_and_load_faults_fail_its_restart(any_server
     with pytest.raises(errors.ModelLoadError, match="injected fault"):
         any_server.restart()
     any_server.inject_fault(Fault.over_memory())
-    with pytest.raises(errors.ResourceError):
+    with pytest.raises(errors.ResourceError, match="injected fault"):
         any_server.restart()
     any_server.restart()
     assert isinstance(ChatClient(any_server.url).ask("hi"), str)

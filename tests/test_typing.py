@@ -48,7 +48,7 @@ def test_mypy_strict_accepts_ordinary_use(tmp_path):
     (tmp_path / "use.py").write_text(textwrap.dedent("""\
         from pathlib import Path
 
-        from llamaproc import Evaluator, QuantType, inspect, quantize
+        from llamaproc import Evaluator, QuantType, inspect_model, quantize
         from llamaproc import _core
 
 
@@ -56,7 +56,7 @@ def test_mypy_strict_accepts_ordinary_use(tmp_path):
             qt: QuantType = QuantType.parse("q4_k_m")
             assert qt is QuantType.Q4_K_M and not QuantType.NVFP4.needs_imatrix
             result = quantize(model, model.with_suffix(".q4.gguf"), qt)
-            kind: str | None = inspect(result.destination).file_type
+            kind: str | None = inspect_model(result.destination).file_type
             with Evaluator(model, context_size=64) as ev:
                 lp = ev.logprobs(ev.tokenize("hello"))
             server: type[_core.EmbeddedServer] = _core.EmbeddedServer
@@ -65,3 +65,17 @@ def test_mypy_strict_accepts_ordinary_use(tmp_path):
     r = subprocess.run([sys.executable, "-m", "mypy", "--strict", "--follow-imports=silent", "--no-incremental",
                         "use.py"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+@pytest.mark.slow
+def test_mypy_strict_accepts_the_package_itself(tmp_path):
+    """`mypy --strict` on llamaproc's own code (pyproject's [tool.mypy]: strict, with the one
+    listed exception), read with the built _core stub."""
+    pytest.importorskip("mypy", reason="mypy is not installed")
+    shutil.copytree(Path(llamaproc.__file__).parent, tmp_path / "llamaproc",
+                    ignore=shutil.ignore_patterns("__pycache__", "_core*.so", "_core*.pyd"))
+    shutil.copy(_stub(), tmp_path / "llamaproc" / "_core.pyi")
+    config = Path(__file__).resolve().parent.parent / "pyproject.toml"
+    r = subprocess.run([sys.executable, "-m", "mypy", "--config-file", str(config), "--no-incremental", "llamaproc"],
+                       cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]

@@ -10,7 +10,7 @@ void init_logging(nb::module_ & m);
 void init_server(nb::module_ & m);
 void init_info(nb::module_ & m);
 void init_quant_types(nb::module_ & m);
-void init_models(nb::module_ & m);
+void init_model_file(nb::module_ & m);
 void init_memory(nb::module_ & m);
 void init_direct(nb::module_ & m);
 void init_pool(nb::module_ & m);

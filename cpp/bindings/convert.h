@@ -26,15 +26,10 @@ inline const char * error_kind_name(llamaproc::ErrorKind kind) {
     }
 }
 
-inline llamaproc::FaultKind fault_kind(const std::string & name) {
-    using llamaproc::FaultKind;
-    for (FaultKind k : {FaultKind::loop_dies, FaultKind::assert_in_request, FaultKind::load_fails, FaultKind::slow_load,
-                        FaultKind::over_memory}) {
-        if (name == llamaproc::fault_name(k)) {
-            return k;
-        }
-    }
-    throw nb::value_error(("unknown fault '" + name + "'").c_str());
+// The native fault of llamaproc.faults.Fault's fields (llamaproc.faults.native_args()).
+inline llamaproc::FaultSpec fault_spec(const std::string & kind, int times, int param, int status, std::string body,
+                                       int nth, std::string match) {
+    return {llamaproc::fault_kind(kind), times, param, status, std::move(body), nth, std::move(match)};
 }
 
 inline nb::object load_to_dict(const llamaproc::SlotLoad & load) {

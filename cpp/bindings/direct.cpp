@@ -7,7 +7,6 @@
 
 #include <nanobind/stl/shared_ptr.h>
 #include <nanobind/stl/string.h>
-#include <nanobind/stl/tuple.h>
 #include <nanobind/stl/vector.h>
 
 namespace {
@@ -24,21 +23,24 @@ const char * end_name(llamaproc::CallEnd end) {
 }  // namespace
 
 void init_direct(nb::module_ & m) {
+    nb::class_<llamaproc::CallBatch>(m, "CallBatch", "What one wait() of a direct call brings.")
+        .def_ro("payloads", &llamaproc::CallBatch::payloads, "JSON texts queued since the last wait.")
+        .def_ro("done", &llamaproc::CallBatch::done, "Nothing will follow.")
+        .def_ro("status", &llamaproc::CallBatch::status, "The response's HTTP status (0 until known).")
+        .def_ro("stream", &llamaproc::CallBatch::stream, "The response streams.")
+        .def_prop_ro(
+            "end", [](const llamaproc::CallBatch & b) { return std::string(end_name(b.end)); },
+            "\"running\", \"complete\", \"cancelled\" or \"interrupted\".");
     nb::class_<llamaproc::DirectCall>(m, "DirectCall", "One in-process call of a server route.")
         .def(
             "wait",
             [](llamaproc::DirectCall & call, double timeout) {
-                llamaproc::CallBatch batch;
-                {
-                    nb::gil_scoped_release release;
-                    batch = call.wait(timeout);
-                }
-                return std::make_tuple(std::move(batch.payloads), batch.done, batch.status, batch.stream,
-                                       std::string(end_name(batch.end)));
+                nb::gil_scoped_release release;
+                return call.wait(timeout);
             },
             nb::arg("timeout"),
-            "(payloads, done, status, stream, end): the JSON texts queued since the last wait (waiting up to "
-            "`timeout` s for one), whether the call is over, its HTTP status, whether it streams, and how it ended.")
+            "The JSON texts queued since the last wait (waiting up to `timeout` s for one) and the call's state, "
+            "as a CallBatch.")
         .def("cancel", &llamaproc::DirectCall::cancel, nb::call_guard<nb::gil_scoped_release>(),
              "End the call as soon as possible (returns at once; the slot frees after the decode step in progress).");
 }

@@ -1,5 +1,6 @@
 // C++ errors -> the exception classes of llamaproc.errors (a pure-Python module).
 #include "bindings.h"
+#include "convert.h"
 
 #include "errors.h"
 #include "native_log.h"
@@ -13,25 +14,12 @@
 
 namespace {
 
-const char * class_name(llamaproc::ErrorKind kind) {
-    switch (kind) {
-        case llamaproc::ErrorKind::config: return "ConfigError";
-        case llamaproc::ErrorKind::model_load: return "ModelLoadError";
-        case llamaproc::ErrorKind::startup: return "StartupError";
-        case llamaproc::ErrorKind::resource: return "ResourceError";
-        case llamaproc::ErrorKind::not_running: return "ServerNotRunningError";
-        case llamaproc::ErrorKind::not_found: return "ModelNotFoundError";
-        case llamaproc::ErrorKind::timeout: return "WaitTimeoutError";
-        default: return "NativeError";
-    }
-}
-
+// The class of each error kind is chosen in one place: llamaproc.errors.error_of_kind().
 void raise_python(const llamaproc::Error & e) {
     nb::object errors = nb::module_::import_("llamaproc.errors");
-    nb::object cls = errors.attr(class_name(e.kind()));
-    nb::object exc = cls(nb::str(llamaproc::valid_utf8(e.what()).c_str()));
+    nb::object exc = errors.attr("error_of_kind")(error_kind_name(e.kind()), llamaproc::valid_utf8(e.what()));
     errors.attr("attach_log_tail")(exc, nb::cast(e.log_tail()));
-    PyErr_SetObject(cls.ptr(), exc.ptr());
+    PyErr_SetObject(reinterpret_cast<PyObject *>(Py_TYPE(exc.ptr())), exc.ptr());
 }
 
 }  // namespace

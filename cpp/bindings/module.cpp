@@ -14,6 +14,6 @@ NB_MODULE(_core, m) {
     init_rpc(m);
     init_info(m);
     init_quant_types(m);
-    init_models(m);
+    init_model_file(m);
     init_memory(m);
 }

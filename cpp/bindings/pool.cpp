@@ -214,15 +214,18 @@ void init_pool(nb::module_ & m) {
             },
             release(), nb::arg("path"), nb::arg("body"), nb::arg("post") = true,
             "POST (or GET) `path` in-process, routed by the body's \"model\" (waits for a load); returns a DirectCall.")
-        .def("inject_slow_tokens", [](PoolHandle & h, int ms) { h.pool->front_faults().arm_slow_tokens(ms); },
-             nb::arg("ms"), "Tests only: every stream chunk of every model waits `ms` first (0: off).")
         .def(
             "inject_fault",
-            [](PoolHandle & h, const std::string & name, const std::string & kind, int times, int param) {
-                auto k = fault_kind(kind);
+            [](PoolHandle & h, const std::string & name, const std::string & kind, int times, int param, int status,
+               std::string body, int nth, std::string match) {
+                auto spec = fault_spec(kind, times, param, status, std::move(body), nth, std::move(match));
                 nb::gil_scoped_release r;
-                h.pool->inject_fault(name, k, times, param);
+                h.pool->inject_fault(name, spec);
             },
-            nb::arg("name"), nb::arg("kind"), nb::arg("times") = 1, nb::arg("param") = 0,
-            "Tests only: arm a fault on one model (loop_dies acts at once on a loaded model).");
+            nb::arg("name"), nb::arg("kind"), nb::arg("times") = 1, nb::arg("param") = 0, nb::arg("status") = 0,
+            nb::arg("body") = "", nb::arg("nth") = 1, nb::arg("match") = "",
+            "Tests only: arm a fault for one model (model faults on it; request faults at the front and on its "
+            "direct calls).")
+        .def("clear_faults", [](PoolHandle & h) { h.pool->clear_faults(); }, release(),
+             "Tests only: disarm every fault of the pool and its models.");
 }

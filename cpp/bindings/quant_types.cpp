@@ -3,7 +3,7 @@
 #include "bindings.h"
 
 #include "errors.h"
-#include "quantize.h"
+#include "model_file/quantize.h"
 
 #include "llama.h"
 

@@ -121,22 +121,15 @@ void init_server(nb::module_ & m) {
              "POST (or GET) `path` with the JSON text `body` in-process; returns a DirectCall at once.")
         .def(
             "inject_fault",
-            [](ServerHandle & h, const std::string & kind, int times, int param) {
-                h.server->inject_fault(fault_kind(kind), times, param);
+            [](ServerHandle & h, const std::string & kind, int times, int param, int status, std::string body, int nth,
+               std::string match) {
+                auto spec = fault_spec(kind, times, param, status, std::move(body), nth, std::move(match));
+                nb::gil_scoped_release r;
+                h.server->inject_fault(spec);
             },
-            nb::arg("kind"), nb::arg("times") = 1, nb::arg("param") = 0,
-            "Tests only: arm a fault (loop_dies, assert_in_request, load_fails, slow_load) `times` times.")
-        .def(
-            "inject_error",
-            [](ServerHandle & h, int status, std::string body, int nth, std::string match, int times) {
-                h.server->faults().arm_error(status, std::move(body), nth, std::move(match), times);
-            },
-            nb::arg("status"), nb::arg("body") = "", nb::arg("nth") = 1, nb::arg("match") = "", nb::arg("times") = 1,
-            "Tests only: answer the `nth` matching request with `status` (and `body`, default llama.cpp's error body).")
-        .def("inject_slow_tokens", [](ServerHandle & h, int ms) { h.server->faults().arm_slow_tokens(ms); },
-             nb::arg("ms"), "Tests only: every stream chunk waits `ms` first (0: off).")
-        .def("inject_cut_stream", [](ServerHandle & h, int after, int times) { h.server->faults().arm_cut_stream(after, times); },
-             nb::arg("after_chunks"), nb::arg("times") = 1, "Tests only: the next streams end after `after_chunks` chunks.")
+            nb::arg("kind"), nb::arg("times") = 1, nb::arg("param") = 0, nb::arg("status") = 0, nb::arg("body") = "",
+            nb::arg("nth") = 1, nb::arg("match") = "",
+            "Tests only: arm a fault (llamaproc.faults.Fault's fields; see that module for the kinds).")
         .def(
             "armed_faults",
             [](ServerHandle & h) {
@@ -153,9 +146,6 @@ void init_server(nb::module_ & m) {
             "Tests only: the faults still armed, as (kind, times left, param).")
         .def("clear_faults", [](ServerHandle & h) { h.server->faults().clear(); }, nb::call_guard<nb::gil_scoped_release>(),
              "Tests only: disarm every fault.")
-        .def("set_slots_busy", [](ServerHandle & h, bool busy) { h.server->faults().set_slots_busy(busy); },
-             nb::call_guard<nb::gil_scoped_release>(), nb::arg("busy"),
-             "Tests only: while set, requests that need a slot wait as if every slot were busy.")
         .def(
             "query_load",
             [](ServerHandle & h, double timeout) -> nb::object {

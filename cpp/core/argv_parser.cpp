@@ -7,6 +7,7 @@
 #include "chat.h"
 
 #include <algorithm>
+#include <stdexcept>
 #include <cstdlib>
 #include <set>
 #include <unordered_map>
@@ -116,6 +117,18 @@ std::string env_name_in_effect(const common_arg & opt) {
     throw Error(ErrorKind::config, message);
 }
 
+// What was wrong with a flag's `value`: std::stoi/stof/... name only themselves ("stof").
+std::string value_problem(const std::exception & e, const std::string & value) {
+    const std::string what = e.what();
+    if (what.rfind("sto", 0) != 0) {
+        return what;
+    }
+    if (dynamic_cast<const std::out_of_range *>(&e) != nullptr) {
+        return "'" + value + "' is out of range";
+    }
+    return "expects a number, got '" + value + "'";
+}
+
 bool parse_bool(const std::string & value) {
     if (common_arg_utils::is_truthy(value)) {
         return true;
@@ -154,7 +167,7 @@ void apply_env(common_params_context & ctx, std::vector<ggml_backend_dev_t> & rp
                 opt.handler_string(ctx.params, value);
             }
         } catch (const std::exception & e) {
-            config_error(std::string("environment variable ") + opt.env + "='" + value + "': " + e.what());
+            config_error(std::string("environment variable ") + opt.env + ": " + value_problem(e, value));
         }
     }
 }
@@ -197,23 +210,27 @@ void apply_flags(common_params_context & ctx, const std::vector<std::string> & a
             attach_rpc(rpc_devices, value_at(++i));
             continue;
         }
+        std::string value;  // what the flag was given, for the error message
         try {
             if (opt.handler_void) {
                 opt.handler_void(ctx.params);
             } else if (opt.handler_bool) {
                 opt.handler_bool(ctx.params, it->second.second);
             } else if (opt.handler_int) {
-                opt.handler_int(ctx.params, std::stoi(value_at(++i)));
+                value = value_at(++i);
+                opt.handler_int(ctx.params, std::stoi(value));
             } else if (opt.handler_string) {
-                opt.handler_string(ctx.params, value_at(++i));
+                value = value_at(++i);
+                opt.handler_string(ctx.params, value);
             } else if (opt.handler_str_str) {
                 const std::string first = value_at(++i);
-                opt.handler_str_str(ctx.params, first, value_at(++i));
+                value = value_at(++i);
+                opt.handler_str_str(ctx.params, first, value);
             }
         } catch (const Error &) {
             throw;
         } catch (const std::exception & e) {
-            config_error("flag '" + flag + "': " + e.what());
+            config_error("flag '" + flag + "': " + value_problem(e, value));
         }
     }
 }

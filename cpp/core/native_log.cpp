@@ -230,10 +230,6 @@ void set_log_min_level(LogLevel min_level) {
     g_min_level.store(static_cast<int>(min_level));
 }
 
-LogLevel log_min_level() {
-    return static_cast<LogLevel>(g_min_level.load());
-}
-
 void log_native_ggml_text(int ggml_level, const char * text) {
     append_text(static_cast<ggml_log_level>(ggml_level), text);
 }

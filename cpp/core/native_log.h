@@ -70,7 +70,6 @@ void install_native_log_hooks();
 // threads only append to the queue: they never wait for its consumer (or the GIL). A full
 // queue drops its oldest lines and counts them.
 void set_log_min_level(LogLevel min_level);
-LogLevel log_min_level();
 // Waits up to `timeout_s` until lines are queued (or the consumers are woken); true if some are.
 bool wait_for_log_records(double timeout_s);
 // Takes the queued lines (never waits).

@@ -13,10 +13,12 @@ Several models behind one port: :class:`ModelPool` (llama-server's router mode, 
 from __future__ import annotations
 
 import importlib
+import warnings
 from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
 
 from . import errors
+from .messages import message
 
 try:
     __version__ = version("llamaproc")
@@ -28,38 +30,47 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
 # configuration) works before the extension exists. A missing extension still raises
 # errors.BuildError with the fix, at the first use of a native name.
 _LAZY = {
-    "LlamaServer": "server", "ServerStatus": "server", "HealthStatus": "server",
-    "HealthReport": "server", "ServerMetrics": "server",
+    "LlamaServer": "server",
+    "ServerStatus": "contract", "HealthStatus": "contract", "HealthReport": "contract",
+    "ServerMetrics": "contract", "ServerLike": "contract",
     "ServerConfig": "config",
     "RestartPolicy": "recovery", "ServerEvent": "recovery", "EventKind": "recovery",
-    "quantize": "quantization", "QuantizeResult": "quantization",
-    "QuantType": "quant_types",
-    "inspect": "gguf_info", "ModelInfo": "gguf_info",
-    "Evaluator": "evaluation", "QualityStats": "evaluation",
+    "Fault": "faults", "FaultKind": "faults",
+    "quantize": "quant.quantize_file", "QuantizeResult": "quant.quantize_file", "QuantType": "quant.types",
+    "inspect_model": "quant.model_info", "ModelInfo": "quant.model_info",
+    "Evaluator": "quant.evaluate", "QualityStats": "quant.evaluate",
     "sync_log_level": "_logging", "flush_logs": "_logging",
     "DeviceMetrics": "devices",
     "estimate_memory": "memory", "MemoryEstimate": "memory",
     "ModelPool": "pool.pool", "PoolConfig": "pool.config", "ModelSpec": "pool.config", "ModelStatus": "pool.pool",
-    "PoolModelInfo": "pool.pool", "SwapReport": "pool.pool", "ModelEvent": "pool.pool", "serve_from_args": "pool.pool",
+    "PoolModelInfo": "pool.pool", "SwapReport": "pool.pool", "SwapMode": "pool.pool", "ModelEvent": "pool.pool",
+    "ModelEventKind": "pool.pool", "PooledServer": "pool.pooled_server", "serve_from_args": "pool.pool",
     "RpcWorker": "rpc.worker",
 }
 
 if TYPE_CHECKING:
     from ._logging import flush_logs, sync_log_level
     from .config import ServerConfig
+    from .contract import HealthReport, HealthStatus, ServerLike, ServerMetrics, ServerStatus
     from .devices import DeviceMetrics
-    from .evaluation import Evaluator, QualityStats
+    from .faults import Fault, FaultKind
     from .memory import MemoryEstimate, estimate_memory
-    from .gguf_info import ModelInfo, inspect
-    from .pool import ModelEvent, ModelPool, ModelSpec, ModelStatus, PoolConfig, PoolModelInfo, SwapReport, serve_from_args
-    from .quant_types import QuantType
-    from .quantization import QuantizeResult, quantize
+    from .pool import (ModelEvent, ModelEventKind, ModelPool, ModelSpec, ModelStatus, PoolConfig, PooledServer,
+                       PoolModelInfo, SwapMode, SwapReport, serve_from_args)
+    from .quant import Evaluator, ModelInfo, QualityStats, QuantizeResult, QuantType, inspect_model, quantize
     from .recovery import EventKind, RestartPolicy, ServerEvent
     from .rpc import RpcWorker
-    from .server import HealthReport, HealthStatus, LlamaServer, ServerMetrics, ServerStatus
+    from .server import LlamaServer
+
+#: Old names kept for one release (see CHANGELOG.md): old name -> (module, new name).
+_DEPRECATED = {"inspect": ("quant.model_info", "inspect_model")}
 
 
 def __getattr__(name: str) -> Any:
+    if name in _DEPRECATED:
+        module_name, new_name = _DEPRECATED[name]
+        warnings.warn(message("package.renamed", name=name, new_name=new_name), DeprecationWarning, stacklevel=2)
+        return getattr(importlib.import_module(f"{__name__}.{module_name}"), new_name)
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
@@ -79,6 +90,7 @@ __all__ = [
     "HealthStatus",
     "HealthReport",
     "ServerMetrics",
+    "ServerLike",
     "RestartPolicy",
     "ServerEvent",
     "EventKind",
@@ -86,8 +98,10 @@ __all__ = [
     "quantize",
     "QuantType",
     "QuantizeResult",
-    "inspect",
+    "inspect_model",
     "ModelInfo",
+    "Fault",
+    "FaultKind",
     "Evaluator",
     "QualityStats",
     "sync_log_level",
@@ -99,7 +113,10 @@ __all__ = [
     "PoolModelInfo",
     "RpcWorker",
     "SwapReport",
+    "SwapMode",
     "ModelEvent",
+    "ModelEventKind",
+    "PooledServer",
     "serve_from_args",
     "DeviceMetrics",
     "estimate_memory",

@@ -1,6 +1,6 @@
-"""Command line: ``python -m llamaproc serve|info|quantize|inspect|build-config|build|rpc-worker``.
+"""Command line: ``python -m llamaproc COMMAND ...``; ``python -m llamaproc COMMAND --help`` lists every option.
 
-    python -m llamaproc serve [MODEL.gguf] [llama-server flags...]
+    python -m llamaproc serve [MODEL.gguf] [llamaproc options] [llama-server flags...]
     python -m llamaproc info [--json]
     python -m llamaproc quantize SRC DST TYPE [--threads N] [--allow-requantize] [--imatrix F] [--overwrite]
     python -m llamaproc inspect FILE [--json]
@@ -12,8 +12,8 @@
 its ``LLAMA_ARG_*`` environment defaults), so ``llama-server -m m.gguf --port 8080`` becomes
 ``python -m llamaproc serve -m m.gguf --port 8080``. Without a model it serves the default
 model (SmolLM2-135M-Instruct), fetched once into the user cache. With ``--models-dir`` or
-``--models-preset`` (and no model) it runs a model pool, as llama-server's router mode does.
-SIGINT and SIGTERM stop it.
+``--models-preset`` (and no model), or ``--router``, it runs a model pool, as llama-server's
+router mode does (``llamaproc.serve_from_args`` decides the same way).
 
 ``build-config`` detects this machine and prints the build that fits it (backends, CPU
 variant, CMake defines, the pip install command), each choice with its reason; it needs no
@@ -21,24 +21,36 @@ built extension. ``build`` runs that pip install and reports a failure as one ty
 (``llamaproc.errors.CompilationError``, ``DependencyMissingError``, ``BuildConfigurationError``,
 ``UnsupportedPlatformError``) with the log's path.
 
-``rpc-worker`` lends this machine's devices to servers elsewhere (``serve ... --rpc H:P``) until
-SIGINT or SIGTERM; it listens on 127.0.0.1 unless ``--allow-remote`` (the RPC protocol has no
-authentication).
+``rpc-worker`` lends this machine's devices to servers elsewhere (``serve ... --rpc H:P``); it
+listens on 127.0.0.1 unless ``--allow-remote`` (the RPC protocol has no authentication).
+
+``serve`` and ``rpc-worker`` run until SIGINT or SIGTERM and then exit with status 0; 1 when
+what they serve stopped by itself, 2 when it did not start.
 """
 
 from __future__ import annotations
 
+import argparse
+import itertools
 import json
 import logging
+import os
 import signal
 import sys
 import threading
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from . import __version__
-from .errors import LlamaProcError, ServerNotRunningError
+from .build import cli as build_cli
+from .errors import ConfigError, LlamaProcError, ServerNotRunningError
 from .flags import names_a_model
+
+if TYPE_CHECKING:
+    from . import LlamaServer, ModelPool, RpcWorker
+
+log = logging.getLogger("llamaproc.cli")
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 SERVE_USAGE = """\
 usage: python -m llamaproc serve [MODEL.gguf] [llama-server flags...]
@@ -75,191 +87,240 @@ those acting on process-wide state: --log-file, --log-disable, --log-colors, --l
 """
 
 
-class _LoadBar:
-    """A one-line progress bar on stderr (only when stderr is a terminal)."""
+def make_parser() -> argparse.ArgumentParser:
+    """The whole command line. ``serve`` declares only llamaproc's own options: the rest are
+    llama-server's flags (see :func:`parse_args`) and its help is :data:`SERVE_USAGE`."""
+    parser = argparse.ArgumentParser(prog="python -m llamaproc", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
 
-    def __init__(self, label: str) -> None:
-        self.label = label
-        self.enabled = sys.stderr.isatty()
-        self.last = -1
+    def command(name: str, run: Callable[[argparse.Namespace], int], **options: Any) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, **options)
+        sub.set_defaults(run=run)
+        return sub
 
-    def __call__(self, fraction: float) -> None:
-        pct = int(max(0.0, min(1.0, fraction)) * 100)
-        if not self.enabled or pct == self.last:
-            return
-        self.last = pct
-        filled = pct * 30 // 100
-        sys.stderr.write(f"\r{self.label} [{'#' * filled}{' ' * (30 - filled)}] {pct:3d}%")
-        if pct == 100:
-            sys.stderr.write("\n")
-        sys.stderr.flush()
+    serve_parser = command("serve", serve, add_help=False, allow_abbrev=False,
+                           usage="python -m llamaproc serve [MODEL.gguf] [llama-server flags...]")
+    serve_parser.add_argument("--quiet", action="store_true")
+    serve_parser.add_argument("--allow-unauthenticated-remote", action="store_true")
+    serve_parser.add_argument("--router", action="store_true")
+    serve_parser.add_argument("--default-model")
+    serve_parser.add_argument("--memory-budget", type=int)
+    serve_parser.add_argument("--idle-unload", type=float, dest="idle_unload_s")
+
+    info_parser = command("info", info, description="This build (llama.cpp commit, backends, CPU variant, devices) "
+                                                    "next to this machine, and what the build leaves unused.")
+    info_parser.add_argument("--json", action="store_true")
+
+    quantize_parser = command("quantize", quantize, description="Quantize a GGUF model with llama.cpp's quantizer.")
+    quantize_parser.add_argument("src", metavar="SRC", help="the GGUF model to quantize")
+    quantize_parser.add_argument("dst", metavar="DST", help="the GGUF file to write")
+    quantize_parser.add_argument("type", metavar="TYPE", help="a llama.cpp file type, e.g. Q8_0 or Q4_K_M (an "
+                                                              "unknown one lists them all)")
+    quantize_parser.add_argument("--threads", type=int, metavar="N")
+    quantize_parser.add_argument("--allow-requantize", action="store_true", help="accept an already quantized SRC")
+    quantize_parser.add_argument("--imatrix", metavar="FILE", help="importance matrix (the lowest-bit types need one)")
+    quantize_parser.add_argument("--overwrite", action="store_true", help="replace an existing DST")
+
+    inspect_parser = command("inspect", inspect, description="What a GGUF file holds, read without loading it.")
+    inspect_parser.add_argument("file", metavar="FILE")
+    inspect_parser.add_argument("--json", action="store_true")
+
+    # pure Python: these two run before the extension is built
+    build_cli.add_config_arguments(command("build-config", build_cli.show_config,
+                                           description=build_cli.show_config.__doc__))
+    build_cli.add_build_arguments(command("build", build_cli.build, description=build_cli.build.__doc__))
+
+    rpc_parser = command("rpc-worker", rpc_worker,
+                         description="Lend this machine's devices (GPUs, else the CPU) to llama-servers that use "
+                                     "--rpc HOST:PORT. Runs until SIGINT or SIGTERM.")
+    rpc_parser.add_argument("--host", default="127.0.0.1", help="IPv4 address to listen on (default 127.0.0.1)")
+    rpc_parser.add_argument("--port", type=int, help="TCP port (default 50052, as llama.cpp's rpc-server)")
+    rpc_parser.add_argument("--threads", type=int, help="CPU threads (default: physical cores but one)")
+    rpc_parser.add_argument("--cache", metavar="DIR", help="cache tensors sent before in DIR (rpc-server -c)")
+    rpc_parser.add_argument("--allow-remote", action="store_true",
+                            help="listen on a non-loopback address: the RPC protocol has NO authentication, anyone "
+                                 "who reaches the port can use this machine's memory and compute")
+    return parser
 
 
-def _take_option(args: list[str], name: str) -> str | None:
-    """Remove ``name VALUE`` (or ``name=VALUE``) from ``args``; return VALUE."""
-    for i, arg in enumerate(args):
-        if arg == name and i + 1 < len(args):
-            value = args[i + 1]
-            del args[i:i + 2]
-            return value
-        if arg.startswith(name + "="):
-            del args[i]
-            return arg.split("=", 1)[1]
-    return None
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    """Parse a command line. For ``serve``, the arguments that are not llamaproc's own go, in
+    their order, to ``llama_server_flags`` (a leading MODEL.gguf becomes ``--model MODEL.gguf``);
+    any other command refuses them."""
+    parser = make_parser()
+    args, rest = parser.parse_known_args(argv)
+    if args.command != "serve" and rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    if rest and not rest[0].startswith("-"):
+        rest = ["--model", *rest]
+    args.llama_server_flags = rest
+    return args
 
 
-def _router_mode(args: Sequence[str]) -> bool:
-    import os
-
-    if names_a_model(args, use_env=True) or (args and not args[0].startswith("-")):
-        return False
-    return (any(a.split("=", 1)[0] in ("--models-dir", "--models-preset") for a in args)
-            or bool(os.environ.get("LLAMA_ARG_MODELS_DIR") or os.environ.get("LLAMA_ARG_MODELS_PRESET")))
-
-
-def serve(argv: Sequence[str]) -> int:
-    from . import server as server_mod
-    from ._native import core
-    from .errors import ConfigError
-    from .flags import split_process_flags
-    from .models import DEFAULT_MODEL, fetch_model
-
-    args = list(argv)
-    if any(a in ("-h", "--help", "--usage") for a in args):
-        sys.stdout.write(SERVE_USAGE)
-        sys.stdout.write(core.server_flags_help())
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv:
+        make_parser().print_help()
         return 0
-    quiet = "--quiet" in args
-    allow_remote = "--allow-unauthenticated-remote" in args
-    force_router = "--router" in args
-    args = [a for a in args if a not in ("--quiet", "--allow-unauthenticated-remote", "--router")]
-    try:
-        _, level = split_process_flags(args, use_env=True)  # from_args() applies it to `llamaproc` too
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    if level is None:
-        level = logging.WARNING if quiet else logging.INFO
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    log = logging.getLogger("llamaproc.cli")
+    args = parse_args(argv)
+    status: int = args.run(args)
+    return status
 
-    pool_options: dict[str, object] = {}
-    try:
-        for option, key, kind in (("--default-model", "default_model", str), ("--memory-budget", "memory_budget", int),
-                                  ("--idle-unload", "idle_unload_s", float)):
-            value = _take_option(args, option)
-            if value is not None:
-                pool_options[key] = kind(value)
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    router = force_router or _router_mode(args)
-    if force_router and (names_a_model(args, use_env=False) or (args and not args[0].startswith("-"))):
-        print("error: --router serves several models: drop the model (-m) or drop --router", file=sys.stderr)
-        return 2
-    if pool_options and not router:
-        print("error: --default-model, --memory-budget and --idle-unload are for a model pool "
-              "(--models-dir / --models-preset without a model)", file=sys.stderr)
-        return 2
-    if args and not args[0].startswith("-"):
-        args = ["--model", args[0]] + args[1:]
-    if not router and not names_a_model(args, use_env=False) and "LLAMA_ARG_MODEL" not in __import__("os").environ:
-        log.info("no model given: serving the default model, %s", DEFAULT_MODEL.name)
-        args = ["--model", str(fetch_model(DEFAULT_MODEL))] + args
-    if "--port" not in args and "LLAMA_ARG_PORT" not in __import__("os").environ:
-        args += ["--port", "8080"]
 
+class _Stoppable(Protocol):
+    def stop(self) -> None: ...
+
+
+Served = TypeVar("Served", bound=_Stoppable)
+
+
+def serve_until_signalled(start: Callable[[], Served], why_stopped: Callable[[Served], str | None],
+                          stop_summary: Callable[[Served], str] = lambda _: "") -> int:
+    """Start something (a LlamaServer, a ModelPool, an RpcWorker), keep it serving until SIGINT
+    or SIGTERM, then stop it; return the command's exit status.
+
+    A signal during ``start()`` interrupts it (a model load is cancelled). While serving,
+    ``why_stopped(served)`` says every half second why it ended by itself, or None. Returns 0
+    after a signal ("stopped" and ``stop_summary(served)`` logged), 1 when it ended by itself,
+    2 when it did not start (the error and the end of its native log logged)."""
     stop_requested = threading.Event()
-
-    server: Any = None  # the LlamaServer or ModelPool to stop
+    served: Served | None = None
 
     def on_signal(signum: int, _frame: object) -> None:
         log.info("received %s, stopping", signal.Signals(signum).name)
         first = not stop_requested.is_set()
         stop_requested.set()
-        if first and server is None:
-            raise KeyboardInterrupt  # interrupts a model load in progress
-        # serving (the main loop sees the event) or already stopping: nothing to interrupt
+        if first and served is None:
+            raise KeyboardInterrupt  # interrupts the start in progress
+        # serving (the loop below sees the event) or already stopping: nothing to interrupt
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        if router:
-            from .pool import ModelPool
-
-            pool = ModelPool.from_args(args, use_env=True, allow_unauthenticated_remote=allow_remote,
-                                       **pool_options)  # type: ignore[arg-type]
-            server = pool
-            if stop_requested.is_set():
-                raise KeyboardInterrupt
-            log.info("serving %d models at %s (Ctrl-C to stop): %s", len(pool.models()), pool.url,
-                     ", ".join(m.name for m in pool.models()))
-            while not stop_requested.wait(0.5):
-                if not pool.running:
-                    log.error("the model pool stopped; last log lines:\n%s", "\n".join(pool.log_tail()))
-                    return 1
-            return 0
-        single = server_mod.LlamaServer.from_args(args, use_env=True, progress=_LoadBar("loading model"),
-                                                  allow_unauthenticated_remote=allow_remote)
-        server = single
-        if stop_requested.is_set():  # a signal came as the load finished
+        served = start()
+        if stop_requested.is_set():  # a signal came as the start finished
             raise KeyboardInterrupt
-        log.info("serving %s at %s (Ctrl-C to stop)", args[args.index("--model") + 1] if "--model" in args else "",
-                 single.url)
         while not stop_requested.wait(0.5):
-            if single.status is not server_mod.ServerStatus.READY:
-                log.error("server is %s; last log lines:\n%s", single.status.value, "\n".join(single.log_tail()))
+            problem = why_stopped(served)
+            if problem is not None:
+                log.error("%s", problem)
                 return 1
     except KeyboardInterrupt:
         pass
     except LlamaProcError as exc:
-        if stop_requested.is_set() and isinstance(exc, ServerNotRunningError):
-            pass  # a signal stopped the server while it was starting: a clean stop
-        else:
+        if not (stop_requested.is_set() and isinstance(exc, ServerNotRunningError)):
             log.error("%s", exc)
             for line in exc.log_tail[-15:]:
                 log.error("  | %s", line)
             return 2
+        # else a signal stopped the server while it was starting: a clean stop
     finally:
-        if server is not None:
-            server.stop()
+        if served is not None:
+            served.stop()
         for s, handler in previous.items():
             signal.signal(s, handler)
-    log.info("stopped")
+    log.info("stopped%s", stop_summary(served) if served is not None else "")
     return 0
 
 
-# CPU features the machine reports (llamaproc.build names) -> the ggml CPU backend's names
-_FEATURES_OF_BUILD = {"avx": "AVX", "avx2": "AVX2", "fma": "FMA", "f16c": "F16C", "avx512f": "AVX512",
-                      "avx512_vnni": "AVX512_VNNI", "avx512_bf16": "AVX512_BF16", "avx_vnni": "AVX_VNNI",
-                      "amx_int8": "AMX_INT8"}
+def serve(args: argparse.Namespace) -> int:
+    """``serve``: one server or a model pool (:func:`start_serving`) until SIGINT or SIGTERM."""
+    from ._native import core
+    from .flags import split_process_flags
+
+    flags: list[str] = args.llama_server_flags
+    if any(a in ("-h", "--help", "--usage") for a in flags):
+        sys.stdout.write(SERVE_USAGE + core.server_flags_help())
+        return 0
+    try:
+        _, level = split_process_flags(flags, use_env=True)  # from_args() applies it to `llamaproc` too
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if level is None:
+        level = logging.WARNING if args.quiet else logging.INFO
+    logging.basicConfig(level=level, format=LOG_FORMAT)
+    return serve_until_signalled(lambda: start_serving(args), _why_stopped)
 
 
-def build_mismatches(facts: dict, machine: object) -> list[str]:
-    """What this build leaves unused on this machine: a GPU without a GPU backend, CPU
-    instruction sets the CPU backend was not compiled for."""
-    out = []
-    backends = {b["name"].upper() for b in facts["backends"]}
-    gpus = getattr(machine, "gpus", ())
-    if gpus and backends <= {"CPU", "BLAS", "RPC"}:
-        names = ", ".join(getattr(g, "name", str(g)) for g in gpus)
-        out.append(f"a GPU is present ({names}) but this build has only CPU backends")
-    gpu_built = sorted(b["name"] for b in facts["backends"] if b["name"].upper() not in ("CPU", "BLAS", "RPC"))
-    devices = facts.get("devices")
-    if gpu_built and devices is not None and not any(d.get("type") != "cpu" for d in devices):
-        out.append(f"this build has the {', '.join(gpu_built)} backend but no GPU device is usable here "
-                   "(no driver, or none visible): models run on the CPU")
-    cpu_build = next((b["features"] for b in facts["backends"] if b["name"].upper() == "CPU"), {})
-    cpu = getattr(machine, "cpu", None)
-    portable = facts.get("cpu_variant") is not None  # ggml's fixed variants: a gap there is by design
-    if cpu_build and cpu is not None and getattr(cpu, "features_known", False) and not portable:
-        unused = [ggml for feature, ggml in _FEATURES_OF_BUILD.items()
-                  if feature in cpu.features and cpu_build.get(ggml, "0") in ("0", "")]
-        if unused:
-            out.append("the CPU supports " + ", ".join(unused) + " but the CPU backend was built without them")
-    return out
+def serves_a_pool(flags: Sequence[str], router: bool) -> bool:
+    """Whether ``serve`` runs a model pool rather than one server. As
+    :func:`llamaproc.serve_from_args` decides, flags that name a model (``-m``, or
+    ``LLAMA_ARG_MODEL`` but with ``--router``) run one server; the others run a pool only if
+    they ask for one (``--router``, ``--models-dir``, ``--models-preset``, or their
+    ``LLAMA_ARG_*``): ``serve`` alone serves the default model, not the local model cache."""
+    if names_a_model(flags, use_env=not router):
+        return False
+    return (router or any(a.split("=", 1)[0] in ("--models-dir", "--models-preset") for a in flags)
+            or bool(os.environ.get("LLAMA_ARG_MODELS_DIR") or os.environ.get("LLAMA_ARG_MODELS_PRESET")))
 
 
-def info(argv: Sequence[str]) -> int:
+def start_serving(args: argparse.Namespace) -> LlamaServer | ModelPool:
+    """Start what ``serve ARGS`` serves (:func:`serves_a_pool`), on port 8080 unless given."""
+    from . import LlamaServer, ModelPool
+
+    flags: list[str] = list(args.llama_server_flags)
+    if args.router and names_a_model(flags, use_env=False):
+        raise ConfigError("--router serves several models: drop the model (-m) or drop --router")
+    if not any(a == "--port" or a.startswith("--port=") for a in flags) and "LLAMA_ARG_PORT" not in os.environ:
+        flags += ["--port", "8080"]
+    if serves_a_pool(flags, args.router):
+        pool = ModelPool.from_args(flags, use_env=True, allow_unauthenticated_remote=args.allow_unauthenticated_remote,
+                                   default_model=args.default_model, memory_budget=args.memory_budget,
+                                   idle_unload_s=args.idle_unload_s)
+        log.info("serving %d models at %s (Ctrl-C to stop): %s", len(pool.models()), pool.url,
+                 ", ".join(m.name for m in pool.models()))
+        return pool
+    if (args.default_model, args.memory_budget, args.idle_unload_s) != (None, None, None):
+        raise ConfigError("--default-model, --memory-budget and --idle-unload are for a model pool "
+                          "(--models-dir / --models-preset / --router, without a model)")
+    if not names_a_model(flags, use_env=True):
+        from .default_model import DEFAULT_MODEL, fetch_model
+
+        log.info("no model given: serving the default model, %s", DEFAULT_MODEL.name)
+        flags = ["--model", str(fetch_model(DEFAULT_MODEL)), *flags]
+    server = LlamaServer.from_args(flags, use_env=True, progress=_ProgressBar("loading model"),
+                                   allow_unauthenticated_remote=args.allow_unauthenticated_remote)
+    model = next((value for flag, value in itertools.pairwise(flags) if flag in ("-m", "--model")),
+                 os.environ.get("LLAMA_ARG_MODEL", ""))
+    log.info("serving %s at %s (Ctrl-C to stop)", model, server.url)
+    return server
+
+
+def _why_stopped(served: LlamaServer | ModelPool) -> str | None:
+    from . import LlamaServer, ServerStatus
+
+    if isinstance(served, LlamaServer):
+        if served.status is ServerStatus.READY:
+            return None
+        what = f"server is {served.status.value}"
+    elif served.running:
+        return None
+    else:
+        what = "the model pool stopped"
+    return f"{what}; last log lines:\n" + "\n".join(served.log_tail())
+
+
+def rpc_worker(args: argparse.Namespace) -> int:
+    """``rpc-worker``: an :class:`~llamaproc.RpcWorker` until SIGINT or SIGTERM."""
+    from . import RpcWorker
+    from .rpc.worker import DEFAULT_PORT
+
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
+
+    def start() -> RpcWorker:
+        worker = RpcWorker(args.host, DEFAULT_PORT if args.port is None else args.port, threads=args.threads,
+                           cache_dir=args.cache, allow_remote=args.allow_remote).start()
+        log.info("RPC worker at %s serving %s (Ctrl-C to stop); servers use --rpc %s", worker.endpoint,
+                 worker.devices, worker.endpoint)
+        return worker
+
+    return serve_until_signalled(start, lambda w: None if w.running else f"the RPC worker stopped: {w.failure}",
+                                 lambda w: f" after {w.connections} connection(s)")
+
+
+def info(args: argparse.Namespace) -> int:
+    """``info``: this build next to this machine."""
     from ._native import core
     from .build import BuildConfig, detect
 
@@ -269,7 +330,7 @@ def info(argv: Sequence[str]) -> int:
     mismatches = build_mismatches(facts, machine)
     facts["machine"] = machine.to_dict()
     facts["mismatches"] = mismatches
-    if "--json" in argv:
+    if args.json:
         print(json.dumps(facts, indent=2))
         return 0
     print(f"llamaproc {__version__}")
@@ -302,26 +363,52 @@ def info(argv: Sequence[str]) -> int:
     return 0
 
 
-def quantize_cmd(argv: Sequence[str]) -> int:
-    import argparse
+# CPU features the machine reports (llamaproc.build names) -> the ggml CPU backend's names
+_FEATURES_OF_BUILD = {"avx": "AVX", "avx2": "AVX2", "fma": "FMA", "f16c": "F16C", "avx512f": "AVX512",
+                      "avx512_vnni": "AVX512_VNNI", "avx512_bf16": "AVX512_BF16", "avx_vnni": "AVX_VNNI",
+                      "amx_int8": "AMX_INT8"}
 
-    from .quantization import QuantType, quantize
 
-    parser = argparse.ArgumentParser(prog="python -m llamaproc quantize",
-                                     description="Quantize a GGUF model with llama.cpp's quantizer.")
-    parser.add_argument("src")
-    parser.add_argument("dst")
-    parser.add_argument("type", help="one of: " + ", ".join(QuantType.__members__))
-    parser.add_argument("--threads", type=int)
-    parser.add_argument("--allow-requantize", action="store_true")
-    parser.add_argument("--imatrix")
-    parser.add_argument("--overwrite", action="store_true")
-    args = parser.parse_args(argv)
-    bar = _LoadBar(f"quantizing to {args.type.upper()}")
+def build_mismatches(facts: dict[str, Any], machine: object) -> list[str]:
+    """What this build leaves unused on this machine: a GPU without a GPU backend, CPU
+    instruction sets the CPU backend was not compiled for."""
+    out = []
+    backends = {b["name"].upper() for b in facts["backends"]}
+    gpus = getattr(machine, "gpus", ())
+    if gpus and backends <= {"CPU", "BLAS", "RPC"}:
+        names = ", ".join(getattr(g, "name", str(g)) for g in gpus)
+        out.append(f"a GPU is present ({names}) but this build has only CPU backends")
+    gpu_built = sorted(b["name"] for b in facts["backends"] if b["name"].upper() not in ("CPU", "BLAS", "RPC"))
+    devices = facts.get("devices")
+    if gpu_built and devices is not None and not any(d.get("type") != "cpu" for d in devices):
+        out.append(f"this build has the {', '.join(gpu_built)} backend but no GPU device is usable here "
+                   "(no driver, or none visible): models run on the CPU")
+    cpu_build: dict[str, str] = next((b["features"] for b in facts["backends"] if b["name"].upper() == "CPU"), {})
+    cpu = getattr(machine, "cpu", None)
+    portable = facts.get("cpu_variant") is not None  # ggml's fixed variants: a gap there is by design
+    if cpu_build and cpu is not None and getattr(cpu, "features_known", False) and not portable:
+        unused = [ggml for feature, ggml in _FEATURES_OF_BUILD.items()
+                  if feature in cpu.features and cpu_build.get(ggml, "0") in ("0", "")]
+        if unused:
+            out.append("the CPU supports " + ", ".join(unused) + " but the CPU backend was built without them")
+    return out
+
+
+def quantize(args: argparse.Namespace) -> int:
+    """``quantize``: :func:`llamaproc.quantize` with a progress bar."""
+    from pathlib import Path
+
+    from . import quantize as quantize_model
+
+    dst = Path(args.dst)
+    if dst.exists() and not args.overwrite and dst.resolve() != Path(args.src).resolve():
+        print(f"error: '{dst}' exists; use --overwrite to replace it", file=sys.stderr)  # not the API's overwrite=True
+        return 2
+    bar = _ProgressBar(f"quantizing to {args.type.upper()}")
     try:
-        result = quantize(args.src, args.dst, args.type, threads=args.threads, allow_requantize=args.allow_requantize,
-                          imatrix=args.imatrix, overwrite=args.overwrite,
-                          progress=lambda done, total, _name: bar(done / total))
+        result = quantize_model(args.src, dst, args.type, threads=args.threads, allow_requantize=args.allow_requantize,
+                                imatrix=args.imatrix, overwrite=args.overwrite,
+                                progress=lambda done, total, _name: bar(done / total))
     except KeyboardInterrupt:
         print("\ncancelled; nothing written", file=sys.stderr)
         return 130
@@ -335,19 +422,16 @@ def quantize_cmd(argv: Sequence[str]) -> int:
     return 0
 
 
-def inspect_cmd(argv: Sequence[str]) -> int:
-    from .gguf_info import inspect
+def inspect(args: argparse.Namespace) -> int:
+    """``inspect``: :func:`llamaproc.inspect_model` as a table or JSON."""
+    from . import inspect_model
 
-    paths = [a for a in argv if not a.startswith("-")]
-    if len(paths) != 1:
-        print("usage: python -m llamaproc inspect FILE [--json]", file=sys.stderr)
-        return 2
     try:
-        info = inspect(paths[0])
+        info = inspect_model(args.file)
     except LlamaProcError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    if "--json" in argv:
+    if args.json:
         print(json.dumps(info.to_dict(), indent=2))
         return 0
     rows = [("file", str(info.path)), ("architecture", info.architecture), ("name", info.name or "-"),
@@ -365,70 +449,24 @@ def inspect_cmd(argv: Sequence[str]) -> int:
     return 0
 
 
-def build_config_cmd(argv: Sequence[str]) -> int:
-    from .build.cli import main as build_config_main  # pure Python: runs before _core is built
+class _ProgressBar:
+    """A one-line progress bar on stderr (only when stderr is a terminal)."""
 
-    return build_config_main(argv)
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self.enabled = sys.stderr.isatty()
+        self.last = -1
 
-
-def build_cmd(argv: Sequence[str]) -> int:
-    from .build.cli import build_main  # pure Python: runs before _core is built
-
-    return build_main(argv)
-
-
-def rpc_worker_cmd(argv: Sequence[str]) -> int:
-    import argparse
-
-    from .rpc.worker import DEFAULT_PORT, RpcWorker
-
-    parser = argparse.ArgumentParser(
-        prog="python -m llamaproc rpc-worker",
-        description="Lend this machine's devices (GPUs, else the CPU) to llama-servers that use --rpc HOST:PORT. "
-                    "Runs until SIGINT or SIGTERM.")
-    parser.add_argument("--host", default="127.0.0.1", help="IPv4 address to listen on (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"TCP port (default {DEFAULT_PORT})")
-    parser.add_argument("--threads", type=int, help="CPU threads (default: physical cores but one)")
-    parser.add_argument("--cache", metavar="DIR", help="cache tensors sent before in DIR (rpc-server -c)")
-    parser.add_argument("--allow-remote", action="store_true",
-                        help="listen on a non-loopback address: the RPC protocol has NO authentication, anyone who "
-                             "reaches the port can use this machine's memory and compute")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    log = logging.getLogger("llamaproc.cli")
-    worker = RpcWorker(args.host, args.port, threads=args.threads, cache_dir=args.cache,
-                       allow_remote=args.allow_remote)
-    stop_requested = threading.Event()
-    previous = {s: signal.signal(s, lambda *_: stop_requested.set()) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        worker.start()
-        log.info("RPC worker at %s serving %s (Ctrl-C to stop); servers use --rpc %s", worker.endpoint,
-                 worker.devices, worker.endpoint)
-        while not stop_requested.wait(0.5):
-            if not worker.running:
-                log.error("the RPC worker stopped: %s", worker.failure)
-                return 1
-    except LlamaProcError as exc:
-        log.error("%s", exc)
-        return 2
-    finally:
-        worker.stop()
-        for s, handler in previous.items():
-            signal.signal(s, handler)
-    log.info("stopped after %d connection(s)", worker.connections)
-    return 0
-
-
-COMMANDS = {"serve": serve, "info": info, "quantize": quantize_cmd, "inspect": inspect_cmd,
-            "build-config": build_config_cmd, "build": build_cmd, "rpc-worker": rpc_worker_cmd}
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] not in COMMANDS:
-        print(__doc__.strip(), file=sys.stderr if argv else sys.stdout)
-        return 0 if not argv or argv[0] in ("-h", "--help") else 2
-    return COMMANDS[argv[0]](argv[1:])
+    def __call__(self, fraction: float) -> None:
+        pct = int(max(0.0, min(1.0, fraction)) * 100)
+        if not self.enabled or pct == self.last:
+            return
+        self.last = pct
+        filled = pct * 30 // 100
+        sys.stderr.write(f"\r{self.label} [{'#' * filled}{' ' * (30 - filled)}] {pct:3d}%")
+        if pct == 100:
+            sys.stderr.write("\n")
+        sys.stderr.flush()
 
 
 if __name__ == "__main__":

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 from .errors import BuildError
+from .messages import message
 
 try:
     from . import _core as core
 except ImportError as exc:  # pragma: no cover - depends on how the package was installed
-    raise BuildError(
-        f"llamaproc's native extension could not be imported ({exc}). "
-        "Hint: build it with `pip install --no-build-isolation -ve .` from the source tree."
-    ) from exc
+    raise BuildError(message("native.import_failed", error=exc)) from exc
 
 from .memory import default_measurements_file  # noqa: E402 - after the extension, which it configures
 

@@ -11,6 +11,7 @@ from typing import Protocol
 
 from .errors import ConfigError
 from .flags import split_process_flags
+from .messages import message
 from .recovery import RestartPolicy
 
 # Flags that a typed field of ServerConfig sets; giving them in extra_args too is ambiguous.
@@ -74,19 +75,19 @@ def model_argv(fields: _ModelFields, more: Sequence[str] = ()) -> list[str]:
 def check_model_fields(fields: _ModelFields) -> str:
     """Validates the fields of ``model_argv()``; returns the model path as a string."""
     if not isinstance(fields.model_path, (str, os.PathLike)) or not str(fields.model_path):
-        raise ConfigError(f"model_path must be a non-empty path, got {fields.model_path!r}")
+        raise ConfigError(message("config.model_path", value=fields.model_path))
     _int_field("context_size", fields.context_size, minimum=0)
     _int_field("batch_size", fields.batch_size, minimum=1)
     _int_field("threads", fields.threads, minimum=1, optional=True)
     _int_field("gpu_layers", fields.gpu_layers, minimum=-1, optional=True)
     _int_field("parallel", fields.parallel, minimum=1)
     if not isinstance(fields.embeddings, bool):
-        raise ConfigError(f"embeddings must be a bool, got {fields.embeddings!r}")
+        raise ConfigError(message("config.not_bool", name="embeddings", value=fields.embeddings))
     workers = fields.rpc_workers
     if isinstance(workers, (str, bytes)) or not isinstance(workers, Sequence) or not all(
             isinstance(w, str) and w.rpartition(":")[0] and w.rpartition(":")[2].isdigit() and "," not in w
             for w in workers):
-        raise ConfigError(f"rpc_workers must be a sequence of 'host:port' strings, got {workers!r}")
+        raise ConfigError(message("config.rpc_workers", value=workers))
     return str(Path(fields.model_path))
 
 
@@ -95,10 +96,11 @@ def _int_field(name: str, value: object, *, minimum: int, maximum: int | None = 
     if value is None and optional:
         return
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(f"{name} must be an int, got {value!r}")
+        raise ConfigError(message("config.not_int", name=name, value=value))
     if value < minimum or (maximum is not None and value > maximum):
-        bound = f">= {minimum}" if maximum is None else f"between {minimum} and {maximum}"
-        raise ConfigError(f"{name} must be {bound}, got {value}")
+        if maximum is None:
+            raise ConfigError(message("config.int_at_least", name=name, minimum=minimum, value=value))
+        raise ConfigError(message("config.int_between", name=name, minimum=minimum, maximum=maximum, value=value))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -164,31 +166,30 @@ class ServerConfig:
 
     def __post_init__(self) -> None:
         if self.restart is not None and not isinstance(self.restart, RestartPolicy):
-            raise ConfigError(f"restart must be a RestartPolicy or None, got {self.restart!r}")
+            raise ConfigError(message("config.restart", value=self.restart))
         object.__setattr__(self, "model_path", check_model_fields(self))
         object.__setattr__(self, "rpc_workers", tuple(self.rpc_workers))
         _int_field("port", self.port, minimum=0, maximum=65535)
         _int_field("memory_limit", self.memory_limit, minimum=1, optional=True)
         if not isinstance(self.host, str) or not self.host.strip():
-            raise ConfigError(f"host must be a non-empty string, got {self.host!r}")
+            raise ConfigError(message("config.host", value=self.host))
         if self.api_key is not None and (not isinstance(self.api_key, str) or not self.api_key):
-            raise ConfigError("api_key must be None or a non-empty string")
+            raise ConfigError(message("config.api_key"))
         _int_field("max_request_bytes", self.max_request_bytes, minimum=1)
         if not isinstance(self.allow_unauthenticated_remote, bool):
-            raise ConfigError(f"allow_unauthenticated_remote must be a bool, got {self.allow_unauthenticated_remote!r}")
+            raise ConfigError(message("config.not_bool", name="allow_unauthenticated_remote",
+                                      value=self.allow_unauthenticated_remote))
         if not is_loopback(self.host) and self.api_key is None and not self.allow_unauthenticated_remote:
-            raise ConfigError(f"refusing to listen on {self.host} without an API key: anyone who can reach this "
-                              "machine could use the server. Set api_key=..., listen on 127.0.0.1, or opt in with "
-                              "allow_unauthenticated_remote=True")
+            raise ConfigError(message("config.remote_without_api_key", host=self.host))
         if isinstance(self.extra_args, (str, bytes)) or not isinstance(self.extra_args, Sequence):
-            raise ConfigError("extra_args must be a sequence of strings, e.g. ('--temp', '0.2')")
+            raise ConfigError(message("config.not_string_sequence", name="extra_args"))
         extra = tuple(self.extra_args)
         for arg in extra:
             if not isinstance(arg, str):
-                raise ConfigError(f"extra_args must hold strings only, got {arg!r}")
+                raise ConfigError(message("config.not_strings_only", name="extra_args", value=arg))
             flag = arg.split("=", 1)[0] if arg.startswith("--") else arg
             if flag in _FIELD_FLAGS:
-                raise ConfigError(f"{arg!r} in extra_args: set ServerConfig.{_FIELD_FLAGS[flag]} instead")
+                raise ConfigError(message("config.extra_arg_is_field", arg=arg, config="ServerConfig", field=_FIELD_FLAGS[flag]))
         object.__setattr__(self, "extra_args", extra)
         split_process_flags(extra)  # refuses process-wide flags before llama.cpp's handlers see them
         from ._native import core  # late: keeps `import llamaproc.config` light for tooling

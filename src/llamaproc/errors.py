@@ -7,6 +7,10 @@ of lines), also attached as an exception note so tracebacks show it.
 
 from __future__ import annotations
 
+from typing import Any
+
+from .messages import message
+
 
 class LlamaProcError(Exception):
     """Base class of every llamaproc error."""
@@ -96,7 +100,8 @@ class RequestError(LlamaProcError):
         body: The whole error body (a dict).
     """
 
-    def __init__(self, message: str, *, status_code: int = 0, type: str = "", body: dict | None = None) -> None:
+    def __init__(self, message: str, *, status_code: int = 0, type: str = "",
+                 body: dict[str, Any] | None = None) -> None:
         super().__init__(message)
         self.status_code = status_code
         self.type = type
@@ -191,7 +196,7 @@ def attach_log_tail(error: LlamaProcError, lines: list[str]) -> LlamaProcError:
     if lines and not error.log_tail:
         error.log_tail = list(lines)
     if error.log_tail and hasattr(error, "add_note"):
-        error.add_note("native log (last lines):\n  " + "\n  ".join(error.log_tail))
+        error.add_note(message("errors.native_log_tail", lines="\n  ".join(error.log_tail)))
     return error
 
 

@@ -28,6 +28,7 @@ import os
 from collections.abc import Sequence
 
 from .errors import ConfigError
+from .messages import message
 
 VERBOSITY_ENV = "LLAMA_ARG_LOG_VERBOSITY"
 
@@ -71,14 +72,18 @@ def logging_level(verbosity: int) -> int:
 def _flag_values() -> dict[str, int]:
     from ._native import core  # late: keeps `import llamaproc.config` light for tooling
 
-    return dict(core._server_flag_values())
+    values: dict[str, int] = getattr(core, "_server_flag_values")()  # private: not in the stub
+    return dict(values)
 
 
-def _verbosity(source: str, value: str) -> int:
+def _verbosity(value: str, flag: str | None = None) -> int:
+    """The level of verbosity ``value``, given to ``flag`` (else by ``VERBOSITY_ENV``)."""
     try:
         return logging_level(int(value))
     except ValueError:
-        raise ConfigError(f"{source} expects an integer verbosity (0-5), got {value!r}") from None
+        if flag is None:
+            raise ConfigError(message("flags.bad_verbosity_env", variable=VERBOSITY_ENV, value=value)) from None
+        raise ConfigError(message("flags.bad_verbosity", flag=flag, value=value)) from None
 
 
 def split_process_flags(argv: Sequence[str], *, use_env: bool = False) -> tuple[list[str], int | None]:
@@ -98,21 +103,21 @@ def split_process_flags(argv: Sequence[str], *, use_env: bool = False) -> tuple[
         arg = args[i]
         flag = arg.replace("_", "-") if arg.startswith("--") else arg  # as the native parser reads it
         if flag in REFUSED_FLAGS:
-            raise ConfigError(f"{flag}: {REFUSED_FLAGS[flag]}")
+            raise ConfigError(message("flags.refused", flag=flag, reason=REFUSED_FLAGS[flag]))
         if flag in _VERBOSE_FLAGS:
             level = logging.DEBUG
             i += 1
         elif flag in _VERBOSITY_FLAGS:
             if i + 1 >= len(args):
-                raise ConfigError(f"flag '{flag}' expects a value")
-            level = _verbosity(f"flag '{flag}'", args[i + 1])
+                raise ConfigError(message("flags.missing_value", flag=flag))
+            level = _verbosity(args[i + 1], flag)
             i += 2
         else:
             n = 1 + values.get(flag, 0)  # unknown flags: the native parser names them
             kept += args[i:i + n]
             i += n
     if level is None and use_env and os.environ.get(VERBOSITY_ENV, "") != "":
-        level = _verbosity(f"environment variable {VERBOSITY_ENV}", os.environ[VERBOSITY_ENV])
+        level = _verbosity(os.environ[VERBOSITY_ENV])
     return kept, level
 
 

@@ -30,6 +30,9 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+from .messages import message
 
 #: The environment variable naming the measurements file; empty or ``off`` keeps
 #: measurements in the process only.
@@ -77,22 +80,21 @@ def estimate_memory(config: object) -> MemoryEstimate:
     else:
         to_argv = getattr(config, "to_argv", None)
         if to_argv is None:
-            raise TypeError(f"estimate_memory() takes a ServerConfig, a ModelSpec or a list of flags, "
-                            f"not {type(config).__name__}")
+            raise TypeError(message("memory.bad_argument", type=type(config).__name__))
         argv = list(to_argv())
     from ._native import core
 
-    d = core.expected_memory(argv)
-    return MemoryEstimate(d["model"], d["context"], d["compute"], d["measured"])
+    d: dict[str, Any] = core.expected_memory(argv)
+    return MemoryEstimate(int(d["model"]), int(d["context"]), int(d["compute"]), bool(d["measured"]))
 
 
 def default_measurements_file() -> Path | None:
     """``$LLAMAPROC_MEMORY_MEASUREMENTS`` if set (None if empty or ``off``), else
-    ``memory-measurements.txt`` in llamaproc's cache folder (:func:`llamaproc.models.cache_dir`)."""
+    ``memory-measurements.txt`` in llamaproc's cache folder (:func:`llamaproc.default_model.cache_dir`)."""
     explicit = os.environ.get(MEASUREMENTS_ENV)
     if explicit is not None:
         return None if explicit.strip().lower() in ("", "off") else Path(explicit)
-    from .models import cache_dir
+    from .default_model import cache_dir
 
     return cache_dir() / "memory-measurements.txt"
 

@@ -17,12 +17,16 @@ policy, only FAILED). A start emits ``STARTED -> READY``; ``stop()`` emits ``STO
 from __future__ import annotations
 
 import enum
+import logging
 import math
+import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from .errors import ConfigError, LlamaProcError
+from .messages import message
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -42,18 +46,18 @@ class RestartPolicy:
 
     def __post_init__(self) -> None:
         if isinstance(self.max_restarts, bool) or not isinstance(self.max_restarts, int) or self.max_restarts < 0:
-            raise ConfigError(f"RestartPolicy.max_restarts must be an int >= 0, got {self.max_restarts!r}")
+            raise ConfigError(message("restart.max_restarts", value=self.max_restarts))
         if not _finite_nonneg(self.window_s) or self.window_s <= 0:
-            raise ConfigError(f"RestartPolicy.window_s must be a number > 0, got {self.window_s!r}")
+            raise ConfigError(message("restart.window_s", value=self.window_s))
         backoff = tuple(self.backoff_s) if isinstance(self.backoff_s, (tuple, list)) else None
         if backoff is None or len(backoff) != 2 or not all(_finite_nonneg(b) for b in backoff) or backoff[0] > backoff[1]:
-            raise ConfigError(f"RestartPolicy.backoff_s must be (first, cap) with 0 <= first <= cap, got {self.backoff_s!r}")
+            raise ConfigError(message("restart.backoff_s", value=self.backoff_s))
         object.__setattr__(self, "backoff_s", (float(backoff[0]), float(backoff[1])))
 
     def delay(self, attempt: int) -> float:
         """Seconds to wait before restart number ``attempt`` (1-based)."""
         first, cap = self.backoff_s
-        return min(cap, first * 2 ** max(0, attempt - 1))
+        return float(min(cap, first * 2 ** max(0, attempt - 1)))
 
 
 def _finite_nonneg(value: object) -> bool:
@@ -111,6 +115,79 @@ class RestartBudget:
 
     def record(self) -> None:
         self._times.append(time.monotonic())
+
+
+class Supervisor:
+    """The recovery loop every server-like class shares: it emits the events of one failure and
+    restarts per the policy until the server serves again, the budget is spent, or it stops.
+
+    ``emit`` receives each :class:`ServerEvent` (the owner records it and calls its callback);
+    ``restarts`` and ``failures`` count since the supervisor was made (the owner's first start).
+    """
+
+    def __init__(self, policy: RestartPolicy | None, emit: Callable[[ServerEvent], None]) -> None:
+        self.policy = policy
+        self._emit = emit
+        self._budget = RestartBudget(policy) if policy is not None else None
+        self.restarts = 0
+        self.failures = 0
+
+    def new_budget(self) -> None:
+        """Start counting restarts afresh (a new start of the server)."""
+        self._budget = RestartBudget(self.policy) if self.policy is not None else None
+
+    def emit(self, kind: EventKind, **fields: object) -> None:
+        self._emit(ServerEvent(kind, time.time(), **fields))  # type: ignore[arg-type]
+
+    def handle_failure(self, error: LlamaProcError, stopping: threading.Event,
+                       reload: Callable[[], LlamaProcError | None]) -> None:
+        """:meth:`report` ``error``, then :meth:`recover`."""
+        self.report(error)
+        self.recover(error, stopping, reload)
+
+    def report(self, error: LlamaProcError) -> None:
+        """Count the failure and emit FAILED."""
+        self.failures += 1
+        self.emit(EventKind.FAILED, cause=str(error), error=error)
+
+    def recover(self, error: LlamaProcError, stopping: threading.Event,
+                reload: Callable[[], LlamaProcError | None]) -> None:
+        """After a reported failure: RESTARTING, wait the backoff, STARTED, ``reload()`` (None
+        once the server serves again, else the new failure, reported in turn), READY; or
+        GAVE_UP once the budget is spent. Returns early when ``stopping`` is set; at once
+        without a policy (the server stays FAILED until stop())."""
+        while self._budget is not None and self.policy is not None:
+            attempt = self._budget.next_attempt()
+            if attempt is None:
+                self.emit(EventKind.GAVE_UP, cause=str(error), error=error)
+                return
+            delay = self.policy.delay(attempt)
+            self.emit(EventKind.RESTARTING, attempt=attempt, delay_s=delay)
+            if stopping.wait(delay):
+                return
+            self._budget.record()
+            self.restarts += 1
+            self.emit(EventKind.STARTED, attempt=attempt)
+            failure = reload()
+            if stopping.is_set():
+                return
+            if failure is None:
+                self.emit(EventKind.READY, attempt=attempt)
+                return
+            error = failure
+            self.report(error)
+
+
+def deliver(events: deque[ServerEvent], callback: Callable[[ServerEvent], None] | None,
+            event: ServerEvent) -> None:
+    """Record ``event`` and hand it to ``callback``; a callback that raises is logged, never the
+    server's failure."""
+    events.append(event)
+    if callback is not None:
+        try:
+            callback(event)
+        except Exception:
+            logging.getLogger("llamaproc").exception("the on_event callback raised on %s", event.kind.name)
 
 
 __all__ = ["RestartPolicy", "EventKind", "ServerEvent"]

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
-import enum
-import http.client
+import dataclasses
 import logging
 import os
 import threading
@@ -13,29 +12,19 @@ import time
 import weakref
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, cast
 
 from . import _logging, errors, flags
 from ._native import core
 from .config import ServerConfig
-from .devices import DeviceMetrics, device_metrics
+from .contract import (DerivedSurface, HealthReport, HealthStatus, ServerMetrics, ServerStatus, client_host, http_status,
+                       recent_rates)
+from .devices import device_metrics
 from .direct.client import AsyncDirectClient, DirectClient, direct_pool
-from .errors import LlamaProcError, ServerNotRunningError, StartupError, attach_log_tail
-from .recovery import EventKind, RestartBudget, RestartPolicy, ServerEvent
-
-if TYPE_CHECKING:
-    from .testing.faults import Fault
-
-
-class ServerStatus(enum.Enum):
-    """Where a server is in its lifecycle."""
-
-    STARTING = "starting"  #: bound and loading the model
-    READY = "ready"  #: model loaded, serving requests
-    STOPPING = "stopping"  #: stop() in progress
-    STOPPED = "stopped"  #: stopped; threads joined, model freed
-    FAILED = "failed"  #: startup failed, or the model failed after it was ready (see recovery)
+from .errors import LlamaProcError, ServerNotRunningError, StartupError, WaitTimeoutError, attach_log_tail
+from .faults import Fault, FaultKind, arm_native, as_fault
+from .messages import message
+from .recovery import EventKind, RestartPolicy, ServerEvent, Supervisor, deliver
 
 
 _STATUS_OF_STATE = {
@@ -48,125 +37,27 @@ _STATUS_OF_STATE = {
 }
 
 
-class HealthStatus(enum.Enum):
-    """Outcome of :meth:`LlamaServer.health_check`."""
-
-    HEALTHY = "healthy"
-    DEGRADED = "degraded"
-    UNHEALTHY = "unhealthy"
+def _record(value: object) -> dict[str, Any] | None:
+    """A native record (a dict of plain values, or None), typed for the code that reads it."""
+    return cast("dict[str, Any] | None", value)
 
 
-@dataclass(frozen=True)
-class HealthReport:
-    """What :meth:`LlamaServer.health_check` found.
-
-    Attributes:
-        status: HEALTHY, DEGRADED or UNHEALTHY (rules in ``LlamaServer.health_check``).
-        detail: One sentence saying why.
-        slots_total: Request slots of the server (0 when unknown).
-        slots_busy: Slots decoding a request.
-        requests_waiting: Requests queued for a free slot.
-        latency_s: Time the check took.
-    """
-
-    status: HealthStatus
-    detail: str
-    slots_total: int = 0
-    slots_busy: int = 0
-    requests_waiting: int = 0
-    latency_s: float = 0.0
-    #: What the server holds on each accelerator (and its utilisation with NVML); None when it
-    #: uses none (CPU only): see :mod:`llamaproc.devices`.
-    devices: tuple[DeviceMetrics, ...] | None = None
-
-    @property
-    def ok(self) -> bool:
-        """True unless UNHEALTHY: a DEGRADED server still answers, just later."""
-        return self.status is not HealthStatus.UNHEALTHY
-
-
-@dataclass(frozen=True)
-class ServerMetrics:
-    """What the server did and holds, from the inference loop and the HTTP front.
-
-    Token counters are cumulative since the model was (re)loaded; request counts and
-    restarts since :meth:`LlamaServer.start`. ``recent_*`` rates are over the last
-    ``window_s`` seconds of wall time (sampled once a second). ``prometheus`` holds llama.cpp's
-    counters in Prometheus' text format (what llama-server's /metrics serves with
-    ``--metrics``).
-    """
-
-    slots_total: int
-    slots_busy: int
-    requests_waiting: int
-    prompt_tokens: int
-    prompt_seconds: float
-    prompt_tokens_cached: int
-    generated_tokens: int
-    generation_seconds: float
-    decode_calls: int
-    prometheus: str
-    #: HTTP requests answered, by outcome: ok, client_error, server_error, unavailable (503),
-    #: stream_failed (a stream ended by a failure).
-    requests: dict[str, int] = field(default_factory=dict)
-    recent_requests_per_second: float = 0.0
-    recent_tokens_per_second: float = 0.0  #: generated tokens per wall-clock second
-    window_s: float = 0.0
-    rss_bytes: int = 0  #: resident memory of the whole process
-    model_bytes: int = 0  #: weights held by this server (host memory, incl. repacked copies)
-    kv_cache_bytes: int = 0  #: KV cache and other per-context state
-    compute_bytes: int = 0  #: compute buffers
-    prompt_cache_limit_bytes: int = 0  #: cap of the RAM prompt cache (grows up to it under load)
-    #: What the load was judged by beforehand (weights + KV cache + compute), when a
-    #: ``memory_limit`` was checked: None otherwise. Compare with the measured fields above.
-    memory_expected_bytes: int | None = None
-    #: ``"measured"`` (an earlier load of the same file and flags), ``"estimate"`` (llama.cpp's
-    #: dry run) or None (no limit was checked). See :mod:`llamaproc.memory`.
-    memory_expected_source: str | None = None
-    #: Threads of the last decode step, and why: ``"idle host"`` (every physical core),
-    #: ``"host busy"`` (cores left to busy host threads), ``"shared"`` (took turns with another
-    #: model's decode) or ``"fixed"`` (``threads`` / ``-t`` given). See the README, *Threads*.
-    decode_threads: int = 0
-    decode_threads_reason: str = ""
-    #: CPUs the host's own threads (not llamaproc's) used lately, as the CPU governor sees them.
-    host_cpus: float = 0.0
-    restarts: int = 0
-    failures: int = 0
-    #: Per-accelerator memory and utilisation; None for a CPU-only server (:mod:`llamaproc.devices`).
-    devices: tuple[DeviceMetrics, ...] | None = None
-
-    @classmethod
-    def from_native(cls, m: dict[str, Any], memory: dict[str, Any], **extra: Any) -> ServerMetrics:
-        """The metrics from the native loop's counters ``m`` and an instance's ``memory`` record;
-        ``extra`` sets the remaining fields (request counts, rates, restarts)."""
-        load = m["load"]
-        return cls(load["n_slots"], load["n_processing"], load["n_deferred"], m["prompt_tokens"],
-                   m["prompt_seconds"], m["prompt_tokens_cached"], m["generated_tokens"],
-                   m["generation_seconds"], m["decode_calls"], m["prometheus"], rss_bytes=_rss_bytes(),
-                   model_bytes=memory.get("model", 0), kv_cache_bytes=memory.get("context", 0),
-                   compute_bytes=memory.get("compute", 0),
-                   prompt_cache_limit_bytes=memory.get("prompt_cache_limit", 0),
-                   memory_expected_bytes=memory.get("expected"),
-                   memory_expected_source=(None if memory.get("expected") is None
-                                           else "measured" if memory.get("expected_measured") else "estimate"),
-                   devices=device_metrics(memory.get("devices")), decode_threads=m.get("decode_threads", 0),
-                   decode_threads_reason=m.get("decode_reason", ""),
-                   host_cpus=core.cpu_governor_status()["host_cpus"], **extra)
-
-    @property
-    def prompt_tokens_per_second(self) -> float:
-        """Prompt evaluation speed (tokens per second of prompt evaluation)."""
-        return self.prompt_tokens / self.prompt_seconds if self.prompt_seconds > 0 else 0.0
-
-    @property
-    def generation_tokens_per_second(self) -> float:
-        """Decode speed (generated tokens per second of generation)."""
-        return self.generated_tokens / self.generation_seconds if self.generation_seconds > 0 else 0.0
-
-    @property
-    def memory_bytes(self) -> int:
-        """Model + KV cache + compute buffers + the prompt cache's cap: the most this server uses."""
-        return self.model_bytes + self.kv_cache_bytes + self.compute_bytes + self.prompt_cache_limit_bytes
+def metrics_from_native(m: dict[str, Any], memory: dict[str, Any], **extra: Any) -> ServerMetrics:
+    """The metrics from a native loop's counters ``m`` and an instance's ``memory`` record;
+    ``extra`` sets the remaining fields (request counts, rates, restarts)."""
+    load = m["load"]
+    expected = memory.get("expected")
+    return ServerMetrics(
+        load["n_slots"], load["n_processing"], load["n_deferred"], m["prompt_tokens"], m["prompt_seconds"],
+        m["prompt_tokens_cached"], m["generated_tokens"], m["generation_seconds"], m["decode_calls"],
+        m["prometheus"], rss_bytes=_rss_bytes(), model_bytes=memory.get("model", 0),
+        kv_cache_bytes=memory.get("context", 0), compute_bytes=memory.get("compute", 0),
+        prompt_cache_limit_bytes=memory.get("prompt_cache_limit", 0), memory_expected_bytes=expected,
+        memory_expected_source=(None if expected is None else "measured" if memory.get("expected_measured")
+                                else "estimate"),
+        devices=device_metrics(memory.get("devices")), decode_threads=m.get("decode_threads", 0),
+        decode_threads_reason=m.get("decode_reason", ""), host_cpus=core.cpu_governor_status()["host_cpus"],
+        **extra)
 
 
 _live_servers: weakref.WeakSet[LlamaServer] = weakref.WeakSet()
@@ -204,9 +95,10 @@ class _Run:
         self.watchdog: threading.Thread | None = None
         # (monotonic time, requests answered, generated tokens) once a second, for rates
         self.samples: deque[tuple[float, int, int]] = deque(maxlen=600)
+        self.last_metrics: ServerMetrics | None = None  # what metrics() answers when not READY
 
 
-class LlamaServer:
+class LlamaServer(DerivedSurface):
     """An embedded llama.cpp server: the OpenAI-compatible HTTP API, served from this process.
 
     Create one with :meth:`start` (or ``await`` :meth:`astart`)::
@@ -226,7 +118,7 @@ class LlamaServer:
     def __init__(self, config: ServerConfig, *, on_event: Callable[[ServerEvent], None] | None = None) -> None:
         """Prepare a server without starting it; most code calls :meth:`start` instead."""
         if not isinstance(config, ServerConfig):
-            raise TypeError(f"config must be a ServerConfig, got {type(config).__name__}")
+            raise TypeError(message("server.config_type", type=type(config).__name__))
         self._prepare(config.to_argv(), config=config, use_env=False, memory_limit=config.memory_limit or 0,
                       port=config.port, host=config.host, restart=config.restart, on_event=on_event,
                       allow_unauthenticated_remote=config.allow_unauthenticated_remote,
@@ -237,7 +129,7 @@ class LlamaServer:
                  on_event: Callable[[ServerEvent], None] | None, allow_unauthenticated_remote: bool = False,
                  max_request_bytes: int = 32 * 2**20) -> None:
         if restart is not None and not isinstance(restart, RestartPolicy):
-            raise TypeError(f"restart must be a RestartPolicy or None, got {type(restart).__name__}")
+            raise TypeError(message("server.restart_type", type=type(restart).__name__))
         self._config = config
         self._argv = argv
         self._use_env = use_env
@@ -251,10 +143,9 @@ class LlamaServer:
         self._lock = threading.Lock()  # guards _run; never held while loading, waiting or stopping
         self._run: _Run | None = None
         self._events: deque[ServerEvent] = deque(maxlen=1000)
-        self._pending_faults: list[tuple[str, int, int]] = []
+        self._pending_faults: list[Fault] = []  # load faults armed while stopped: for the next start
         self._log_level: int | None = None  # from -v / -lv N in from_args()
-        self._restarts = 0
-        self._failures = 0
+        self._supervisor = Supervisor(restart, self._emit)
 
     @classmethod
     def from_args(cls, args: Sequence[str], *, use_env: bool = True, timeout: float = 600.0,
@@ -312,12 +203,13 @@ class LlamaServer:
         with self._lock:
             previous = self._run
             if previous is not None and previous.native.state in ("created", "starting", "ready"):
-                raise LlamaProcError("the server is already running")
+                raise StartupError(message("server.already_running"))
         if previous is not None:
             self._stop_run(previous)  # a FAILED server still holds its port
             # load faults a test armed on the previous run apply to this start
-            self._pending_faults += [f for f in previous.native.armed_faults()
-                                     if f[0] in ("load_fails", "slow_load", "over_memory")]
+            self._pending_faults += [Fault(FaultKind(kind), times=times, param=param)
+                                     for kind, times, param in previous.native.armed_faults()
+                                     if FaultKind(kind).acts_on_load]
         flags.apply_log_level(self._config.log_level if self._config is not None else self._log_level)
         _logging.sync_log_level()
         argv = list(self._argv)
@@ -328,10 +220,11 @@ class LlamaServer:
                                      max_request_bytes=self._max_request_bytes)
         with self._lock:
             if self._run is not previous:
-                raise LlamaProcError("the server was started by another thread meanwhile")
+                raise StartupError(message("server.started_meanwhile"))
             for fault in self._pending_faults:
-                native.inject_fault(*fault)
+                arm_native(native, fault)
             self._pending_faults.clear()
+            self._supervisor.new_budget()
             try:
                 native.start()  # binds; raises ConfigError / ModelLoadError / StartupError right away
                 run = self._run = _Run(native)
@@ -346,6 +239,7 @@ class LlamaServer:
             self._port = native.port  # restart() binds the same port again
             self._host = native.host
             self._emit(ServerEvent(EventKind.READY, time.time()))
+            self._sample(run)  # the first counters: what metrics() shows should it fail at once
             run.watchdog = threading.Thread(target=self._watch, args=(run,), name=f"llamaproc-watchdog:{self._port}",
                                             daemon=True)
             run.watchdog.start()
@@ -364,8 +258,7 @@ class LlamaServer:
                 progress(native.load_progress)
             if time.monotonic() > deadline:
                 raise attach_log_tail(
-                    StartupError(f"the model did not load within {timeout:g} s. "
-                                 "Hint: raise the timeout for large models or slow disks"),
+                    StartupError(message("server.load_timeout", timeout=timeout)),
                     native.log_tail())
         if progress is not None:
             progress(1.0)
@@ -412,26 +305,19 @@ class LlamaServer:
     # -- failure and recovery -------------------------------------------------------------
 
     def _emit(self, event: ServerEvent) -> None:
-        self._events.append(event)
-        if self._on_event is not None:
-            try:
-                self._on_event(event)
-            except Exception:
-                _log.exception("the on_event callback raised on %s", event.kind.name)
+        deliver(self._events, self._on_event, event)
 
     def events(self) -> list[ServerEvent]:
         """The lifecycle events so far (the last 1000), oldest first."""
         return list(self._events)
 
     def _failure_error(self, native: core.EmbeddedServer) -> LlamaProcError:
-        kind, message = native.failure or ("internal", "the model failed")
+        kind, message = cast("tuple[str, str] | None", native.failure) or ("internal", "the model failed")
         return attach_log_tail(errors.error_of_kind(kind, message), native.log_tail())
 
     def _watch(self, run: _Run) -> None:
-        """The watchdog: samples metrics, reports failures, and restarts per the policy."""
+        """The watchdog: samples metrics once a second and hands failures to the supervisor."""
         native = run.native
-        policy = self._restart_policy
-        budget = RestartBudget(policy) if policy is not None else None
         seen = 0
         last_sample = 0.0
         while not run.stop_event.is_set():
@@ -443,44 +329,33 @@ class LlamaServer:
                 self._sample(run)
             if native.state != "failed":
                 continue
-            error = self._failure_error(native)
-            self._failures += 1
-            self._emit(ServerEvent(EventKind.FAILED, time.time(), cause=str(error), error=error))
-            if budget is None:
-                return  # no policy: stay FAILED until stop()
-            attempt = budget.next_attempt()
-            if attempt is None:
-                self._emit(ServerEvent(EventKind.GAVE_UP, time.time(), cause=str(error), error=error))
-                return
-            delay = policy.delay(attempt) if policy is not None else 0.0
-            self._emit(ServerEvent(EventKind.RESTARTING, time.time(), attempt=attempt, delay_s=delay))
-            if run.stop_event.wait(delay):
-                return
-            budget.record()
-            self._restarts += 1
-            run.samples.clear()  # token counters start again with the new instance
-            native.restart_instance()
-            if run.stop_event.is_set():
-                return
-            self._emit(ServerEvent(EventKind.STARTED, time.time(), attempt=attempt))
-            while not run.stop_event.is_set():
-                try:
-                    if native.wait_ready(0.25):
-                        self._emit(ServerEvent(EventKind.READY, time.time(), attempt=attempt))
-                        break
-                except ServerNotRunningError:
-                    return
-                except LlamaProcError:
-                    break  # failed again: the next turn reports it
+            self._supervisor.handle_failure(self._failure_error(native), run.stop_event,
+                                            lambda: self._reload(run))
+            if native.state == "failed":
+                return  # gave up (or no policy): stays FAILED until stop()
             seen = 0
+
+    def _reload(self, run: _Run) -> LlamaProcError | None:
+        """Restart the model instance of ``run``: None once it serves, else why it failed."""
+        native = run.native
+        run.samples.clear()  # token counters start again with the new instance
+        native.restart_instance()
+        while not run.stop_event.is_set():
+            try:
+                if native.wait_ready(0.25):
+                    return None
+            except LlamaProcError as exc:
+                return exc if native.state == "failed" else None
+        return None
 
     def _sample(self, run: _Run) -> None:
         native = run.native
         if native.state != "ready":
             return
-        m = native.query_metrics(0.25)
+        m = _record(native.query_metrics(0.25))
         if m is not None:
             run.samples.append((time.monotonic(), sum(native.request_counts.values()), m["generated_tokens"]))
+            run.last_metrics = metrics_from_native(m, _record(native.memory) or {})
 
     # -- state ----------------------------------------------------------------------------
 
@@ -514,7 +389,13 @@ class LlamaServer:
     @property
     def url(self) -> str:
         """Base URL for clients, e.g. ``http://127.0.0.1:8080``."""
-        return f"http://{_client_host(self._host)}:{self._port}"
+        return f"http://{client_host(self._host)}:{self._port}"
+
+    @property
+    def serving(self) -> bool:
+        """True while READY (direct calls can be served)."""
+        run = self._run
+        return run is not None and run.native.state == "ready"
 
     @property
     def failure(self) -> LlamaProcError | None:
@@ -523,6 +404,13 @@ class LlamaServer:
         if run is None or run.native.state != "failed":
             return None
         return self._failure_error(run.native)
+
+    @property
+    def abandoned_instances(self) -> int:
+        """Model instances of this run that did not stop within their bound and were left to
+        finish on their own (their memory is freed when they do); normally 0."""
+        run = self._run
+        return int(run.native.abandoned_instances) if run is not None else 0
 
     def log_tail(self, max_lines: int = 40) -> list[str]:
         """The last native log lines of this server, whatever the logging level."""
@@ -533,33 +421,19 @@ class LlamaServer:
         """Tests only: make this server misbehave through the paths real failures take.
 
         ``fault`` is a :class:`llamaproc.testing.Fault` (its docs list what each one does), or
-        the name of a native fault: ``"loop_dies"``, ``"assert_in_request"``, ``"load_fails"``
-        (the next ``times`` loads), ``"slow_load"`` (``param`` ms per load-progress step),
-        ``"over_memory"``. Load faults on a server that is not running apply to its next start.
+        a fault's name with ``times`` and ``param`` (:meth:`Fault.named <llamaproc.faults.Fault.named>`).
+        Load faults (load_fails, slow_load, over_memory) on a server that is not running apply
+        to its next start; the others need a started server (``ServerNotRunningError``).
         """
-        from .testing.faults import Fault
-
-        if isinstance(fault, str):
-            fault = Fault(fault, {"times": times, "ms": param})
-        kind, p = fault.kind, fault.params
+        fault = as_fault(fault, times=times, param=param)
         with self._lock:
             run = self._run
             if run is None or run.native.state in ("stopped", "stopping"):
-                if kind not in ("load_fails", "slow_load", "over_memory"):
-                    raise ServerNotRunningError(f"start() the server before injecting {kind}")
-                self._pending_faults.append((kind, p.get("times", 1), p.get("ms", 0)))
+                if not fault.kind.acts_on_load:
+                    raise ServerNotRunningError(message("server.fault_needs_start", fault=fault.kind.value))
+                self._pending_faults.append(fault)
                 return
-        native = run.native
-        if kind == "error":
-            native.inject_error(p["status"], p["body"], p["nth"], p["match"], p["times"])
-        elif kind == "slow_tokens":
-            native.inject_slow_tokens(p["ms"])
-        elif kind == "cut_stream":
-            native.inject_cut_stream(p["after_chunks"], p["times"])
-        elif kind == "slots_busy":
-            native.set_slots_busy(True)
-        else:
-            native.inject_fault(kind, p.get("times", 1), p.get("ms", 0))
+        arm_native(run.native, fault)
 
     def clear_faults(self) -> None:
         """Tests only: disarm every injected fault (requests held by ``slots_busy`` go on)."""
@@ -587,25 +461,12 @@ class LlamaServer:
                     client = self.__dict__["_adirect"] = AsyncDirectClient(self, direct_pool())
         return client
 
-    def openai_client(self, **kwargs: Any) -> Any:
-        """An ``openai.OpenAI`` client whose requests reach this server in-process (no socket):
-        the SDK's own types, errors and streams. Needs ``pip install llamaproc[openai]``;
-        ``kwargs`` go to ``openai.OpenAI``."""
-        from .direct.openai_transport import openai_client
-
-        return openai_client(self, **kwargs)
-
-    def async_openai_client(self, **kwargs: Any) -> Any:
-        """:meth:`openai_client` for asyncio: an ``openai.AsyncOpenAI``."""
-        from .direct.openai_transport import async_openai_client
-
-        return async_openai_client(self, self.adirect._pool, **kwargs)
-
-    def _require_ready(self) -> core.EmbeddedServer:
+    def open_call(self, path: str, body: str, post: bool = True) -> core.DirectCall:
+        """Start a direct call (see :class:`llamaproc.direct.target.CallTarget`)."""
         run = self._run
         if run is None or run.native.state != "ready":
-            raise ServerNotRunningError(f"the server is {self.status.value}; start() it first")
-        return run.native
+            raise ServerNotRunningError(message("server.not_running", status=self.status.value))
+        return run.native.call(path, body, post)
 
     # -- health and metrics ---------------------------------------------------------------
 
@@ -623,9 +484,9 @@ class LlamaServer:
         """
         started = time.monotonic()
 
-        def report(status: HealthStatus, detail: str, load: dict | None = None) -> HealthReport:
+        def report(status: HealthStatus, detail: str, load: dict[str, int] | None = None) -> HealthReport:
             load = load or {}
-            memory = run.native.memory if run is not None else None
+            memory = _record(run.native.memory) if run is not None else None
             return HealthReport(status, detail, load.get("n_slots", 0), load.get("n_processing", 0),
                                 load.get("n_deferred", 0), time.monotonic() - started,
                                 device_metrics((memory or {}).get("devices")))
@@ -639,12 +500,12 @@ class LlamaServer:
         native = run.native
         _logging.sync_log_level()
         try:
-            code = _http_status(_client_host(self._host), self._port, "/health", timeout)
+            code = http_status(self._host, self._port, "/health", timeout)
         except OSError as exc:
             return report(HealthStatus.UNHEALTHY, f"GET /health failed: {exc}")
         if code != 200:
             return report(HealthStatus.UNHEALTHY, f"GET /health answered HTTP {code}")
-        load = native.query_load(timeout)
+        load = cast("dict[str, int] | None", native.query_load(timeout))
         if load is None:
             if self.status is not ServerStatus.READY:
                 return report(HealthStatus.UNHEALTHY, f"server is {self.status.value}")
@@ -656,35 +517,42 @@ class LlamaServer:
                       f"serving; {load['n_processing']} of {load['n_slots']} slots busy", load)
 
     def metrics(self, timeout: float = 5.0, *, window_s: float = 60.0) -> ServerMetrics:
-        """Counters, memory and recent rates of a READY server.
+        """Counters, memory and recent rates.
+
+        While READY the inference loop answers (``live=True``). In every other state after the
+        first start (FAILED, a restart backoff, STOPPED) it returns the last counters seen while
+        READY with ``live=False`` and the current ``restarts``, ``failures`` and request counts.
 
         Args:
             timeout: Seconds to wait for the inference loop (it answers between decode steps).
-            window_s: The span of the ``recent_*`` rates.
+            window_s: The span of the ``recent_*`` rates (at least one second).
 
         Raises:
-            ServerNotRunningError: the server is not READY.
-            StartupError: the loop did not answer within ``timeout``.
+            ServerNotRunningError: the server was never started.
+            WaitTimeoutError: READY, but the loop did not answer within ``timeout``.
         """
-        native = self._require_ready()
-        _logging.sync_log_level()
-        m = native.query_metrics(timeout)
-        if m is None:
-            raise StartupError(f"the inference loop did not answer within {timeout:g} s. "
-                               "Hint: it answers between decode steps; raise the timeout for long prompts")
-        counts = dict(native.request_counts)
-        now = (time.monotonic(), sum(counts.values()), m["generated_tokens"])
         run = self._run
-        samples = [s for s in (run.samples if run is not None else ()) if now[0] - s[0] <= window_s]
-        rps = tps = span = 0.0
-        if samples and now[0] - samples[0][0] > 0:
-            oldest = samples[0]
-            span = now[0] - oldest[0]
-            rps = (now[1] - oldest[1]) / span
-            tps = max(0, now[2] - oldest[2]) / span
-        return ServerMetrics.from_native(m, native.memory or {}, requests=counts, recent_requests_per_second=rps,
-                                         recent_tokens_per_second=tps, window_s=span, restarts=self._restarts,
-                                         failures=self._failures)
+        if run is None:
+            raise ServerNotRunningError(message("server.never_started"))
+        native = run.native
+        counts = dict(native.request_counts)
+        restarts, failures = self._supervisor.restarts, self._supervisor.failures
+        if native.state != "ready":
+            last = run.last_metrics or ServerMetrics()
+            return dataclasses.replace(last, live=False, rss_bytes=_rss_bytes(), recent_requests_per_second=0.0,
+                                       recent_tokens_per_second=0.0, window_s=0.0, requests=counts,
+                                       restarts=restarts, failures=failures)
+        _logging.sync_log_level()
+        m = _record(native.query_metrics(timeout))
+        if m is None:
+            raise WaitTimeoutError(message("server.loop_timeout", timeout=timeout))
+        rates = recent_rates(run.samples, (time.monotonic(), sum(counts.values()), m["generated_tokens"]), window_s)
+        metrics = metrics_from_native(m, _record(native.memory) or {},
+                                      recent_requests_per_second=rates.requests_per_second,
+                                      recent_tokens_per_second=rates.tokens_per_second, window_s=rates.span_s,
+                                      requests=counts, restarts=restarts, failures=failures)
+        run.last_metrics = metrics
+        return metrics
 
     # -- asyncio twins --------------------------------------------------------------------
 
@@ -694,47 +562,10 @@ class LlamaServer:
         """:meth:`start` without blocking the event loop."""
         return await asyncio.to_thread(cls.start, config, timeout=timeout, on_event=on_event)
 
-    async def astop(self) -> None:
-        await asyncio.to_thread(self.stop)
-
-    async def arestart(self, *, timeout: float = 600.0) -> None:
-        await asyncio.to_thread(self.restart, timeout=timeout)
-
-    async def ahealth_check(self, timeout: float = 2.0) -> HealthReport:
-        return await asyncio.to_thread(self.health_check, timeout)
-
-    async def ametrics(self, timeout: float = 5.0) -> ServerMetrics:
-        return await asyncio.to_thread(self.metrics, timeout)
-
     async def __aenter__(self) -> LlamaServer:
         if self.status is not ServerStatus.READY:
             await asyncio.to_thread(self._start, timeout=600.0, progress=None)
         return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.astop()
-
-
-def _client_host(host: str) -> str:
-    """Where a client on this machine reaches a server listening on ``host``."""
-    if host in ("0.0.0.0", ""):
-        return "127.0.0.1"
-    if host in ("::", "[::]"):
-        return "[::1]"
-    if ":" in host and not host.startswith("["):
-        return f"[{host}]"
-    return host
-
-
-def _http_status(host: str, port: int, path: str, timeout: float) -> int:
-    conn = http.client.HTTPConnection(host.strip("[]"), port, timeout=timeout)
-    try:
-        conn.request("GET", path)
-        response = conn.getresponse()
-        response.read()
-        return response.status
-    finally:
-        conn.close()
 
 
 __all__ = ["LlamaServer", "ServerStatus", "HealthStatus", "HealthReport", "ServerMetrics"]

@@ -102,7 +102,7 @@ def _worker_main(workdir: str, result_fd: int, steps: tuple[str, ...], mem_limit
             out.write(json.dumps({"id": case["id"], "step": step}) + "\n")  # the parent knows where a death was
             t0 = time.perf_counter()
             if step == "inspect":
-                res[step] = outcome(lambda: llamaproc.inspect(path))
+                res[step] = outcome(lambda: llamaproc.inspect_model(path))
             elif step == "quantize":
                 res[step] = outcome(lambda: llamaproc.quantize(path, dst, "Q8_0", allow_requantize=True,
                                                                overwrite=True))
@@ -260,7 +260,7 @@ def load_bases(workdir: Path, use_smollm2: bool) -> dict[str, gs.Gguf]:
 
     bases = {"tiny": gs.parse(make_tiny_model(workdir / "base-tiny.gguf").read_bytes())}
     if use_smollm2:
-        from llamaproc.models import DEFAULT_MODEL, cache_dir
+        from llamaproc.default_model import DEFAULT_MODEL, cache_dir
 
         path = cache_dir() / f"{DEFAULT_MODEL.package}-{DEFAULT_MODEL.version}" / DEFAULT_MODEL.filename
         if path.is_file():

@@ -10,14 +10,16 @@ namespace llamaproc {
 std::shared_ptr<DirectCall> DirectCall::start(std::unique_ptr<Lease> lease, route_member member, std::string path,
                                               std::string body, std::shared_ptr<LogTail> tail,
                                               std::shared_ptr<std::atomic<bool>> stopping,
-                                              std::shared_ptr<FaultPlan> faults) {
+                                              std::shared_ptr<FaultPlan> faults,
+                                              std::shared_ptr<RequestCounter> counter) {
     std::shared_ptr<DirectCall> call(new DirectCall());
     call->tail_ = std::move(tail);
     call->stopping_ = std::move(stopping);
     call->faults_ = std::move(faults);
+    call->counter_ = std::move(counter);
     if (member == nullptr) {
         auto res = error_response("no route " + path + " on this server", ERROR_TYPE_NOT_FOUND);
-        return finished(res->status, res->data);
+        return finished(res->status, res->data, call->counter_);
     }
     if (answers_without_the_loop(path)) {
         // tokenize, detokenize, apply-template: answered from the vocabulary and templates on
@@ -32,7 +34,11 @@ std::shared_ptr<DirectCall> DirectCall::start(std::unique_ptr<Lease> lease, rout
     return call;
 }
 
-std::shared_ptr<DirectCall> DirectCall::finished(int status, std::string body) {
+std::shared_ptr<DirectCall> DirectCall::finished(int status, std::string body,
+                                                 const std::shared_ptr<RequestCounter> & counter) {
+    if (counter) {
+        counter->count(outcome_of(status));
+    }
     std::shared_ptr<DirectCall> call(new DirectCall());
     call->status_ = status;
     call->payloads_.push_back(std::move(body));
@@ -97,11 +103,16 @@ void DirectCall::push_sse(const std::string & chunk) {
 }
 
 void DirectCall::finish(CallEnd end) {
-    {
-        std::lock_guard<std::mutex> lock(mutex_);
-        done_ = true;
-        end_ = end;
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (counter_) {  // as the HTTP front counts (the status, and a stream that broke off), before
+                     // the caller can see the call done
+        counter_->count(outcome_of(status_));
+        if (stream_ && end == CallEnd::interrupted) {
+            counter_->count(RequestOutcome::stream_failed);
+        }
     }
+    done_ = true;
+    end_ = end;
     cv_.notify_all();
 }
 

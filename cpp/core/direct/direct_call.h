@@ -39,12 +39,15 @@ class DirectCall : public std::enable_shared_from_this<DirectCall> {
 public:
     // Starts POST `path` with `body` on a worker thread. `lease` is an acquired lease on the
     // instance; `member` its handler (nullptr: answer 404). `stopping` is the server's flag.
+    // The call counts its outcome into `counter` (the server's requests) when it ends.
     static std::shared_ptr<DirectCall> start(std::unique_ptr<Lease> lease, route_member member, std::string path,
                                              std::string body, std::shared_ptr<LogTail> tail,
                                              std::shared_ptr<std::atomic<bool>> stopping,
-                                             std::shared_ptr<FaultPlan> faults);
-    // A call that is already over: `status` with `body` (the server was not ready, ...).
-    static std::shared_ptr<DirectCall> finished(int status, std::string body);
+                                             std::shared_ptr<FaultPlan> faults, std::shared_ptr<RequestCounter> counter);
+    // A call that is already over: `status` with `body` (the server was not ready, ...),
+    // counted into `counter` when given.
+    static std::shared_ptr<DirectCall> finished(int status, std::string body,
+                                                const std::shared_ptr<RequestCounter> & counter = nullptr);
 
     // The payloads queued since the last wait, waiting up to `timeout_s` for one (or the end).
     CallBatch wait(double timeout_s);
@@ -60,6 +63,7 @@ private:
     std::shared_ptr<LogTail> tail_;
     std::shared_ptr<std::atomic<bool>> stopping_;
     std::shared_ptr<FaultPlan> faults_;
+    std::shared_ptr<RequestCounter> counter_;
     std::shared_ptr<std::atomic<bool>> cancelled_ = std::make_shared<std::atomic<bool>>(false);
 
     std::mutex mutex_;

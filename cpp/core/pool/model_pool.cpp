@@ -1,4 +1,5 @@
 #include "pool/model_pool.h"
+#include "pool/pool_internal.h"
 
 #include "argv_parser.h"
 #include "deadline.h"
@@ -27,26 +28,10 @@ constexpr uint64_t MiB = 1024 * 1024;
 // a single server's default, default_prompt_cache_bytes()).
 constexpr uint64_t PROMPT_CACHE_SHARE_OF_BUDGET = 10;  // percent
 
-double unix_now() {
-    return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
-}
-
-double seconds_since(clock::time_point t) {
-    return std::chrono::duration<double>(clock::now() - t).count();
-}
-
-// The model name a request asks for: the body's "model", else ?model=.
-std::string requested_model(const server_http_req & req) {
-    if (!req.body.empty()) {
-        // not JSON (e.g. a multipart upload), or no "model" in it: the query's
-        if (auto model = model_in_body(req.body); model && !model->empty()) {
-            return *model;
-        }
-    }
-    return req.get_param("model");
-}
-
 }  // namespace
+
+using pool_internal::seconds_since;
+using pool_internal::unix_now;
 
 ModelPool::ModelPool(PoolOptions options) : options_(std::move(options)) {}
 
@@ -243,77 +228,6 @@ ModelPool::Entry & ModelPool::find_locked(const std::string & name) {
         throw Error(ErrorKind::not_found, "model '" + name + "' not found");
     }
     return *e;
-}
-
-bool ModelPool::fits_locked(uint64_t need, int extra_instances) const {
-    const int max = router_params_.models_max;
-    return (max <= 0 || alive_ + extra_instances <= max) &&
-           (options_.memory_budget == 0 || reserved_ + need <= options_.memory_budget);
-}
-
-// Unloads idle models, least recently used first, until `need` fits beside what stays.
-// Busy, loading, pinned and waited-for models stay. True once it fits now; false while it
-// does not (yet: the memory of a model being freed counts until it is gone).
-bool ModelPool::make_room_locked(uint64_t need, const Entry * keep) {
-    while (!fits_once_freed_locked(need, 1)) {
-        if (!evict_one_locked(keep)) {
-            return false;
-        }
-    }
-    return fits_locked(need, 1);
-}
-
-// Whether `need` (and `extra_instances` more instances) fit once the models being freed are gone.
-bool ModelPool::fits_once_freed_locked(uint64_t need, int extra_instances) const {
-    uint64_t bytes = reserved_;
-    int count = alive_;
-    for (const auto & r : retiring_) {
-        bytes -= r.bytes;
-        --count;
-    }
-    const int max = router_params_.models_max;
-    return (max <= 0 || count + extra_instances <= max) &&
-           (options_.memory_budget == 0 || bytes + need <= options_.memory_budget);
-}
-
-// Unloads the least recently used idle model (not `keep`): loaded, no request in flight, not
-// pinned, not being swapped, not waited for. False if there is none.
-bool ModelPool::evict_one_locked(const Entry * keep) {
-    Entry * victim = nullptr;
-    for (auto & [name, e] : entries_) {
-        if (e.get() == keep || !e->ready() || e->config.pinned || e->parked || waiters_.count(name) ||
-            e->current->leases() > 0) {
-            continue;
-        }
-        if (!victim || e->last_used < victim->last_used) {
-            victim = e.get();
-        }
-    }
-    if (!victim) {
-        return false;
-    }
-    log_line(LogLevel::info, "model pool: unloading idle model '" + victim->config.name + "' to make room");
-    retire_locked(*victim, 0);
-    return true;
-}
-
-// Whether `need` would fit once every model that make_room_locked() may unload is gone.
-bool ModelPool::could_fit_locked(uint64_t need, const Entry * keep) const {
-    uint64_t bytes = reserved_;
-    int count = alive_;
-    for (const auto & r : retiring_) {
-        bytes -= r.bytes;
-        --count;
-    }
-    for (const auto & [name, e] : entries_) {
-        if (e.get() != keep && e->ready() && !e->config.pinned && !e->parked && !waiters_.count(name) &&
-            e->current->leases() == 0) {
-            bytes -= e->current_bytes;
-            --count;
-        }
-    }
-    const int max = router_params_.models_max;
-    return (max <= 0 || count + 1 <= max) && (options_.memory_budget == 0 || bytes + need <= options_.memory_budget);
 }
 
 std::shared_ptr<ModelInstance> ModelPool::start_load_locked(Entry & e, const common_params & params, uint64_t need,
@@ -620,138 +534,6 @@ bool ModelPool::wait_freed(std::unique_lock<std::mutex> & lock, const std::share
     return true;
 }
 
-Routed ModelPool::route(const server_http_req & req, const std::function<bool()> & should_stop) {
-    Routed out;
-    const bool has_body = !req.body.empty();
-    if (req.path == "/health" || req.path == "/v1/health") {
-        out.answer = std::make_unique<server_http_res>();
-        out.answer->data = safe_json_to_str({{"status", "ok"}});
-        return out;
-    }
-    if (!has_body && (req.path == "/models" || req.path == "/v1/models")) {
-        out.answer = models_response(!req.get_param("reload").empty());
-        return out;
-    }
-    std::string name = requested_model(req);
-    if (!has_body && req.path == "/props" && name.empty()) {
-        out.answer = router_props_response();
-        return out;
-    }
-    const std::string autoload_param = req.get_param("autoload");
-    const bool autoload = autoload_param.empty() ? router_params_.models_autoload
-                                                 : (autoload_param == "true" || autoload_param == "1");
-    out = route_to(name, autoload, has_body, should_stop);  // only POSTs count as use, as in llama-server
-    if (out.inst && fake_timing_) {
-        for (int i = 0; i < 200 && !(should_stop && should_stop()); ++i) {
-            std::this_thread::sleep_for(std::chrono::milliseconds(10));
-        }
-    }
-    return out;
-}
-
-// Finds the model, waits for it to load (queueing a load if autoload allows), takes a lease.
-// Waits (lock held, released while waiting) until `e` serves, queueing its load when nothing
-// serves it (requests for one model share one load), and leaves the queue on any way out: a
-// model nobody waits for any more is neither loaded nor makes room. With `lease`, the
-// instance comes back already acquired.
-ModelPool::Waited ModelPool::wait_serving_locked(std::unique_lock<std::mutex> & lock, const std::shared_ptr<Entry> & e,
-                                                 bool autoload, bool lease, clock::time_point deadline,
-                                                 const std::function<bool()> & should_stop) {
-    std::vector<std::shared_ptr<ModelInstance>> to_start;
-    uint64_t failures_seen = e->failures;
-    bool queued = false;
-    auto done = [&](Waited::Outcome outcome, std::shared_ptr<ModelInstance> inst = nullptr) {
-        if (queued && --waiters_[e->config.name] == 0) {
-            waiters_.erase(e->config.name);
-            auto q = std::find(queue_.begin(), queue_.end(), e->config.name);
-            if (q != queue_.end() && !e->current) {
-                queue_.erase(q);
-            }
-        }
-        return Waited{outcome, std::move(inst), e->failure};
-    };
-    while (true) {
-        if (stopping_ || !running_) {
-            return done(Waited::stopping);
-        }
-        if (e->removed) {
-            return done(Waited::removed);
-        }
-        if (!e->parked && e->ready() && (!lease || e->current->acquire())) {
-            return done(Waited::serving, e->current);
-        }
-        if (e->parked) {
-            failures_seen = e->failures;  // a swap's failed load is the swap's, not this waiter's
-        } else if (e->failures != failures_seen) {
-            return done(Waited::failed);
-        }
-        if (!e->current && !e->parked && !queued) {
-            if (!autoload) {
-                return done(Waited::not_loaded);
-            }
-            queued = true;
-            ++waiters_[e->config.name];
-            if (std::find(queue_.begin(), queue_.end(), e->config.name) == queue_.end()) {
-                queue_.push_back(e->config.name);
-            }
-            pump_locked(to_start);
-            if (!to_start.empty()) {
-                lock.unlock();
-                start_all(to_start);
-                lock.lock();
-                continue;
-            }
-        }
-        if (should_stop && should_stop()) {
-            return done(Waited::gave_up);
-        }
-        if (clock::now() >= deadline) {
-            return done(Waited::timed_out);
-        }
-        cv_.wait_until(lock, std::min(deadline, clock::now() + std::chrono::milliseconds(100)));
-    }
-}
-
-Routed ModelPool::route_to(const std::string & requested, bool autoload, bool touch,
-                           const std::function<bool()> & should_stop) {
-    Routed out;
-    auto answer = [&](const std::string & message, error_type type) {
-        out.answer = error_response(message, type);
-        return std::move(out);
-    };
-    const std::string name = requested.empty() ? options_.default_model : requested;
-    if (name.empty()) {
-        return answer("model name is missing from the request", ERROR_TYPE_INVALID_REQUEST);
-    }
-    std::unique_lock<std::mutex> lock(mutex_);
-    Entry * found = lookup_locked(name);
-    if (!found) {
-        return answer("model '" + name + "' not found", ERROR_TYPE_INVALID_REQUEST);
-    }
-    std::shared_ptr<Entry> e = entries_.at(found->config.name);  // stays valid if removed meanwhile
-    Waited w = wait_serving_locked(lock, e, autoload, true, clock::time_point::max(), should_stop);
-    switch (w.outcome) {
-        case Waited::serving:
-            if (touch) {
-                e->last_used = clock::now();
-                e->last_used_unix = unix_now();
-            }
-            out.inst = std::move(w.inst);
-            return out;
-        case Waited::stopping: return answer("the server is stopping", ERROR_TYPE_UNAVAILABLE);
-        case Waited::removed: return answer("model '" + name + "' not found", ERROR_TYPE_INVALID_REQUEST);
-        case Waited::not_loaded: return answer("model is not loaded", ERROR_TYPE_INVALID_REQUEST);
-        case Waited::failed:
-            // no room in the memory budget is the server's state, not a fault: 503, as
-            // llama-server answers while it cannot serve (the client may retry later)
-            return answer("model '" + e->config.name + "' failed to load: " +
-                              (w.failure ? w.failure->message : std::string("the model failed")),
-                          w.failure && w.failure->kind == ErrorKind::resource ? ERROR_TYPE_UNAVAILABLE
-                                                                              : ERROR_TYPE_SERVER);
-        default: return answer("the client went away while the model loaded", ERROR_TYPE_UNAVAILABLE);
-    }
-}
-
 void ModelPool::load(const std::string & requested, double timeout_s) {
     std::unique_lock<std::mutex> lock(mutex_);
     if (!running_) {
@@ -861,232 +643,6 @@ void ModelPool::remove(const std::string & name, double drain_timeout_s) {
     }
 }
 
-SwapReport ModelPool::swap(const std::string & requested, std::vector<std::string> args, const std::string & mode,
-                           double timeout_s) {
-    if (mode != "auto" && mode != "hot" && mode != "cold") {
-        throw Error(ErrorKind::config, "swap mode must be 'auto', 'hot' or 'cold', got '" + mode + "'");
-    }
-    std::lock_guard<std::mutex> one_swap(swap_mutex_);
-    const auto deadline = deadline_after(timeout_s);
-    std::shared_ptr<Entry> e;
-    PoolModelConfig old_config;
-    {
-        std::lock_guard<std::mutex> lock(mutex_);
-        if (!running_) {
-            throw Error(ErrorKind::not_running, "the model pool is not running");
-        }
-        e = entries_.at(find_locked(requested).config.name);
-        old_config = e->config;
-    }
-    // the new model, prepared (flags parsed, memory estimated) before anything changes
-    PoolModelConfig given = old_config;
-    given.args = std::move(args);
-    given.aliases.clear();
-    given.tags.clear();
-    Entry fresh;
-    fresh.config = collect_pool_models(options_.router_args, "", "", {given}).front();
-    fresh.config.aliases = old_config.aliases;
-    fresh.config.tags = old_config.tags;
-    fresh.config.pinned = old_config.pinned;
-    fresh.config.source = old_config.source;
-    prepare_entry(fresh);
-    if (fresh.config_error) {
-        throw Error(fresh.config_error->kind, fresh.config_error->message);
-    }
-    if (options_.memory_budget > 0 && fresh.need > options_.memory_budget) {
-        throw Error(ErrorKind::resource, "the new model for '" + e->config.name + "' needs about " + mib_text(fresh.need) +
-                                             " with its prompt cache (the model: " + fresh.expected.describe() + "), more than the pool's memory budget of " +
-                                             mib_text(options_.memory_budget) + "; nothing changed");
-    }
-
-    SwapReport report;
-    std::vector<std::shared_ptr<ModelInstance>> to_start;
-    std::unique_lock<std::mutex> lock(mutex_);
-    // a load in progress finishes first
-    if (e->current && e->current->state() == InstanceState::loading) {
-        auto loading = e->current;
-        wait_ready(lock, loading, deadline);
-    }
-    auto adopt_config = [&] {
-        e->config = fresh.config;
-        e->params = fresh.params;
-        e->need = fresh.need;
-        e->expected = fresh.expected;
-        e->cache_bytes = fresh.cache_bytes;
-        e->idle_unload_s = fresh.idle_unload_s;
-        e->config_error.reset();
-    };
-    if (!e->ready()) {
-        // nothing serves under this name: the next request (or load()) loads the new model
-        adopt_config();
-        report.mode = "cold";
-        publish_status_locked(*e);
-        return report;
-    }
-    const bool hot = mode == "hot" || (mode == "auto" && could_fit_locked(fresh.need, e.get()));
-    auto load_new = [&](const common_params & params, uint64_t need) -> std::shared_ptr<ModelInstance> {
-        auto inst = start_load_locked(*e, params, need, to_start);
-        lock.unlock();
-        start_all(to_start);
-        lock.lock();
-        return inst;
-    };
-    if (hot) {
-        report.mode = "hot";
-        // room beside the old model, unloading idle others (waits for their memory)
-        while (!make_room_locked(fresh.need, e.get())) {
-            if (clock::now() >= deadline || stopping_) {
-                throw Error(ErrorKind::resource, "a hot swap of '" + e->config.name +
-                                                     "' needs room for both models, and the pool has none (other models "
-                                                     "are busy, pinned or loading); try mode='cold'");
-            }
-            cv_.wait_until(lock, std::min(deadline, clock::now() + std::chrono::milliseconds(100)));
-        }
-        const auto t0 = clock::now();
-        auto inst = load_new(fresh.params, fresh.need);
-        const bool ok = wait_ready(lock, inst, deadline);
-        report.load_s = seconds_since(t0);
-        if (!ok) {
-            const auto f = inst->failure();
-            retire_instance_locked(inst, e->config.name, fresh.need, 0);
-            if (!f) {
-                throw Error(stopping_ ? ErrorKind::not_running : ErrorKind::timeout,
-                            "the new model for '" + e->config.name + "' did not load in time; the old model serves on");
-            }
-            throw Error(f->kind, "swap of '" + e->config.name + "' failed, the old model serves on: " + f->message,
-                        tail_->lines());
-        }
-        // flip: new requests go to the new instance, the old one drains
-        auto old = e->current;
-        const uint64_t old_bytes = e->current_bytes;
-        report.finished_on_old = old->leases();
-        adopt_config();
-        e->current = inst;
-        e->current_bytes = fresh.need;
-        note_measured_locked(*e);
-        publish_status_locked(*e);
-        const auto t1 = clock::now();
-        auto freed = retire_instance_locked(old, e->config.name, old_bytes, timeout_s);
-        wait_freed(lock, freed, clock::time_point::max());
-        report.drain_s = seconds_since(t1);
-        return report;
-    }
-
-    // cold: park new requests, drain and free the old model, load the new one
-    report.mode = "cold";
-    const common_params old_params = e->params;
-    const uint64_t old_need = e->need;
-    e->parked = true;
-    const auto t1 = clock::now();
-    report.finished_on_old = e->current->leases();
-    auto freed = retire_locked(*e, timeout_s);
-    wait_freed(lock, freed, clock::time_point::max());
-    report.drain_s = seconds_since(t1);
-    auto unpark = [&] {
-        e->parked = false;
-        publish_status_locked(*e);
-        cv_.notify_all();
-    };
-    auto load_parked = [&](const common_params & params, uint64_t need) -> std::shared_ptr<ModelInstance> {
-        while (!make_room_locked(need, e.get())) {
-            if (clock::now() >= deadline || stopping_) {
-                return nullptr;
-            }
-            cv_.wait_until(lock, std::min(deadline, clock::now() + std::chrono::milliseconds(100)));
-        }
-        auto inst = load_new(params, need);
-        e->current = inst;
-        e->current_bytes = need;
-        if (!wait_ready(lock, inst, deadline)) {
-            if (e->current == inst) {
-                retire_locked(*e, 0);
-            }
-            return nullptr;
-        }
-        return inst;
-    };
-    const auto t0 = clock::now();
-    auto inst = load_parked(fresh.params, fresh.need);
-    report.load_s = seconds_since(t0);
-    if (inst) {
-        adopt_config();
-        note_measured_locked(*e);  // into the new model's figures, now the entry's
-        unpark();
-        return report;
-    }
-    const std::string why = e->failure ? e->failure->message : "it did not load in time";
-    // roll back: the old model again
-    auto back = load_parked(old_params, old_need);
-    unpark();
-    if (!back) {
-        throw Error(ErrorKind::model_load, "swap of '" + e->config.name + "' failed (" + why +
-                                               ") and reloading the old model failed too; the model is unloaded",
-                    tail_->lines());
-    }
-    throw Error(ErrorKind::model_load, "swap of '" + e->config.name + "' failed, the old model was reloaded: " + why,
-                tail_->lines());
-}
-
-ReloadReport ModelPool::reload_sources() {
-    ReloadReport report;
-    if (router_params_.models_dir.empty() && router_params_.models_preset.empty() && !options_.read_cache) {
-        return report;
-    }
-    std::lock_guard<std::mutex> one_reload(reload_mutex_);
-    std::vector<PoolModelConfig> fresh = collect_pool_models(options_.router_args, router_params_.models_dir,
-                                                             router_params_.models_preset, {}, options_.read_cache);
-    std::vector<PoolModelConfig> added, changed;
-    {
-        std::lock_guard<std::mutex> lock(mutex_);
-        for (const auto & [name, e] : entries_) {
-            const bool still = std::any_of(fresh.begin(), fresh.end(), [&](const auto & f) { return f.name == name; });
-            if (e->config.source != "api" && !still) {
-                report.removed.push_back(name);
-            }
-        }
-        for (auto & f : fresh) {
-            auto it = entries_.find(f.name);
-            if (it == entries_.end()) {
-                added.push_back(f);
-            } else if (it->second->config.args != f.args || it->second->config.aliases != f.aliases) {
-                changed.push_back(f);
-            }
-        }
-    }
-    for (const auto & name : report.removed) {
-        remove(name, -1);  // drains
-    }
-    for (auto & f : added) {
-        report.added.push_back(f.name);
-        try {
-            insert(f, false);
-        } catch (const Error & err) {
-            log_line(LogLevel::error, "reloading models: model '" + f.name + "' not added: " + err.what());
-        }
-    }
-    for (auto & f : changed) {
-        report.changed.push_back(f.name);
-        {
-            std::lock_guard<std::mutex> lock(mutex_);
-            auto it = entries_.find(f.name);
-            if (it == entries_.end()) {
-                continue;
-            }
-            it->second->config.aliases = f.aliases;
-            it->second->config.tags = f.tags;
-            it->second->config.preset_ini = f.preset_ini;
-        }
-        try {
-            // a running model changes by a swap (no failed request), the others at their next load
-            swap(f.name, f.args, "auto", 600);
-        } catch (const Error & err) {
-            log_line(LogLevel::error, "reloading models: model '" + f.name + "' keeps its old settings: " + err.what());
-        }
-    }
-    events_.publish(safe_json_to_str({{"model", "*"}, {"event", "models_reload"}}));
-    return report;
-}
-
 std::optional<LoopMetrics> ModelPool::query_metrics(const std::string & name, double timeout_s) {
     std::shared_ptr<ModelInstance> inst;
     {
@@ -1096,47 +652,7 @@ std::optional<LoopMetrics> ModelPool::query_metrics(const std::string & name, do
     return inst ? inst->query_metrics(timeout_s) : std::nullopt;
 }
 
-std::shared_ptr<DirectCall> ModelPool::call(const std::string & path, std::string body, bool post) {
-    const std::function<bool()> never = [] { return false; };
-    server_http_req probe{{}, {}, path, "", post ? body : "", {}, never};
-    if (!post && (path == "/models" || path == "/v1/models")) {
-        auto res = models_response(false);
-        return DirectCall::finished(res->status, res->data);
-    }
-    std::shared_ptr<std::atomic<bool>> stopping;
-    {
-        std::lock_guard<std::mutex> lock(mutex_);
-        if (!running_ || !front_) {
-            auto res = error_response("the server is not running", ERROR_TYPE_UNAVAILABLE);
-            return DirectCall::finished(res->status, res->data);
-        }
-        stopping = front_->stopping_flag();
-    }
-    Routed routed = route(probe, never);
-    if (!routed.inst) {
-        return DirectCall::finished(routed.answer->status, routed.answer->data);
-    }
-    std::shared_ptr<FaultPlan> faults;
-    {
-        std::lock_guard<std::mutex> lock(mutex_);
-        for (auto & [name, e] : entries_) {
-            if (e->current == routed.inst) {
-                faults = e->faults;
-            }
-        }
-    }
-    if (!faults) {
-        faults = front_faults_;
-    }
-    if (auto res = injected_error(*faults, path, body)) {
-        routed.inst->release();
-        return DirectCall::finished(res->status, res->data);
-    }
-    return DirectCall::start(std::make_unique<Lease>(routed.inst), find_instance_route(post, path), path, std::move(body),
-                             tail_, std::move(stopping), faults);
-}
-
-void ModelPool::inject_fault(const std::string & name, FaultKind kind, int times, int param) {
+void ModelPool::inject_fault(const std::string & name, const FaultSpec & spec) {
     std::shared_ptr<ModelInstance> inst;
     std::shared_ptr<FaultPlan> faults;
     {
@@ -1145,9 +661,22 @@ void ModelPool::inject_fault(const std::string & name, FaultKind kind, int times
         faults = e.faults;
         inst = e.current;
     }
-    faults->arm(kind, times, param);
-    if (kind == FaultKind::loop_dies && inst && inst->state() == InstanceState::ready && faults->take(kind)) {
+    if (acts_on_requests(spec.kind)) {
+        front_faults_->arm(spec);  // HTTP requests, whichever model they name
+        faults->arm(spec);         // direct calls to this model
+        return;
+    }
+    faults->arm(spec);
+    if (spec.kind == FaultKind::loop_dies && inst && inst->state() == InstanceState::ready && faults->take(spec.kind)) {
         inst->kill_loop();
+    }
+}
+
+void ModelPool::clear_faults() {
+    front_faults_->clear();
+    std::lock_guard<std::mutex> lock(mutex_);
+    for (auto & [name, e] : entries_) {
+        e->faults->clear();
     }
 }
 

@@ -141,8 +141,11 @@ public:
 
     // Tests only: the faults of the HTTP front (slow stream chunks, cut streams) for every model.
     FaultPlan & front_faults() { return *front_faults_; }
-    // Tests only: make a model's instance misbehave (faults.h); loop_dies acts at once.
-    void inject_fault(const std::string & name, FaultKind kind, int times, int param);
+    // Tests only: arm a fault for model `name` (faults.h): model faults on its instance
+    // (loop_dies acts at once), request faults at the HTTP front and on its direct calls.
+    void inject_fault(const std::string & name, const FaultSpec & spec);
+    // Tests only: disarm every fault of the front and of every model.
+    void clear_faults();
 
 private:
     using clock = std::chrono::steady_clock;
@@ -198,11 +201,34 @@ private:
     Entry & find_locked(const std::string & name_or_alias);  // throws Error(not_found)
     Entry * lookup_locked(const std::string & name_or_alias);
     void prepare_entry(Entry & e);
+    // room (pool_room.cpp)
+    struct Room {
+        uint64_t bytes = 0;  // reserved by live instances
+        int instances = 0;   // live instances
+    };
     bool fits_locked(uint64_t need, int extra_instances) const;
     bool make_room_locked(uint64_t need, const Entry * keep);
+    bool wait_for_room_locked(std::unique_lock<std::mutex> & lock, uint64_t need, const Entry * keep,
+                              clock::time_point deadline);
     bool could_fit_locked(uint64_t need, const Entry * keep) const;
     bool fits_once_freed_locked(uint64_t need, int extra_instances) const;
+    Room room_once_freed_locked() const;
+    bool fits_in_locked(const Room & taken, uint64_t need, int extra_instances) const;
+    bool evictable_locked(const std::string & name, const Entry & e) const;
     bool evict_one_locked(const Entry * keep);
+    // swaps (pool_swap.cpp)
+    struct SwapPlan {
+        std::shared_ptr<Entry> entry;  // the model swapped
+        Entry fresh;                   // its new configuration, prepared
+    };
+    SwapPlan plan_swap(const std::string & requested, std::vector<std::string> args);
+    SwapReport swap_hot_locked(std::unique_lock<std::mutex> & lock, SwapPlan & plan, clock::time_point deadline,
+                               double drain_timeout_s);
+    SwapReport swap_cold_locked(std::unique_lock<std::mutex> & lock, SwapPlan & plan, clock::time_point deadline,
+                                double drain_timeout_s);
+    static void adopt_locked(Entry & e, const Entry & fresh);
+    std::shared_ptr<ModelInstance> load_now_locked(std::unique_lock<std::mutex> & lock, Entry & e,
+                                                   const common_params & params, uint64_t need);
     std::shared_ptr<ModelInstance> start_load_locked(Entry & e, const common_params & params, uint64_t need,
                                                      std::vector<std::shared_ptr<ModelInstance>> & to_start);
     void note_measured_locked(Entry & e);

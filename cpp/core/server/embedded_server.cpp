@@ -4,7 +4,7 @@
 #include "argv_parser.h"
 #include "deadline.h"
 #include "errors.h"
-#include "gguf_file.h"
+#include "model_file/gguf_file.h"
 
 #include "ggml-backend.h"
 #include "server-common.h"
@@ -286,30 +286,32 @@ void EmbeddedServer::stop() {
 std::shared_ptr<DirectCall> EmbeddedServer::call(const std::string & path, std::string body, bool post) {
     std::shared_ptr<ModelInstance> inst;
     std::shared_ptr<std::atomic<bool>> stopping;
+    std::shared_ptr<RequestCounter> counter;
     {
         std::lock_guard<std::mutex> lock(mutex_);
         if (phase_ == Phase::running && front_) {
             inst = instance_;
             stopping = front_->stopping_flag();
+            counter = front_->counter();
         }
     }
     if (!inst || stopping->load() || !inst->acquire()) {
         auto res = error_response(inst && !stopping->load() ? unavailable_reason(*inst) : "the server is not running",
                                   ERROR_TYPE_UNAVAILABLE);
-        return DirectCall::finished(res->status, res->data);
+        return DirectCall::finished(res->status, res->data, counter);
     }
     if (auto res = injected_error(*faults_, path, body)) {
         inst->release();
-        return DirectCall::finished(res->status, res->data);
+        return DirectCall::finished(res->status, res->data, counter);
     }
     return DirectCall::start(std::make_unique<Lease>(inst), find_instance_route(post, path), path, std::move(body), tail_,
-                             std::move(stopping), faults_);
+                             std::move(stopping), faults_, std::move(counter));
 }
 
-void EmbeddedServer::inject_fault(FaultKind kind, int times, int param) {
-    faults_->arm(kind, times, param);
-    if (kind == FaultKind::loop_dies) {
-        if (auto inst = current(); inst && inst->state() == InstanceState::ready && faults_->take(kind)) {
+void EmbeddedServer::inject_fault(const FaultSpec & spec) {
+    faults_->arm(spec);
+    if (spec.kind == FaultKind::loop_dies) {
+        if (auto inst = current(); inst && inst->state() == InstanceState::ready && faults_->take(spec.kind)) {
             inst->kill_loop();
         }
     }

@@ -82,7 +82,7 @@ public:
     std::shared_ptr<DirectCall> call(const std::string & path, std::string body, bool post = true);
 
     // Tests only: make the server misbehave through the paths real failures take.
-    void inject_fault(FaultKind kind, int times, int param);
+    void inject_fault(const FaultSpec & spec);
     // Tests only: the request faults (injected errors, slow chunks, cut streams).
     FaultPlan & faults() { return *faults_; }
 

@@ -1,10 +1,26 @@
 #include "faults.h"
 
+#include "errors.h"
+
 #include <chrono>
 
 namespace llamaproc {
 
+void FaultPlan::arm(const FaultSpec & spec) {
+    switch (spec.kind) {
+        case FaultKind::error: arm_error(spec.status, spec.body, spec.nth, spec.match, spec.times); return;
+        case FaultKind::slow_tokens: arm_slow_tokens(spec.param); return;
+        case FaultKind::cut_stream: arm_cut_stream(spec.param, spec.times); return;
+        case FaultKind::slots_busy: set_slots_busy(true); return;
+        default: arm(spec.kind, spec.times, spec.param); return;
+    }
+}
+
 void FaultPlan::arm(FaultKind kind, int times, int param) {
+    if (acts_on_requests(kind)) {
+        arm(FaultSpec{kind, times, param});
+        return;
+    }
     param_[static_cast<int>(kind)].store(param);
     remaining_[static_cast<int>(kind)].store(times);
 }
@@ -83,6 +99,9 @@ int FaultPlan::take_cut_stream() {
 }
 
 bool FaultPlan::take(FaultKind kind) {
+    if (acts_on_requests(kind)) {
+        return false;
+    }
     auto & r = remaining_[static_cast<int>(kind)];
     int n = r.load();
     while (n > 0) {
@@ -94,7 +113,7 @@ bool FaultPlan::take(FaultKind kind) {
 }
 
 int FaultPlan::param(FaultKind kind) const {
-    return param_[static_cast<int>(kind)].load();
+    return acts_on_requests(kind) ? 0 : param_[static_cast<int>(kind)].load();
 }
 
 const char * fault_name(FaultKind kind) {
@@ -104,8 +123,23 @@ const char * fault_name(FaultKind kind) {
         case FaultKind::load_fails: return "load_fails";
         case FaultKind::slow_load: return "slow_load";
         case FaultKind::over_memory: return "over_memory";
+        case FaultKind::error: return "error";
+        case FaultKind::slow_tokens: return "slow_tokens";
+        case FaultKind::cut_stream: return "cut_stream";
+        case FaultKind::slots_busy: return "slots_busy";
     }
     return "?";
+}
+
+FaultKind fault_kind(const std::string & name) {
+    for (FaultKind k : {FaultKind::loop_dies, FaultKind::assert_in_request, FaultKind::load_fails, FaultKind::slow_load,
+                        FaultKind::over_memory, FaultKind::error, FaultKind::slow_tokens, FaultKind::cut_stream,
+                        FaultKind::slots_busy}) {
+        if (name == fault_name(k)) {
+            return k;
+        }
+    }
+    throw Error(ErrorKind::config, "unknown fault '" + name + "'");
 }
 
 }  // namespace llamaproc

@@ -14,21 +14,42 @@
 namespace llamaproc {
 
 enum class FaultKind {
+    // model faults: act on the model instance
     loop_dies,          // the inference loop returns as if terminated (arm: the loop is told at once)
     assert_in_request,  // a GGML_ASSERT fires on the loop thread while it serves the next request
     load_fails,         // the next model load fails
     slow_load,          // each load-progress step of the next load sleeps `param` milliseconds
     over_memory,        // the next load finds the model over memory_limit (ResourceError)
+    // request faults: act on requests (HTTP and direct)
+    error,        // the `nth` request matching `match` is answered `status` (`body`), `times` times
+    slow_tokens,  // every stream chunk waits `param` ms (0: off)
+    cut_stream,   // the next `times` streams end after `param` chunks
+    slots_busy,   // requests that need a slot wait as if every slot were busy, until cleared
 };
+
+// One fault as a test arms it (llamaproc.faults.Fault on the Python side).
+struct FaultSpec {
+    FaultKind kind = FaultKind::loop_dies;
+    int times = 1;
+    int param = 0;
+    int status = 0;
+    std::string body;
+    int nth = 1;
+    std::string match;
+};
+
+inline bool acts_on_requests(FaultKind kind) { return kind >= FaultKind::error; }
 
 class FaultPlan {
 public:
+    // Arms any fault: request faults here, model faults as arm(kind, times, param).
+    void arm(const FaultSpec & spec);
     void arm(FaultKind kind, int times, int param = 0);
     void clear();
     // True (and one use consumed) if `kind` is armed.
     bool take(FaultKind kind);
     int param(FaultKind kind) const;
-    int remaining(FaultKind kind) const { return remaining_[static_cast<int>(kind)].load(); }
+    int remaining(FaultKind kind) const { return acts_on_requests(kind) ? 0 : remaining_[static_cast<int>(kind)].load(); }
 
     // Request faults (HTTP and direct calls alike).
     // The `nth` request from now (1-based; 0: every request) whose "path body" contains `match`
@@ -51,7 +72,7 @@ public:
     void park_while_busy(const std::function<bool()> & should_stop);
 
 private:
-    static constexpr int n_kinds = 5;
+    static constexpr int n_kinds = 5;  // the model faults, counted in remaining_
     std::atomic<bool> slots_busy_{false};
     std::atomic<int> parked_{0};
     std::condition_variable busy_cv_;
@@ -70,5 +91,7 @@ private:
 };
 
 const char * fault_name(FaultKind kind);
+// The kind of a fault's name ("loop_dies", "error", ...); throws Error(config) for another name.
+FaultKind fault_kind(const std::string & name);
 
 }  // namespace llamaproc

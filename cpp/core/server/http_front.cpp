@@ -90,10 +90,13 @@ server_http_res_ptr HttpFront::refuse(const server_http_req & req) const {
         auto res = error_response("the request body has " + std::to_string(req.body.size()) +
                                       " bytes, more than this server accepts (" + std::to_string(max_request_bytes_) + ")",
                                   ERROR_TYPE_INVALID_REQUEST);
-        res->status = 413;
+        res->status = 413;  // the body's "code" says the same as the status line
+        json body = json::parse(res->data);
+        body["error"]["code"] = 413;
+        res->data = body.dump();
         return res;
     }
-    if (api_keys_.empty() || req.path == "/health" || req.path == "/v1/health") {
+    if (api_keys_.empty() || is_health_probe(req.path)) {
         return nullptr;
     }
     std::string key = header(req, "authorization");
@@ -127,14 +130,18 @@ void HttpFront::add_route(const std::string & method, const std::string & path, 
 }
 
 void HttpFront::count(RequestOutcome outcome) {
-    counts_[static_cast<int>(outcome)].fetch_add(1, std::memory_order_relaxed);
+    counter_->count(outcome);
+}
+
+void HttpFront::count(const server_http_req & req, RequestOutcome outcome) {
+    if (!is_health_probe(req.path)) {  // a liveness probe is not a request
+        counter_->count(outcome);
+    }
 }
 
 RequestCounts HttpFront::counts() const {
     RequestCounts out;
-    for (size_t i = 0; i < counts_.size(); ++i) {
-        out.by_outcome[i] = counts_[i].load(std::memory_order_relaxed);
-    }
+    out.by_outcome = counter_->snapshot();
     return out;
 }
 
@@ -194,13 +201,13 @@ void HttpFront::register_routes() {
         return [this, inner = std::move(inner)](const server_http_req & original) -> server_http_res_ptr {
             ThreadLogScope scope(tail_);
             if (auto refused = refuse(original)) {
-                count(outcome_of(refused->status));
+                count(original, outcome_of(refused->status));
                 return refused;
             }
             auto request = std::make_unique<GuardedRequest>(original, stopping_, nullptr);
             try {
                 auto res = inner(request->req);
-                count(outcome_of(res->status));
+                count(original, outcome_of(res->status));
                 if (!res->is_stream()) {
                     return res;
                 }
@@ -214,13 +221,13 @@ void HttpFront::register_routes() {
                 out->tail = tail_;
                 return out;
             } catch (const NativeAbort & e) {
-                count(RequestOutcome::server_error);
+                count(original, RequestOutcome::server_error);
                 return error_response(std::string("llama.cpp hit a failed assertion: ") + e.what(), ERROR_TYPE_SERVER);
             } catch (const std::invalid_argument & e) {
-                count(RequestOutcome::client_error);
+                count(original, RequestOutcome::client_error);
                 return error_response(e.what(), ERROR_TYPE_INVALID_REQUEST);
             } catch (const std::exception & e) {
-                count(RequestOutcome::server_error);
+                count(original, RequestOutcome::server_error);
                 return error_response(e.what(), ERROR_TYPE_SERVER);
             }
         };
@@ -231,11 +238,11 @@ void HttpFront::register_routes() {
         return [this, member](const server_http_req & original) -> server_http_res_ptr {
             ThreadLogScope scope(tail_);  // a failed GGML_ASSERT in the handler throws instead of aborting
             if (auto refused = refuse(original)) {
-                count(outcome_of(refused->status));
+                count(original, outcome_of(refused->status));
                 return refused;
             }
             if (stopping_->load()) {
-                count(RequestOutcome::unavailable);
+                count(original, RequestOutcome::unavailable);
                 return error_response("the server is stopping", ERROR_TYPE_UNAVAILABLE);
             }
             const std::function<bool()> client_gone_or_stopping = [this, &original] {
@@ -248,7 +255,7 @@ void HttpFront::register_routes() {
                 routed.answer = error_response(e.what(), ERROR_TYPE_SERVER);
             }
             if (!routed.inst) {
-                count(outcome_of(routed.answer->status));
+                count(original, outcome_of(routed.answer->status));
                 return std::move(routed.answer);
             }
             std::shared_ptr<ModelInstance> inst = std::move(routed.inst);
@@ -261,7 +268,7 @@ void HttpFront::register_routes() {
             if (!res) {
                 res = call_route(*inst, member, request->req);
             }
-            count(outcome_of(res->status));
+            count(original, outcome_of(res->status));
             if (!res->is_stream()) {
                 return res;
             }

@@ -69,12 +69,16 @@ public:
     void stop_and_join();
 
     RequestCounts counts() const;
+    // The counter of this front's requests (direct calls count into it too).
+    const std::shared_ptr<RequestCounter> & counter() const { return counter_; }
     // Set once the front stops: every guarded request (HTTP or direct) lets go.
     const std::shared_ptr<std::atomic<bool>> & stopping_flag() const { return stopping_; }
 
 private:
     void register_routes();
     void count(RequestOutcome outcome);
+    // Counts `req`'s outcome unless it is a health probe.
+    void count(const server_http_req & req, RequestOutcome outcome);
     // nullptr if the request may go on; else the answer (401 without a valid API key, 413 over
     // the body limit). Keys are compared in constant time; /health stays open.
     server_http_res_ptr refuse(const server_http_req & req) const;
@@ -94,7 +98,7 @@ private:
     };
     std::vector<ExtraRoute> extra_routes_;
 
-    std::array<std::atomic<uint64_t>, static_cast<int>(RequestOutcome::count_)> counts_{};
+    std::shared_ptr<RequestCounter> counter_ = std::make_shared<RequestCounter>();
 
     // declaration order = reverse destruction order: HTTP first
     std::unique_ptr<server_mcp> mcp_;

@@ -15,9 +15,35 @@
 #include <string>
 #include <vector>
 
+#include <array>
+#include <atomic>
+#include <cstdint>
+#include <string>
+
 namespace llamaproc {
 
 enum class RequestOutcome { ok, client_error, server_error, unavailable, stream_failed, count_ };
+
+// Requests answered, by outcome: one per HTTP front, shared with the direct calls it serves
+// (which may outlive the front). Health probes (/health) are not requests: nobody counts them.
+class RequestCounter {
+public:
+    static constexpr int n_outcomes = static_cast<int>(RequestOutcome::count_);
+    void count(RequestOutcome outcome) { counts_[static_cast<int>(outcome)].fetch_add(1, std::memory_order_relaxed); }
+    std::array<uint64_t, n_outcomes> snapshot() const {
+        std::array<uint64_t, n_outcomes> out{};
+        for (int i = 0; i < n_outcomes; ++i) {
+            out[i] = counts_[i].load(std::memory_order_relaxed);
+        }
+        return out;
+    }
+
+private:
+    std::array<std::atomic<uint64_t>, n_outcomes> counts_{};
+};
+
+// True for the liveness probe's paths (answered, never counted as requests).
+inline bool is_health_probe(const std::string & path) { return path == "/health" || path == "/v1/health"; }
 
 using route_member = server_http_context::handler_t server_routes::*;
 

@@ -1,4 +1,5 @@
-"""``python -m llamaproc build-config`` (also ``python -m llamaproc.build``): this machine's build."""
+"""``python -m llamaproc build-config`` (also ``python -m llamaproc.build``): this machine's build;
+``python -m llamaproc build``: build and install it."""
 
 from __future__ import annotations
 
@@ -32,12 +33,8 @@ def machine_summary(machine: Machine) -> str:
     return "\n".join(lines)
 
 
-def main(argv: Sequence[str] | None = None, prog: str = "python -m llamaproc build-config") -> int:
-    parser = argparse.ArgumentParser(
-        prog=prog, description="Detect this machine and print the build configuration that fits it: backends, "
-                               "CPU variant, instruction sets, CMake defines and the pip install command, with a "
-                               "reason for each choice. Needs no built extension.")
-    parser.add_argument("--json", action="store_true", help="machine and configuration as JSON")
+def _add_choices(parser: argparse.ArgumentParser) -> None:
+    """The options of both commands that change the configuration."""
     parser.add_argument("--backend", action="append", choices=[b.value for b in Backend], metavar="NAME",
                         help="GPU backend to build instead of the detected choice (repeatable): "
                              + ", ".join(b.value for b in Backend))
@@ -45,14 +42,30 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m llamaproc bui
                         help="every CPU instruction-set level, the best loaded at run time (runs on any CPU)")
     parser.add_argument("--target", help="one fixed CPU level instead: a ggml CPU variant name (haswell, skylakex, ...)")
     parser.add_argument("--build-type", default="Release", choices=list(BUILD_TYPES))
+
+
+def _config_for(machine: Machine, args: argparse.Namespace) -> BuildConfig:
+    return BuildConfig.for_machine(machine, backends=args.backend, portable=args.portable, target=args.target,
+                                   build_type=args.build_type)
+
+
+def add_config_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The options of ``build-config`` (this module's own command line and ``python -m llamaproc``'s)."""
+    parser.add_argument("--json", action="store_true", help="machine and configuration as JSON")
+    _add_choices(parser)
     parser.add_argument("--cmake-auto", action="store_true",
                         help="print the backend defines as NAME=VALUE lines (what -DLLAMAPROC_BACKENDS=auto uses; "
                              "the reasons go to stderr)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def show_config(args: argparse.Namespace) -> int:
+    """Detect this machine and print the build configuration that fits it: backends, CPU variant,
+    instruction sets, CMake defines and the pip install command, with a reason for each choice.
+    Needs no built extension."""
     machine = detect()
     try:
-        config = BuildConfig.for_machine(machine, backends=args.backend, portable=args.portable, target=args.target,
-                                         build_type=args.build_type)
+        config = _config_for(machine, args)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -72,28 +85,31 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m llamaproc bui
     return 0
 
 
-def build_main(argv: Sequence[str] | None = None, prog: str = "python -m llamaproc build") -> int:
-    """``python -m llamaproc build``: build and install llamaproc for this machine; failures are
-    reported as one typed error (what failed, what to install, where the full log is)."""
-    from ..errors import BuildError
-    from .run import run_build
+def main(argv: Sequence[str] | None = None, prog: str = "python -m llamaproc build-config") -> int:
+    """``python -m llamaproc.build``: the same as ``python -m llamaproc build-config``."""
+    parser = argparse.ArgumentParser(prog=prog, description=show_config.__doc__)
+    return show_config(add_config_arguments(parser).parse_args(argv))
 
-    parser = argparse.ArgumentParser(prog=prog, description=build_main.__doc__)
-    parser.add_argument("--backend", action="append", choices=[b.value for b in Backend], metavar="NAME",
-                        help="GPU backend to build (repeatable): " + ", ".join(b.value for b in Backend))
-    parser.add_argument("--portable", action="store_true",
-                        help="every CPU instruction-set level, the best loaded at run time (runs on any CPU)")
-    parser.add_argument("--target", help="one fixed CPU level instead: a ggml CPU variant name")
-    parser.add_argument("--build-type", default="Release", choices=list(BUILD_TYPES))
+
+def add_build_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The options of ``python -m llamaproc build``."""
+    _add_choices(parser)
     parser.add_argument("--source", default=".", help="the llamaproc source tree (default: .)")
     parser.add_argument("--editable", action="store_true", help="the developer install (pip -e, no build isolation)")
     parser.add_argument("--log", help="where to write the build's output (default: a temporary file)")
     parser.add_argument("--dry-run", action="store_true", help="print the configuration and the command only")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def build(args: argparse.Namespace) -> int:
+    """Build and install llamaproc for this machine; failures are reported as one typed error
+    (what failed, what to install, where the full log is)."""
+    from ..errors import BuildError
+    from .run import run_build
+
     machine = detect()
     try:
-        config = BuildConfig.for_machine(machine, backends=args.backend, portable=args.portable, target=args.target,
-                                         build_type=args.build_type)
+        config = _config_for(machine, args)
         print(config.describe())
         if args.dry_run:
             print(config.pip_install_line(args.source, editable=args.editable))

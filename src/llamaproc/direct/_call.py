@@ -13,29 +13,20 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, cast
 
+from ..contract import ServerStatus
 from ..errors import RequestTimeoutError, ServerNotRunningError, UnavailableError, request_error
-
-if TYPE_CHECKING:
-    from .._native import core
-    from ..server import LlamaServer
+from ..messages import message
+from .target import Call, CallBatch, CallTarget
 
 T = TypeVar("T")
 SLICE_S = 0.1  # longest uninterrupted native wait of a sync caller (Ctrl-C latency)
 
 
-def start_call(server: LlamaServer, path: str, body: dict[str, Any] | None, *, post: bool = True) -> core.DirectCall:
+def start_call(server: CallTarget, path: str, body: dict[str, Any] | None, *, post: bool = True) -> Call:
     """Start POST (or GET) ``path`` on the server's current model; raise if it is not READY."""
-    native = server._require_ready()
-    return native.call(path, json.dumps(body if body is not None else {}, ensure_ascii=False), post)
-
-
-class _Batch:
-    __slots__ = ("payloads", "done", "status", "stream", "end")
-
-    def __init__(self, raw: tuple[list[str], bool, int, bool, str]) -> None:
-        self.payloads, self.done, self.status, self.stream, self.end = raw
+    return server.open_call(path, json.dumps(body if body is not None else {}, ensure_ascii=False), post)
 
 
 class _Deadline:
@@ -53,24 +44,23 @@ class _Deadline:
 
 
 def _timeout_error(deadline: _Deadline) -> RequestTimeoutError:
-    return RequestTimeoutError(f"the call did not finish within {deadline.timeout:g} s and was cancelled",
-                               status_code=408, type="timeout")
+    return RequestTimeoutError(message("direct.timeout", timeout=deadline.timeout), status_code=408, type="timeout")
 
 
-def _interrupted(server: LlamaServer) -> Exception:
-    status = server.status.value
-    if status in ("stopping", "stopped"):
-        return ServerNotRunningError(f"the server is {status}: the call was cut short")
+def _interrupted(server: CallTarget) -> Exception:
+    status = server.status
+    if status in (ServerStatus.STOPPING, ServerStatus.STOPPED):
+        return ServerNotRunningError(message("direct.cut_short_stopping", status=status.value))
     failure = server.failure
-    return UnavailableError(f"the call was cut short: {failure or 'the model is being replaced'}", status_code=503,
-                            type="unavailable_error")
+    return UnavailableError(message("direct.cut_short", reason=failure or message("direct.model_replaced")),
+                            status_code=503, type="unavailable_error")
 
 
-def pull(call: core.DirectCall, deadline: _Deadline, until: Callable[[_Batch], bool], into: deque[str]) -> _Batch:
+def pull(call: Call, deadline: _Deadline, until: Callable[[CallBatch], bool], into: deque[str]) -> CallBatch:
     """Wait (in slices) until ``until(batch)``; payloads go to ``into``. Cancels on any exception."""
     try:
         while True:
-            batch = _Batch(call.wait(deadline.left(SLICE_S)))
+            batch = call.wait(deadline.left(SLICE_S))
             into.extend(batch.payloads)
             if until(batch):
                 return batch
@@ -81,14 +71,13 @@ def pull(call: core.DirectCall, deadline: _Deadline, until: Callable[[_Batch], b
         raise
 
 
-async def apull(call: core.DirectCall, pool: ThreadPoolExecutor, deadline: _Deadline,
-                until: Callable[[_Batch], bool], into: deque[str]) -> _Batch:
+async def apull(call: Call, pool: ThreadPoolExecutor, deadline: _Deadline,
+                until: Callable[[CallBatch], bool], into: deque[str]) -> CallBatch:
     """:func:`pull` for asyncio: waits run on ``pool``; task cancellation cancels the call."""
     loop = asyncio.get_running_loop()
     try:
         while True:
-            raw = await loop.run_in_executor(pool, call.wait, deadline.left(1.0))
-            batch = _Batch(raw)
+            batch = await loop.run_in_executor(pool, call.wait, deadline.left(1.0))
             into.extend(batch.payloads)
             if until(batch):
                 return batch
@@ -99,26 +88,26 @@ async def apull(call: core.DirectCall, pool: ThreadPoolExecutor, deadline: _Dead
         raise
 
 
-def _status_known(batch: _Batch) -> bool:
+def _status_known(batch: CallBatch) -> bool:
     return batch.done or batch.status != 0
 
 
-def _has_items(batch: _Batch) -> bool:
+def _has_items(batch: CallBatch) -> bool:
     return batch.done or bool(batch.payloads)
 
 
-def response_body(server: LlamaServer, batch: _Batch, payloads: deque[str]) -> Any:
+def response_body(server: CallTarget, batch: CallBatch, payloads: deque[str]) -> Any:
     """The body of a finished non-stream call, or the typed error it answered with."""
     text = payloads.popleft() if payloads else ""
     body = json.loads(text) if text else {}
     if batch.status >= 400 or batch.status == 0:
-        if batch.status == 503 and server.status.value != "ready":
-            raise ServerNotRunningError(f"the server is {server.status.value}") from request_error(503, body)
+        if batch.status == 503 and not server.serving:
+            raise ServerNotRunningError(message("direct.server_status", status=server.status.value)) from request_error(503, body)
         raise request_error(batch.status or 500, body)
     return body
 
 
-def call_once(server: LlamaServer, path: str, body: dict[str, Any], timeout: float | None) -> Any:
+def call_once(server: CallTarget, path: str, body: dict[str, Any], timeout: float | None) -> Any:
     """A non-streaming call: its decoded body."""
     call = start_call(server, path, body)
     payloads: deque[str] = deque()
@@ -126,7 +115,7 @@ def call_once(server: LlamaServer, path: str, body: dict[str, Any], timeout: flo
     return response_body(server, batch, payloads)
 
 
-async def acall_once(server: LlamaServer, pool: ThreadPoolExecutor, path: str, body: dict[str, Any],
+async def acall_once(server: CallTarget, pool: ThreadPoolExecutor, path: str, body: dict[str, Any],
                      timeout: float | None) -> Any:
     call = start_call(server, path, body)
     payloads: deque[str] = deque()
@@ -137,7 +126,7 @@ async def acall_once(server: LlamaServer, pool: ThreadPoolExecutor, path: str, b
 class _StreamState(Generic[T]):
     """What a sync and an async stream share: the queued events, how the call ended."""
 
-    def __init__(self, server: LlamaServer, call: core.DirectCall, batch: _Batch, payloads: deque[str],
+    def __init__(self, server: CallTarget, call: Call, batch: CallBatch, payloads: deque[str],
                  timeout: float | None) -> None:
         self._server = server
         self._call = call
@@ -147,7 +136,7 @@ class _StreamState(Generic[T]):
         self._deadline = _Deadline(timeout)
         self._closed = False
 
-    def _update(self, batch: _Batch) -> None:
+    def _update(self, batch: CallBatch) -> None:
         self._done, self._end = batch.done, batch.end
 
     def _at_end(self) -> bool:
@@ -165,7 +154,7 @@ class _StreamState(Generic[T]):
             self._closed = True
             self._call.cancel()
             raise request_error(int(event["error"].get("code", 500) or 500), event)
-        return event
+        return cast(T, event)
 
     def __del__(self) -> None:
         call = getattr(self, "_call", None)
@@ -176,14 +165,15 @@ class _StreamState(Generic[T]):
 class Stream(_StreamState[T]):
     """The events of a streamed response, pulled as you iterate (like ``openai.Stream``).
 
-    Generation runs in the server's continuous batch whether or not you read; ``break``,
-    :meth:`close`, leaving a ``with`` block or dropping the stream cancels it, and the slot
-    is free after the decode step in progress. An error event raises the typed error after
+    Generation runs in the server's continuous batch whether or not you read. What cancels
+    it: leaving a ``with ... as stream:`` block, :meth:`close`, or dropping the last reference
+    to the stream; the slot is free after the decode step in progress. ``break`` alone only
+    stops reading: while ``stream`` is still referenced, generation goes on until it ends. An error event raises the typed error after
     the events before it; a stream cut short by ``stop()`` raises ``ServerNotRunningError``.
     """
 
     @classmethod
-    def open(cls, server: LlamaServer, path: str, body: dict[str, Any], timeout: float | None) -> Stream[Any] | Any:
+    def open(cls, server: CallTarget, path: str, body: dict[str, Any], timeout: float | None) -> Stream[Any] | Any:
         call = start_call(server, path, body)
         payloads: deque[str] = deque()
         deadline = _Deadline(timeout)
@@ -221,13 +211,13 @@ class AsyncStream(_StreamState[T]):
     """:class:`Stream` for asyncio: ``async for``, ``await aclose()``, ``async with``; cancelling
     the task that iterates cancels the generation."""
 
-    def __init__(self, server: LlamaServer, pool: ThreadPoolExecutor, call: core.DirectCall, batch: _Batch,
+    def __init__(self, server: CallTarget, pool: ThreadPoolExecutor, call: Call, batch: CallBatch,
                  payloads: deque[str], timeout: float | None) -> None:
         super().__init__(server, call, batch, payloads, timeout)
         self._pool = pool
 
     @classmethod
-    async def open(cls, server: LlamaServer, pool: ThreadPoolExecutor, path: str, body: dict[str, Any],
+    async def open(cls, server: CallTarget, pool: ThreadPoolExecutor, path: str, body: dict[str, Any],
                    timeout: float | None) -> AsyncStream[Any] | Any:
         call = start_call(server, path, body)
         payloads: deque[str] = deque()

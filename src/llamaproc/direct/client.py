@@ -5,8 +5,9 @@ in the same continuous batch as HTTP clients. Shapes follow the OpenAI SDK::
 
     d = server.direct
     r = d.chat.completions.create(messages=[{"role": "user", "content": "Hi"}], max_tokens=64)
-    for chunk in d.chat.completions.create(messages=..., stream=True):   # break cancels
-        print(chunk["choices"][0]["delta"].get("content") or "", end="")
+    with d.chat.completions.create(messages=..., stream=True) as stream:
+        for chunk in stream:                  # leaving the block cancels the rest
+            print(chunk["choices"][0]["delta"].get("content") or "", end="")
     vectors = d.embed(["a", "b"])             # numpy (2, dim) float32, bit-exact
     tokens = d.tokenize("text")               # numpy int32
 
@@ -21,20 +22,22 @@ not check the API key: they come from the process that owns the server.
 from __future__ import annotations
 
 import base64
+import threading
 import weakref
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any, Literal, overload
+from typing import TYPE_CHECKING, Any, Literal, cast, overload
 
 import numpy as np
 
 from ..errors import ServerNotRunningError
+from ..messages import message
 from . import _call
 from ._call import AsyncStream, Stream
 from .types import ChatCompletion, ChatCompletionChunk, Completion, CreateEmbeddingResponse
 
 if TYPE_CHECKING:
-    from ..server import LlamaServer
+    from .target import CallTarget
 
 
 def _body(fixed: dict[str, Any], params: dict[str, Any], extra_body: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -48,14 +51,14 @@ def _body(fixed: dict[str, Any], params: dict[str, Any], extra_body: Mapping[str
 class _ServerRef:
     """A weak reference to the server, so that a client kept around does not keep it alive."""
 
-    def __init__(self, server: LlamaServer) -> None:
+    def __init__(self, server: CallTarget) -> None:
         self._ref = weakref.ref(server)
 
     @property
-    def server(self) -> LlamaServer:
+    def server(self) -> CallTarget:
         server = self._ref()
         if server is None:
-            raise ServerNotRunningError("the server this client belongs to is gone")
+            raise ServerNotRunningError(message("direct.server_gone"))
         return server
 
 
@@ -112,11 +115,11 @@ class Embeddings(_ServerRef):
         """POST /v1/embeddings."""
         body = _body({"input": input if isinstance(input, str) else list(input), "encoding_format": encoding_format},
                      params, extra_body)
-        return _call.call_once(self.server, "/v1/embeddings", body, timeout)
+        return cast(CreateEmbeddingResponse, _call.call_once(self.server, "/v1/embeddings", body, timeout))
 
 
 class _Chat:
-    def __init__(self, server: LlamaServer) -> None:
+    def __init__(self, server: CallTarget) -> None:
         self.completions = ChatCompletions(server)
 
 
@@ -134,7 +137,7 @@ def _ranking(response: Mapping[str, Any]) -> list[tuple[int, float]]:
 class DirectClient(_ServerRef):
     """In-process calls to one server: ``server.direct`` (see the module docstring)."""
 
-    def __init__(self, server: LlamaServer) -> None:
+    def __init__(self, server: CallTarget) -> None:
         super().__init__(server)
         self.chat = _Chat(server)
         self.completions = Completions(server)
@@ -174,7 +177,7 @@ class DirectClient(_ServerRef):
 class AsyncChatCompletions(_ServerRef):
     """``adirect.chat.completions``"""
 
-    def __init__(self, server: LlamaServer, pool: ThreadPoolExecutor) -> None:
+    def __init__(self, server: CallTarget, pool: ThreadPoolExecutor) -> None:
         super().__init__(server)
         self._pool = pool
 
@@ -191,7 +194,7 @@ class AsyncChatCompletions(_ServerRef):
 class AsyncCompletions(_ServerRef):
     """``adirect.completions``"""
 
-    def __init__(self, server: LlamaServer, pool: ThreadPoolExecutor) -> None:
+    def __init__(self, server: CallTarget, pool: ThreadPoolExecutor) -> None:
         super().__init__(server)
         self._pool = pool
 
@@ -207,7 +210,7 @@ class AsyncCompletions(_ServerRef):
 class AsyncEmbeddings(_ServerRef):
     """``adirect.embeddings``"""
 
-    def __init__(self, server: LlamaServer, pool: ThreadPoolExecutor) -> None:
+    def __init__(self, server: CallTarget, pool: ThreadPoolExecutor) -> None:
         super().__init__(server)
         self._pool = pool
 
@@ -216,11 +219,12 @@ class AsyncEmbeddings(_ServerRef):
                      extra_body: Mapping[str, Any] | None = None, **params: Any) -> CreateEmbeddingResponse:
         body = _body({"input": input if isinstance(input, str) else list(input), "encoding_format": encoding_format},
                      params, extra_body)
-        return await _call.acall_once(self.server, self._pool, "/v1/embeddings", body, timeout)
+        return cast(CreateEmbeddingResponse,
+                    await _call.acall_once(self.server, self._pool, "/v1/embeddings", body, timeout))
 
 
 class _AsyncChat:
-    def __init__(self, server: LlamaServer, pool: ThreadPoolExecutor) -> None:
+    def __init__(self, server: CallTarget, pool: ThreadPoolExecutor) -> None:
         self.completions = AsyncChatCompletions(server, pool)
 
 
@@ -229,7 +233,7 @@ class AsyncDirectClient(_ServerRef):
     Waits run on a small thread pool of the server's (the GIL is released while they wait);
     cancelling the awaiting task cancels the call."""
 
-    def __init__(self, server: LlamaServer, pool: ThreadPoolExecutor) -> None:
+    def __init__(self, server: CallTarget, pool: ThreadPoolExecutor) -> None:
         super().__init__(server)
         self._pool = pool
         self.chat = _AsyncChat(server, pool)
@@ -258,9 +262,19 @@ class AsyncDirectClient(_ServerRef):
         return await AsyncStream.open(self.server, self._pool, path, dict(body), timeout)
 
 
+_shared_pool: ThreadPoolExecutor | None = None
+_shared_pool_lock = threading.Lock()
+
+
 def direct_pool() -> ThreadPoolExecutor:
-    """The threads asyncio direct calls wait on (each wait releases the GIL)."""
-    return ThreadPoolExecutor(max_workers=64, thread_name_prefix="llamaproc-direct")
+    """The threads asyncio direct calls wait on, one pool for every server of the process (each
+    wait releases the GIL). Threads start on demand and stay for the next call, so stopping and
+    starting servers neither leaks nor churns threads."""
+    global _shared_pool
+    with _shared_pool_lock:
+        if _shared_pool is None:
+            _shared_pool = ThreadPoolExecutor(max_workers=64, thread_name_prefix="llamaproc-direct")
+        return _shared_pool
 
 
 __all__ = ["DirectClient", "AsyncDirectClient", "Stream", "AsyncStream"]

@@ -19,20 +19,21 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ServerNotRunningError
+from ..messages import message
 from . import _call
 
 if TYPE_CHECKING:
-    from ..server import LlamaServer
+    from .target import CallTarget
 
 BASE_URL = "http://in-process.llamaproc.invalid/v1"  # never resolved: the transport answers
 _SSE = {"content-type": "text/event-stream"}
 _JSON = {"content-type": "application/json"}
 
 
-def _server(ref: weakref.ref[LlamaServer]) -> LlamaServer:
+def _server(ref: weakref.ref[CallTarget]) -> CallTarget:
     server = ref()
     if server is None:
-        raise ServerNotRunningError("the server this client belongs to is gone")
+        raise ServerNotRunningError(message("direct.server_gone"))
     return server
 
 
@@ -51,7 +52,7 @@ def _http_module() -> Any:
     """The httpx module the installed openai SDK uses (``httpx2`` from openai 3 on)."""
     import openai._base_client as base
 
-    return getattr(base, "httpx2", None) or base.httpx
+    return getattr(base, "httpx2", None) or getattr(base, "httpx")
 
 
 @functools.lru_cache(maxsize=None)
@@ -98,7 +99,7 @@ def _transports(httpx: Any) -> tuple[type, type]:
     class DirectTransport(httpx.BaseTransport):
         """Answers every request with a direct call to ``server`` (sync SDK client)."""
 
-        def __init__(self, server: LlamaServer) -> None:
+        def __init__(self, server: CallTarget) -> None:
             self._ref = weakref.ref(server)
 
         def handle_request(self, request: httpx.Request) -> httpx.Response:
@@ -116,7 +117,7 @@ def _transports(httpx: Any) -> tuple[type, type]:
     class AsyncDirectTransport(httpx.AsyncBaseTransport):
         """Answers every request with a direct call to ``server`` (async SDK client)."""
 
-        def __init__(self, server: LlamaServer, pool: ThreadPoolExecutor) -> None:
+        def __init__(self, server: CallTarget, pool: ThreadPoolExecutor) -> None:
             self._ref = weakref.ref(server)
             self._pool = pool
 
@@ -137,7 +138,7 @@ def _transports(httpx: Any) -> tuple[type, type]:
     return DirectTransport, AsyncDirectTransport
 
 
-def openai_client(server: LlamaServer, **kwargs: Any) -> Any:
+def openai_client(server: CallTarget, **kwargs: Any) -> Any:
     """An ``openai.OpenAI`` whose requests go to ``server`` in-process."""
     import openai
 
@@ -148,7 +149,7 @@ def openai_client(server: LlamaServer, **kwargs: Any) -> Any:
                          http_client=httpx.Client(transport=transport(server)), **kwargs)
 
 
-def async_openai_client(server: LlamaServer, pool: ThreadPoolExecutor, **kwargs: Any) -> Any:
+def async_openai_client(server: CallTarget, pool: ThreadPoolExecutor, **kwargs: Any) -> Any:
     """An ``openai.AsyncOpenAI`` whose requests go to ``server`` in-process."""
     import openai
 

@@ -11,16 +11,17 @@ from pathlib import Path
 from ..config import _FIELD_FLAGS, _int_field, check_model_fields, is_loopback, model_argv
 from ..errors import ConfigError
 from ..flags import split_process_flags
+from ..messages import message
 from ..recovery import RestartPolicy
 
 
 def _strings(name: str, value: object) -> tuple[str, ...]:
     if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
-        raise ConfigError(f"{name} must be a sequence of strings, e.g. ('--temp', '0.2')")
+        raise ConfigError(message("config.not_string_sequence", name=name))
     out = tuple(value)
     for item in out:
         if not isinstance(item, str):
-            raise ConfigError(f"{name} must hold strings only, got {item!r}")
+            raise ConfigError(message("config.not_strings_only", name=name, value=item))
     return out
 
 
@@ -28,7 +29,7 @@ def _seconds(name: str, value: object, *, optional: bool = True) -> None:
     if value is None and optional:
         return
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-        raise ConfigError(f"{name} must be a number of seconds >= 0, got {value!r}")
+        raise ConfigError(message("pool.seconds", name=name, value=value))
 
 
 _POOL_OWNED_FLAGS = {"--host", "--port", "--api-key", "--api-key-file", "--ssl-key-file", "--ssl-cert-file",
@@ -85,19 +86,20 @@ class ModelSpec:
         object.__setattr__(self, "rpc_workers", tuple(self.rpc_workers))
         for name in ("pinned", "load_on_startup"):
             if not isinstance(getattr(self, name), bool):
-                raise ConfigError(f"{name} must be a bool, got {getattr(self, name)!r}")
+                raise ConfigError(message("config.not_bool", name=name, value=getattr(self, name)))
         object.__setattr__(self, "aliases", _strings("aliases", self.aliases))
         object.__setattr__(self, "tags", _strings("tags", self.tags))
         _seconds("stop_timeout", self.stop_timeout, optional=False)
         if self.restart is not None and not isinstance(self.restart, RestartPolicy):
-            raise ConfigError(f"restart must be a RestartPolicy or None, got {self.restart!r}")
+            raise ConfigError(message("config.restart", value=self.restart))
         extra = _strings("extra_args", self.extra_args)
         for arg in extra:
             flag = arg.split("=", 1)[0] if arg.startswith("--") else arg
             if flag in _POOL_OWNED_FLAGS:
-                raise ConfigError(f"{arg!r} is the pool's, not a model's: set it in PoolConfig")
+                raise ConfigError(message("pool.flag_of_pool", arg=arg))
             if flag in _FIELD_FLAGS:
-                raise ConfigError(f"{arg!r} in extra_args: set ModelSpec.{_FIELD_FLAGS[flag]} instead")
+                raise ConfigError(message("config.extra_arg_is_field", arg=arg, config="ModelSpec",
+                                          field=_FIELD_FLAGS[flag]))
         object.__setattr__(self, "extra_args", extra)
         split_process_flags(extra)  # refuses process-wide flags (--numa, --prio, ...) with the reason
 
@@ -174,22 +176,22 @@ class PoolConfig:
 
     def __post_init__(self) -> None:
         if not isinstance(self.models, Mapping):
-            raise ConfigError("models must be a mapping of name -> ModelSpec")
+            raise ConfigError(message("pool.models_mapping"))
         models = dict(self.models)
         for name, spec in models.items():
             if not isinstance(name, str) or not name:
-                raise ConfigError(f"model names must be non-empty strings, got {name!r}")
+                raise ConfigError(message("pool.model_name", name=name))
             if not isinstance(spec, ModelSpec):
-                raise ConfigError(f"models[{name!r}] must be a ModelSpec, got {type(spec).__name__}")
+                raise ConfigError(message("pool.model_spec", name=name, type=type(spec).__name__))
         object.__setattr__(self, "models", models)
         for name in ("models_dir", "models_preset"):
             value = getattr(self, name)
             if value is not None:
                 if not isinstance(value, (str, os.PathLike)) or not str(value):
-                    raise ConfigError(f"{name} must be a path or None, got {value!r}")
+                    raise ConfigError(message("pool.path_or_none", name=name, value=value))
                 object.__setattr__(self, name, str(value))
         if self.models_dir is not None and not Path(self.models_dir).is_dir():
-            raise ConfigError(f"models_dir {self.models_dir} does not exist or is not a directory")
+            raise ConfigError(message("pool.models_dir_missing", path=self.models_dir))
         if self.models_preset is not None:
             from .presets import check_preset_file
 
@@ -198,40 +200,38 @@ class PoolConfig:
         _int_field("memory_budget", self.memory_budget, minimum=1, optional=True)
         _seconds("idle_unload_s", self.idle_unload_s)
         if self.idle_unload_s is not None and self.idle_unload_s <= 0:
-            raise ConfigError(f"idle_unload_s must be > 0 or None, got {self.idle_unload_s!r}")
+            raise ConfigError(message("pool.idle_unload", value=self.idle_unload_s))
         if not isinstance(self.use_model_cache, bool):
-            raise ConfigError(f"use_model_cache must be a bool, got {self.use_model_cache!r}")
+            raise ConfigError(message("config.not_bool", name="use_model_cache", value=self.use_model_cache))
         if not isinstance(self.decode_gate, bool):
-            raise ConfigError(f"decode_gate must be a bool, got {self.decode_gate!r}")
+            raise ConfigError(message("config.not_bool", name="decode_gate", value=self.decode_gate))
         if not isinstance(self.autoload, bool):
-            raise ConfigError(f"autoload must be a bool, got {self.autoload!r}")
+            raise ConfigError(message("config.not_bool", name="autoload", value=self.autoload))
         if self.default_model is not None and (not isinstance(self.default_model, str) or not self.default_model):
-            raise ConfigError(f"default_model must be a model name or None, got {self.default_model!r}")
+            raise ConfigError(message("pool.default_model_type", value=self.default_model))
         if not isinstance(self.host, str) or not self.host.strip():
-            raise ConfigError(f"host must be a non-empty string, got {self.host!r}")
+            raise ConfigError(message("config.host", value=self.host))
         _int_field("port", self.port, minimum=0, maximum=65535)
         if self.api_key is not None and (not isinstance(self.api_key, str) or not self.api_key):
-            raise ConfigError("api_key must be None or a non-empty string")
+            raise ConfigError(message("config.api_key"))
         _int_field("max_request_bytes", self.max_request_bytes, minimum=1)
         if not is_loopback(self.host) and self.api_key is None and not self.allow_unauthenticated_remote:
-            raise ConfigError(f"refusing to listen on {self.host} without an API key: anyone who can reach this "
-                              "machine could use the pool. Set api_key=..., listen on 127.0.0.1, or opt in with "
-                              "allow_unauthenticated_remote=True")
+            raise ConfigError(message("pool.remote_without_api_key", host=self.host))
         extra = _strings("extra_args", self.extra_args)
         for arg in extra:
             flag = arg.split("=", 1)[0] if arg.startswith("--") else arg
             if flag in _POOL_OWNED_FLAGS or flag in ("-m", "--model"):
-                raise ConfigError(f"{arg!r} in extra_args: set the PoolConfig field (or a ModelSpec) instead")
+                raise ConfigError(message("pool.extra_arg_is_field", arg=arg))
         split_process_flags(extra)
         object.__setattr__(self, "extra_args", extra)
         if self.restart is not None and not isinstance(self.restart, RestartPolicy):
-            raise ConfigError(f"restart must be a RestartPolicy or None, got {self.restart!r}")
+            raise ConfigError(message("config.restart", value=self.restart))
         if not models and self.models_dir is None and self.models_preset is None and not self.use_model_cache:
-            raise ConfigError("a pool needs models: give models=, models_dir=, models_preset= or use_model_cache=True")
+            raise ConfigError(message("pool.no_models"))
         if self.default_model is not None and self.models_dir is None and self.models_preset is None:
             names = set(models) | {a for spec in models.values() for a in spec.aliases}
             if self.default_model not in names:
-                raise ConfigError(f"default_model {self.default_model!r} is not one of the pool's models")
+                raise ConfigError(message("pool.default_model_unknown", name=self.default_model))
 
     def router_argv(self) -> list[str]:
         """The router-level llama-server flags of this pool (no model)."""
@@ -245,8 +245,3 @@ class PoolConfig:
         if self.api_key is not None:
             argv += ["--api-key", self.api_key]
         return argv + split_process_flags(self.extra_args)[0]
-
-    def restart_policy(self, name: str) -> RestartPolicy | None:
-        """The restart policy of model ``name``."""
-        spec = self.models.get(name)
-        return spec.restart if spec is not None and spec.restart is not None else self.restart

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import dataclasses
 import enum
 import json
 import logging
@@ -35,14 +36,17 @@ from dataclasses import dataclass, field
 from typing import Any, NoReturn, cast
 
 from .. import _logging, errors, flags
-from ..flags import names_a_model
 from .._native import core
+from ..contract import HealthReport, HealthStatus, ServerMetrics, client_host, http_status
 from ..direct.client import AsyncDirectClient, DirectClient, direct_pool
-from ..errors import ConfigError, LlamaProcError, ServerNotRunningError, StartupError
+from ..errors import ConfigError, LlamaProcError, ServerNotRunningError, WaitTimeoutError
+from ..faults import Fault, as_fault, native_args
+from ..messages import message
 from ..recovery import RestartBudget, RestartPolicy
-from ..server import HealthReport, HealthStatus, LlamaServer, ServerMetrics, ServerStatus, _client_host, _http_status
+from ..server import metrics_from_native
 from . import presets
 from .config import ModelSpec, PoolConfig
+from .pooled_server import PooledServer
 
 _log = logging.getLogger("llamaproc")
 
@@ -95,6 +99,24 @@ class PoolModelInfo:
     loads: int
 
 
+class SwapMode(str, enum.Enum):
+    """How :meth:`ModelPool.swap` replaces a model (a ``str``: ``"hot"`` compares equal)."""
+
+    AUTO = "auto"  #: hot when the budget and ``max_loaded`` allow it, else cold
+    HOT = "hot"  #: load the new model beside the old one, flip, drain the old one
+    COLD = "cold"  #: park new requests, drain and free the old model, load the new one
+
+
+class ModelEventKind(str, enum.Enum):
+    """What a :class:`ModelEvent` reports (a ``str``: ``"status_change"`` compares equal)."""
+
+    STATUS_CHANGE = "status_change"
+    MODEL_REMOVE = "model_remove"
+    RESTARTING = "restarting"
+    GAVE_UP = "gave_up"
+    OTHER = ""  #: an event this version does not know (its name is in ``data``)
+
+
 @dataclass(frozen=True)
 class SwapReport:
     """How a :meth:`ModelPool.swap` went.
@@ -109,7 +131,7 @@ class SwapReport:
             there.
     """
 
-    mode: str
+    mode: SwapMode
     load_s: float
     drain_s: float
     finished_on_old: int
@@ -130,7 +152,7 @@ class ModelEvent:
 
     Attributes:
         model: The model's name.
-        kind: "status_change", "model_remove", or for restarts "restarting" / "gave_up".
+        kind: What happened (:class:`ModelEventKind`; compares equal to its string value).
         status: The model's status after the event (None for model_remove).
         time: ``time.time()`` when Python received it.
         error: The failure's message (a FAILED status).
@@ -138,7 +160,7 @@ class ModelEvent:
     """
 
     model: str
-    kind: str
+    kind: ModelEventKind
     status: ModelStatus | None
     time: float
     error: str = ""
@@ -155,43 +177,6 @@ def _raise_located(exc: ConfigError, preset: str | None) -> NoReturn:
     raise located from None
 
 
-class _ModelTarget:
-    """What a DirectClient calls for one model of a pool: its body gets the model's name."""
-
-    def __init__(self, pool: ModelPool, name: str) -> None:
-        self._pool = weakref.ref(pool)
-        self.name = name
-
-    def _owner(self) -> ModelPool:
-        pool = self._pool()
-        if pool is None:
-            raise ServerNotRunningError("the model pool this client belongs to is gone")
-        return pool
-
-    def _require_ready(self) -> _ModelTarget:
-        self._owner()._require_running()
-        return self
-
-    def call(self, path: str, body: str, post: bool = True) -> core.DirectCall:
-        data = json.loads(body) if body else {}
-        data["model"] = self.name
-        call: core.DirectCall = self._owner()._require_running().call(path, json.dumps(data, ensure_ascii=False), post)
-        return call
-
-    @property
-    def status(self) -> ServerStatus:
-        pool = self._pool()
-        return ServerStatus.READY if pool is not None and pool.running else ServerStatus.STOPPED
-
-    @property
-    def failure(self) -> LlamaProcError | None:
-        pool = self._pool()
-        if pool is None:
-            return None
-        info = next((m for m in pool.models() if self.name == m.name or self.name in m.aliases), None)
-        return info.failure if info is not None else None
-
-
 class ModelPool:
     """Several llama.cpp models served behind one HTTP port, in this process.
 
@@ -203,7 +188,7 @@ class ModelPool:
     def __init__(self, config: PoolConfig, *, on_event: Callable[[ModelEvent], None] | None = None) -> None:
         """Prepare a pool without starting it; most code calls :meth:`start` instead."""
         if not isinstance(config, PoolConfig):
-            raise TypeError(f"config must be a PoolConfig, got {type(config).__name__}")
+            raise TypeError(message("pool.config_type", type=type(config).__name__))
         self._prepare(config.router_argv(), config=config, use_env=False, on_event=on_event)
 
     def _prepare(self, router_argv: list[str], *, config: PoolConfig | None, use_env: bool,
@@ -235,11 +220,11 @@ class ModelPool:
         self._budgets: dict[str, RestartBudget] = {}
         self._served: set[str] = set()  # models that reached LOADED since their last failure
         self._stopped = threading.Event()
-        self._targets: dict[str, _ModelTarget] = {}
+        self._servers: dict[str, PooledServer] = {}
+        self._last_metrics: dict[str, ServerMetrics] = {}
         self._subscription = self._native.subscribe()
         self._watcher: threading.Thread | None = None
         self._lock = threading.Lock()
-        self._executor: ThreadPoolExecutor | None = None  # the threads adirect() calls wait on
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -301,8 +286,6 @@ class ModelPool:
         watcher = self._watcher
         if watcher is not None and watcher is not threading.current_thread():
             watcher.join(timeout=5)
-        if self._executor is not None:
-            self._executor.shutdown(wait=False)
         _live_pools.discard(self)
 
     def __enter__(self) -> ModelPool:
@@ -329,7 +312,7 @@ class ModelPool:
     @property
     def url(self) -> str:
         """``http://host:port`` of the pool's HTTP front (no trailing slash)."""
-        return f"http://{_client_host(self.host)}:{self.port}"
+        return f"http://{client_host(self.host)}:{self.port}"
 
     def _records(self) -> list[dict[str, Any]]:
         """The native pool's model records (dicts of plain values)."""
@@ -337,7 +320,7 @@ class ModelPool:
 
     def _require_running(self) -> Any:
         if not self._native.running:
-            raise ServerNotRunningError("the model pool is not running; start() it first")
+            raise ServerNotRunningError(message("pool.not_running"))
         return self._native
 
     # -- models ---------------------------------------------------------------------------
@@ -364,7 +347,7 @@ class ModelPool:
         for m in self.models():
             if name == m.name or name in m.aliases:
                 return m
-        raise errors.ModelNotFoundError(f"model '{name}' not found")
+        raise errors.ModelNotFoundError(message("pool.model_not_found", name=name))
 
     def load(self, name: str, *, timeout: float = 600.0) -> None:
         """Load ``name`` (or an alias) and return once it serves, unloading idle models (least
@@ -388,7 +371,7 @@ class ModelPool:
         Raises ConfigError for a name or alias already in use or invalid flags,
         ModelLoadError for a file that cannot be read."""
         if not isinstance(spec, ModelSpec):
-            raise TypeError(f"spec must be a ModelSpec, got {type(spec).__name__}")
+            raise TypeError(message("pool.spec_type", type=type(spec).__name__))
         self._require_running().add(spec.native(name))
         self._restart_of[name] = spec.restart
 
@@ -397,7 +380,8 @@ class ModelPool:
         "not found"."""
         self._require_running().remove(name, -1.0 if drain_timeout is None else drain_timeout)
 
-    def swap(self, name: str, spec: ModelSpec, *, mode: str = "auto", timeout: float = 600.0) -> SwapReport:
+    def swap(self, name: str, spec: ModelSpec, *, mode: SwapMode | str = SwapMode.AUTO,
+             timeout: float = 600.0) -> SwapReport:
         """Serve ``name`` from ``spec`` from now on, with no failed request.
 
         ``mode="hot"`` loads the new model beside the old one, flips new requests to it and
@@ -412,11 +396,13 @@ class ModelPool:
             ResourceError: the new model can never fit, or ``mode="hot"`` found no room.
         """
         if not isinstance(spec, ModelSpec):
-            raise TypeError(f"spec must be a ModelSpec, got {type(spec).__name__}")
-        if mode not in ("auto", "hot", "cold"):
-            raise ConfigError(f"mode must be 'auto', 'hot' or 'cold', got {mode!r}")
-        r = cast(dict[str, Any], self._require_running().swap(name, spec.to_argv(), mode, timeout))
-        return SwapReport(mode=r["mode"], load_s=r["load_s"], drain_s=r["drain_s"],
+            raise TypeError(message("pool.spec_type", type=type(spec).__name__))
+        try:
+            swap_mode = SwapMode(mode)
+        except ValueError:
+            raise ConfigError(message("pool.bad_mode", mode=mode)) from None
+        r = cast(dict[str, Any], self._require_running().swap(name, spec.to_argv(), swap_mode.value, timeout))
+        return SwapReport(mode=SwapMode(r["mode"]), load_s=r["load_s"], drain_s=r["drain_s"],
                           finished_on_old=r["finished_on_old"])
 
     def reload_sources(self) -> SourcesReload:
@@ -446,6 +432,10 @@ class ModelPool:
         with self._events_cv:
             self._events.append(event)
             self._events_cv.notify_all()
+        with self._lock:
+            servers = [s for n, s in self._servers.items() if n == event.model]
+        for server in servers:
+            server._record(event)
         if self._on_event is not None:
             try:
                 self._on_event(event)
@@ -465,7 +455,11 @@ class ModelPool:
             status = None
             if "status" in data:
                 status = ModelStatus.FAILED if data.get("failed") else ModelStatus(data["status"])
-            event = ModelEvent(model=raw.get("model", ""), kind=raw.get("event", ""), status=status,
+            try:
+                kind = ModelEventKind(raw.get("event", ""))
+            except ValueError:
+                kind, data = ModelEventKind.OTHER, {**data, "event": raw.get("event", "")}
+            event = ModelEvent(model=raw.get("model", ""), kind=kind, status=status,
                                time=time.time(), error=data.get("error", ""), data=data)
             self._emit(event)
             if status is ModelStatus.LOADED:
@@ -481,11 +475,11 @@ class ModelPool:
         budget = self._budgets.setdefault(name, RestartBudget(policy))
         attempt = budget.next_attempt()
         if attempt is None:
-            self._emit(ModelEvent(model=name, kind="gave_up", status=ModelStatus.FAILED, time=time.time()))
+            self._emit(ModelEvent(model=name, kind=ModelEventKind.GAVE_UP, status=ModelStatus.FAILED, time=time.time()))
             return
         delay = policy.delay(attempt)
         budget.record()
-        self._emit(ModelEvent(model=name, kind="restarting", status=ModelStatus.FAILED, time=time.time(),
+        self._emit(ModelEvent(model=name, kind=ModelEventKind.RESTARTING, status=ModelStatus.FAILED, time=time.time(),
                               data={"attempt": attempt, "delay_s": delay}))
 
         def reload() -> None:
@@ -500,20 +494,27 @@ class ModelPool:
 
     # -- direct calls ---------------------------------------------------------------------
 
+    def server(self, name: str) -> PooledServer:
+        """Model ``name`` seen as a server (``LlamaServer``'s surface: status, health_check,
+        metrics, direct, openai_client, stop = unload, ...): see :class:`PooledServer`.
+        Raises ModelNotFoundError for a name the pool does not know."""
+        self.model(name)
+        with self._lock:
+            return self._servers.setdefault(name, PooledServer(self, name))
+
     def direct(self, model: str) -> DirectClient:
         """In-process calls to one model (``pool.direct("chat").chat.completions.create(...)``),
-        routed and loaded exactly like HTTP requests naming that model."""
-        with self._lock:
-            target = self._targets.setdefault(model, _ModelTarget(self, model))
-        return DirectClient(target)  # type: ignore[arg-type]
+        routed and loaded exactly like HTTP requests naming that model. Raises
+        ModelNotFoundError for a name the pool does not know."""
+        return self.server(model).direct
 
     def adirect(self, model: str) -> AsyncDirectClient:
         """:meth:`direct` with ``async def`` methods."""
-        with self._lock:
-            target = self._targets.setdefault(model, _ModelTarget(self, model))
-            if self._executor is None:
-                self._executor = direct_pool()
-        return AsyncDirectClient(target, self._executor)  # type: ignore[arg-type]
+        return self.server(model).adirect
+
+    def _direct_executor(self) -> ThreadPoolExecutor:
+        """The threads asyncio direct calls of this pool's models wait on (the process's)."""
+        return direct_pool()
 
     # -- health and metrics ---------------------------------------------------------------
 
@@ -528,7 +529,7 @@ class ModelPool:
         if not self.running:
             return report(HealthStatus.UNHEALTHY, "the pool is not running")
         try:
-            code = _http_status(_client_host(self.host), self.port, "/health", timeout)
+            code = http_status(self.host, self.port, "/health", timeout)
         except OSError as exc:
             return report(HealthStatus.UNHEALTHY, f"GET /health failed: {exc}")
         if code != 200:
@@ -541,19 +542,25 @@ class ModelPool:
         return report(HealthStatus.HEALTHY, f"serving; {loaded} of {len(models)} models loaded")
 
     def metrics(self, name: str, timeout: float = 5.0) -> ServerMetrics:
-        """Counters and memory of one loaded model (request counts are the pool's).
+        """Counters and memory of one model (request counts are the pool's). While it is
+        loaded its loop answers (``live=True``); otherwise the last counters seen while it was
+        (``live=False``; zeros if it never loaded).
 
-        Raises ModelNotFoundError, ServerNotRunningError (the model is not loaded), or
-        StartupError (its inference loop did not answer within ``timeout``)."""
+        Raises ModelNotFoundError, ServerNotRunningError (the pool is not running), or
+        WaitTimeoutError (its inference loop did not answer within ``timeout``)."""
         native = self._require_running()
         info = self.model(name)
+        counts = dict(native.request_counts)
         if info.status is not ModelStatus.LOADED:
-            raise ServerNotRunningError(f"model '{info.name}' is {info.status.value}; load() it first")
+            last = self._last_metrics.get(info.name) or ServerMetrics()
+            return dataclasses.replace(last, live=False, requests=counts)
         m = native.query_metrics(info.name, timeout)
         if m is None:
-            raise StartupError(f"model '{info.name}': the inference loop did not answer within {timeout:g} s")
+            raise WaitTimeoutError(message("pool.loop_timeout", model=info.name, timeout=timeout))
         memory = next((x["memory"] for x in self._records() if x["name"] == info.name), None) or {}
-        return ServerMetrics.from_native(m, memory, requests=dict(native.request_counts))
+        metrics = metrics_from_native(m, memory, requests=counts)
+        self._last_metrics[info.name] = metrics
+        return metrics
 
     @property
     def reserved_bytes(self) -> int:
@@ -569,11 +576,20 @@ class ModelPool:
         """The last native log lines of the pool's models."""
         return list(self._native.log_tail(max_lines))
 
-    def inject_fault(self, name: str, fault: Any, *, times: int = 1, param: int = 0) -> None:
-        """Tests only: make model ``name`` misbehave (see :class:`llamaproc.testing.Fault`);
-        ``"loop_dies"`` kills its inference loop now if it is loaded."""
-        kind = fault.value if isinstance(fault, enum.Enum) else str(fault)
-        self._native.inject_fault(name, kind, times, param)
+    def inject_fault(self, name: str, fault: Fault | str, *, times: int = 1, param: int = 0) -> None:
+        """Tests only: make the pool misbehave for model ``name`` (see :mod:`llamaproc.faults`).
+
+        Model faults (loop_dies, assert_in_request, load_fails, slow_load, over_memory) act on
+        that model; ``loop_dies`` kills its inference loop now if it is loaded. Request faults
+        (error, slow_tokens, cut_stream, slots_busy) act on HTTP requests to every model and on
+        direct calls to ``name``. ``fault`` and ``times``/``param`` as for
+        ``LlamaServer.inject_fault``."""
+        self.model(name)
+        self._native.inject_fault(name, *native_args(as_fault(fault, times=times, param=param)))
+
+    def clear_faults(self) -> None:
+        """Tests only: disarm every fault of the pool and its models."""
+        self._native.clear_faults()
 
     # -- asyncio twins --------------------------------------------------------------------
 
@@ -592,7 +608,8 @@ class ModelPool:
     async def aunload(self, name: str, *, drain_timeout: float | None = None, wait: bool = True) -> bool:
         return await asyncio.to_thread(self.unload, name, drain_timeout=drain_timeout, wait=wait)
 
-    async def aswap(self, name: str, spec: ModelSpec, *, mode: str = "auto", timeout: float = 600.0) -> SwapReport:
+    async def aswap(self, name: str, spec: ModelSpec, *, mode: SwapMode | str = SwapMode.AUTO,
+                    timeout: float = 600.0) -> SwapReport:
         return await asyncio.to_thread(self.swap, name, spec, mode=mode, timeout=timeout)
 
     async def aevents(self, *, timeout: float = 0.0) -> list[ModelEvent]:
@@ -621,13 +638,15 @@ def _flag_value(argv: Sequence[str], flag: str) -> str | None:
 
 
 def serve_from_args(args: Sequence[str], *, use_env: bool = True, timeout: float = 600.0,
-                    read_cache: bool = True) -> LlamaServer | ModelPool:
+                    read_cache: bool = True) -> Any:
     """What ``llama-server ARGS`` runs, in this process: a :class:`LlamaServer` when the flags
     name a model (``-m``, or ``LLAMA_ARG_MODEL`` with ``use_env``), else a :class:`ModelPool`
     (llama-server's router mode: ``--models-dir``, ``--models-preset``, and with ``read_cache``
     llama.cpp's local model cache)."""
     argv = [str(a) for a in args]
-    if names_a_model(argv, use_env):
+    if flags.names_a_model(argv, use_env):
+        from ..server import LlamaServer
+
         return LlamaServer.from_args(argv, use_env=use_env, timeout=timeout)
     return ModelPool.from_args(argv, use_env=use_env, timeout=timeout, read_cache=read_cache)
 
@@ -642,5 +661,5 @@ def stop_all() -> None:
             _log.exception("stopping a model pool at exit failed")
 
 
-__all__ = ["ModelPool", "ModelStatus", "PoolModelInfo", "SwapReport", "SourcesReload", "ModelEvent",
-           "serve_from_args"]
+__all__ = ["ModelPool", "ModelStatus", "PoolModelInfo", "SwapReport", "SwapMode", "SourcesReload", "ModelEvent",
+           "ModelEventKind", "PooledServer", "serve_from_args"]

@@ -17,6 +17,7 @@ import re
 from pathlib import Path
 
 from ..errors import ConfigError
+from ..messages import message
 
 _SECTION = re.compile(r"^\s*\[\s*([^\]]+?)\s*\]\s*([;#].*)?$")
 _KEY_VALUE = re.compile(r"^\s*([A-Za-z0-9_.\-]+)\s*=\s*(.*)$")
@@ -29,11 +30,11 @@ def check_preset_file(path: str | Path) -> None:
     unreadable, not text, or not INI as llama-server reads it."""
     p = Path(path)
     if not p.is_file():
-        raise ConfigError(f"models_preset {p}: no such file")
+        raise ConfigError(message("preset.missing", path=p))
     try:
         text = p.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"models_preset {p}: cannot read it as UTF-8 text ({exc})") from None
+        raise ConfigError(message("preset.unreadable", path=p, error=exc)) from None
     continued = False
     section_seen = False
     for number, line in enumerate(text.splitlines(), start=1):
@@ -48,11 +49,10 @@ def check_preset_file(path: str | Path) -> None:
         match = _KEY_VALUE.match(line)
         if match is None:
             if line.lstrip().startswith("["):
-                raise ConfigError(f"{p}:{number}: a section header must be [name] on a line of its own: {line.strip()!r}")
-            raise ConfigError(f"{p}:{number}: expected 'key = value', a [section] or a comment, got {line.strip()!r}")
+                raise ConfigError(message("preset.bad_section", path=p, line=number, text=line.strip()))
+            raise ConfigError(message("preset.bad_line", path=p, line=number, text=line.strip()))
         if not section_seen and match.group(1) != "version":
-            raise ConfigError(f"{p}:{number}: '{match.group(1)}' comes before any [section]; "
-                              "put it under [*] to apply it to every model")
+            raise ConfigError(message("preset.key_before_section", path=p, line=number, key=match.group(1)))
         continued = match.group(2).rstrip().endswith("\\")
 
 
@@ -75,8 +75,7 @@ def locate(error: ConfigError, path: str | Path | None) -> ConfigError:
             continue
         kv = _KEY_VALUE.match(line)
         if kv and kv.group(1) == key and current == section:
-            located = ConfigError(f"{path}:{number}: unknown key '{key}' in section [{section}] (not a llama-server "
-                                  "flag, LLAMA_ARG_* variable or preset key)")
+            located = ConfigError(message("preset.unknown_key", path=path, line=number, key=key, section=section))
             located.log_tail = error.log_tail
             return located
     return error

@@ -1,7 +1,8 @@
 """FakeServer: a model-free stand-in for ``LlamaServer``, for testing code that uses one.
 
-It has the public surface of ``LlamaServer`` (start / stop / restart / status /
-health_check / metrics / url, context managers, asyncio twins, ``direct``, events, faults)
+It has the public surface of ``LlamaServer`` (:class:`~llamaproc.contract.ServerLike`: start /
+stop / restart / status / health_check / metrics / url, context managers, asyncio twins,
+``direct``, the OpenAI clients, events, faults, recovery with the same supervisor)
 and speaks llama-server's HTTP API for what applications use: OpenAI chat completions,
 completions and embeddings (streaming with the same SSE framing and ``[DONE]``), ``/health``,
 ``/props``, ``/v1/models``, ``/tokenize``, ``/detokenize`` and llama.cpp's error bodies. It
@@ -12,8 +13,10 @@ starts in milliseconds and needs no model file::
         assert app.greet() == "Hello!"
         assert fake.requests[0].body["messages"][-1]["content"] == "hi"
 
-Replies are scripted: a string (always that), a list (in order; the last one repeats), a
-function of the :class:`RecordedRequest`, or None (echo the last user message or the prompt).
+Replies are scripted: a string (always that string, word for word), a list (in order; the
+last one repeats), a function that receives the :class:`RecordedRequest` (``request.body`` is
+the decoded JSON) and returns the reply text, or None (echo the last user message or the
+prompt).
 Embeddings are deterministic per input. Every request is recorded in ``fake.requests``.
 
 Why a separate fake rather than the real server on a tiny model with forced replies: the
@@ -26,62 +29,31 @@ against both and compares the JSON shapes (keys, types, SSE framing, error shape
 from __future__ import annotations
 
 import asyncio
-import base64
-import hashlib
+import dataclasses
 import json
-import re
-import struct
 import threading
 import time
-import uuid
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from typing import Any
 
+from ..contract import DerivedSurface, HealthReport, HealthStatus, ServerMetrics, ServerStatus, client_host, recent_rates
 from ..direct.client import AsyncDirectClient, DirectClient, direct_pool
-from ..errors import (ModelLoadError, NativeError, ResourceError, ServerNotRunningError, StartupError,
+from ..errors import (LlamaProcError, ModelLoadError, NativeError, ResourceError, ServerNotRunningError, StartupError,
                       attach_log_tail)
-from ..recovery import EventKind, RestartBudget, RestartPolicy, ServerEvent
-from ..server import HealthReport, HealthStatus, ServerMetrics, ServerStatus
-from .faults import Fault
+from ..faults import Fault, FaultKind, as_fault
+from ..messages import message
+from ..recovery import EventKind, RestartPolicy, ServerEvent, Supervisor, deliver
+from .fake_direct import FakeCall
+from .fake_http import handler_for
+from .fake_routes import Answer, RecordedRequest, echo, error_answer, route_of
 
-Reply = str | Sequence[str] | Callable[["RecordedRequest"], str] | None
-FINGERPRINT = "b0-fake"
-
-
-@dataclass(frozen=True)
-class RecordedRequest:
-    """One request the fake received (HTTP or direct)."""
-
-    method: str
-    path: str
-    body: Any  # the decoded JSON body (None for GET or when the body was not JSON)
-    headers: dict[str, str]
-    time: float
+Reply = str | Sequence[str] | Callable[[RecordedRequest], str] | None
+_UNCOUNTED = ("/health", "/v1/health")  # probes are not requests (as the real server counts them)
 
 
-def _error(status: int, message: str, kind: str) -> tuple[int, dict[str, Any]]:
-    return status, {"error": {"code": status, "message": message, "type": kind}}
-
-
-NOT_FOUND = _error(404, "File Not Found", "not_found_error")
-_PIECES = re.compile(r"\s*\S+|\s+")
-
-
-class _Answer:
-    """What a route answers: a status and a body, or a stream of events."""
-
-    def __init__(self, status: int, body: Any = None, events: list[Any] | None = None, done: bool = True) -> None:
-        self.status, self.body, self.events, self.done_marker = status, body, events, done
-
-    @property
-    def stream(self) -> bool:
-        return self.events is not None
-
-
-class FakeServer:
+class FakeServer(DerivedSurface):
     """See the module docstring. Create with :meth:`start`; every method is thread-safe."""
 
     def __init__(self, replies: Reply = None, *, model: str = "fake-model", embedding_dim: int = 16,
@@ -95,25 +67,28 @@ class FakeServer:
         self._replies = replies
         self._reply_index = 0
         self._host, self._port = host, port
-        self._restart_policy = restart
         self._on_event = on_event
         self._lock = threading.RLock()
         self._status = ServerStatus.STOPPED
-        self._failure: Exception | None = None
+        self._started = False
+        self._failure: LlamaProcError | None = None
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self._events: deque[ServerEvent] = deque(maxlen=1000)
+        self._supervisor = Supervisor(restart, self._deliver)
         self.requests: list[RecordedRequest] = []
-        self._faults: dict[str, dict[str, Any]] = {}
+        self._faults: dict[FaultKind, Fault] = {}
         self._error_seen = 0
         self._busy_release = threading.Event()
         self._waiting = 0
         self._processing = 0
         self._counts = {"ok": 0, "client_error": 0, "server_error": 0, "unavailable": 0, "stream_failed": 0}
         self._tokens = [0, 0]  # prompt, generated
-        self._restarts = self._failures = 0
-        self._stop_event = threading.Event()
-        self.direct = DirectClient(self)  # type: ignore[arg-type]
+        self._samples: deque[tuple[float, int, int]] = deque(maxlen=600)
+        self._last_metrics = ServerMetrics()
+        #: Set while stopping: waits of streams and slow loads end at once.
+        self.stopping = threading.Event()
+        self._direct: DirectClient | None = None
         self._adirect: AsyncDirectClient | None = None
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -128,18 +103,20 @@ class FakeServer:
     def _start(self) -> None:
         with self._lock:
             if self._status in (ServerStatus.READY, ServerStatus.STARTING):
-                raise StartupError("the fake server is already running")
+                raise StartupError(message("server.already_running"))
             self._status = ServerStatus.STARTING
-        self._emit(EventKind.STARTED)
-        try:
-            self._load()
-        except Exception:
+            self._started = True
+            self.stopping = threading.Event()
+        self._supervisor.new_budget()
+        self._supervisor.emit(EventKind.STARTED)
+        failure = self._load()
+        if failure is not None:
             with self._lock:
                 self._status = ServerStatus.FAILED
-            raise
+            raise failure
         if self._httpd is None:
             try:
-                self._httpd = ThreadingHTTPServer((self._host, self._port), _handler_for(self))
+                self._httpd = ThreadingHTTPServer((self._host, self._port), handler_for(self))
             except OSError as exc:
                 with self._lock:
                     self._status = ServerStatus.FAILED
@@ -150,28 +127,29 @@ class FakeServer:
                                             name=f"llamaproc-fake:{self._port}", daemon=True)
             self._thread.start()
         with self._lock:
-            self._stop_event = threading.Event()
             self._status = ServerStatus.READY
-        self._emit(EventKind.READY)
+            self._failure = None
+        self._supervisor.emit(EventKind.READY)
 
-    def _load(self) -> None:
-        """The fake's 'model load': where load faults act."""
-        slow = self._take("slow_load")
-        if slow:
-            for _ in range(10):
-                if self._stop_event.wait(slow["ms"] / 1000):
-                    raise ServerNotRunningError("the server was stopped before it became ready")
-        if self._take("load_fails"):
-            raise attach_log_tail(ModelLoadError(f"injected fault: failed to load model '{self.model}'"), [])
-        if self._take("over_memory"):
-            raise ResourceError(f"injected fault: model '{self.model}' needs more than memory_limit; nothing was loaded")
+    def _load(self) -> LlamaProcError | None:
+        """The fake's 'model load', where load faults act: None once loaded, else the error."""
+        slow = self._take(FaultKind.SLOW_LOAD)
+        if slow is not None:
+            for _ in range(10):  # ten progress steps, as a real load reports
+                if self.stopping.wait(slow.param / 1000):
+                    return ServerNotRunningError("the server was stopped before it became ready")
+        if self._take(FaultKind.LOAD_FAILS):
+            return attach_log_tail(ModelLoadError(f"injected fault: failed to load model '{self.model}'"), [])
+        if self._take(FaultKind.OVER_MEMORY):
+            return ResourceError(f"injected fault: model '{self.model}' needs more than memory_limit; nothing was loaded")
+        return None
 
     def stop(self) -> None:
         """Stop serving (idempotent); requests in flight end."""
         with self._lock:
             was = self._status
             self._status = ServerStatus.STOPPING
-            self._stop_event.set()
+            self.stopping.set()
             self._busy_release.set()
             httpd, self._httpd = self._httpd, None
         if httpd is not None:
@@ -180,10 +158,11 @@ class FakeServer:
         with self._lock:
             self._status = ServerStatus.STOPPED
         if was is not ServerStatus.STOPPED:
-            self._emit(EventKind.STOPPED)
+            self._supervisor.emit(EventKind.STOPPED)
 
-    def restart(self) -> None:
-        """Stop, then start again on the same port."""
+    def restart(self, *, timeout: float = 600.0) -> None:
+        """Stop, then start again on the same port (``timeout`` as for ``LlamaServer``; the fake
+        starts in milliseconds)."""
         self.stop()
         self._start()
 
@@ -195,35 +174,27 @@ class FakeServer:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
+    def __repr__(self) -> str:
+        return f"<FakeServer {self._status.value} {self.url}>"
+
     @classmethod
     async def astart(cls, replies: Reply = None, **kwargs: Any) -> FakeServer:
         return await asyncio.to_thread(cls.start, replies, **kwargs)
-
-    async def astop(self) -> None:
-        await asyncio.to_thread(self.stop)
-
-    async def arestart(self) -> None:
-        await asyncio.to_thread(self.restart)
-
-    async def ahealth_check(self, timeout: float = 2.0) -> HealthReport:
-        return await asyncio.to_thread(self.health_check, timeout)
-
-    async def ametrics(self, timeout: float = 5.0) -> ServerMetrics:
-        return await asyncio.to_thread(self.metrics, timeout)
 
     async def __aenter__(self) -> FakeServer:
         if self._status is not ServerStatus.READY:
             await asyncio.to_thread(self._start)
         return self
 
-    async def __aexit__(self, *exc: object) -> None:
-        await self.astop()
-
     # -- state ----------------------------------------------------------------------------
 
     @property
     def status(self) -> ServerStatus:
         return self._status
+
+    @property
+    def serving(self) -> bool:
+        return self._status is ServerStatus.READY
 
     @property
     def port(self) -> int:
@@ -235,45 +206,40 @@ class FakeServer:
 
     @property
     def url(self) -> str:
-        return f"http://{self._host}:{self._port}"
+        return f"http://{client_host(self._host)}:{self._port}"
 
     @property
-    def failure(self) -> Exception | None:
+    def failure(self) -> LlamaProcError | None:
         return self._failure if self._status is ServerStatus.FAILED else None
+
+    @property
+    def direct(self) -> DirectClient:
+        """In-process calls to the fake (as ``LlamaServer.direct``)."""
+        if self._direct is None:
+            self._direct = DirectClient(self)
+        return self._direct
 
     @property
     def adirect(self) -> AsyncDirectClient:
         if self._adirect is None:
-            self._adirect = AsyncDirectClient(self, direct_pool())  # type: ignore[arg-type]
+            self._adirect = AsyncDirectClient(self, direct_pool())
         return self._adirect
 
     def events(self) -> list[ServerEvent]:
         return list(self._events)
 
-    def openai_client(self, **kwargs: Any) -> Any:
-        """An ``openai.OpenAI`` talking to the fake in-process (as ``LlamaServer.openai_client``)."""
-        from ..direct.openai_transport import openai_client
-
-        return openai_client(self, **kwargs)  # type: ignore[arg-type]
-
     def log_tail(self, max_lines: int = 40) -> list[str]:
         return []
 
-    def _emit(self, kind: EventKind, **fields: Any) -> None:
-        event = ServerEvent(kind, time.time(), **fields)
-        self._events.append(event)
-        if self._on_event is not None:
-            try:
-                self._on_event(event)
-            except Exception:  # noqa: BLE001 - as LlamaServer: a broken callback is not the server's failure
-                pass
+    def _deliver(self, event: ServerEvent) -> None:
+        deliver(self._events, self._on_event, event)
 
     def health_check(self, timeout: float = 2.0) -> HealthReport:
         """The same rules and report as ``LlamaServer.health_check``."""
         if self._status is not ServerStatus.READY:
             detail = f"server is {self._status.value}" + (f": {self._failure}" if self.failure else "")
             return HealthReport(HealthStatus.UNHEALTHY, detail)
-        busy = self._processing + (self.slots if self._faults.get("slots_busy") else 0)
+        busy = self._processing + (self.slots if FaultKind.SLOTS_BUSY in self._faults else 0)
         if busy >= self.slots and self._waiting > 0:
             return HealthReport(HealthStatus.DEGRADED, f"all {self.slots} slots busy, {self._waiting} requests waiting",
                                 self.slots, self.slots, self._waiting)
@@ -281,30 +247,49 @@ class FakeServer:
                             self.slots, min(busy, self.slots), self._waiting)
 
     def metrics(self, timeout: float = 5.0, *, window_s: float = 60.0) -> ServerMetrics:
-        """Counts of what the fake answered (the same fields as ``LlamaServer.metrics``)."""
-        self._require_ready()
-        return ServerMetrics(self.slots, min(self._processing, self.slots), self._waiting, self._tokens[0], 0.0, 0,
-                             self._tokens[1], 0.0, 0, "", requests=dict(self._counts), restarts=self._restarts,
-                             failures=self._failures)
+        """Counts of what the fake answered (the same fields and states as ``LlamaServer.metrics``;
+        rates from the calls to this method, at least a second apart)."""
+        if not self._started:
+            raise ServerNotRunningError(message("server.never_started"))
+        with self._lock:
+            counts = dict(self._counts)
+            restarts, failures = self._supervisor.restarts, self._supervisor.failures
+            if self._status is not ServerStatus.READY:
+                return dataclasses.replace(self._last_metrics, live=False, requests=counts, restarts=restarts,
+                                           failures=failures)
+            now = (time.monotonic(), sum(counts.values()), self._tokens[1])
+            rates = recent_rates(self._samples, now, window_s)
+            if not self._samples or now[0] - self._samples[-1][0] >= 1.0:
+                self._samples.append(now)
+            metrics = ServerMetrics(self.slots, min(self._processing, self.slots), self._waiting, self._tokens[0],
+                                    0.0, 0, self._tokens[1], 0.0, 0, "",
+                                    recent_requests_per_second=rates.requests_per_second,
+                                    recent_tokens_per_second=rates.tokens_per_second, window_s=rates.span_s,
+                                    requests=counts, restarts=restarts, failures=failures)
+            self._last_metrics = metrics
+            return metrics
 
-    def _require_ready(self) -> _FakeNative:
+    def open_call(self, path: str, body: str, post: bool = True) -> FakeCall:
+        """Start a direct call (see :class:`llamaproc.direct.target.CallTarget`)."""
         if self._status is not ServerStatus.READY:
-            raise ServerNotRunningError(f"the server is {self._status.value}; start() it first")
-        return _FakeNative(self)
+            raise ServerNotRunningError(message("server.not_running", status=self._status.value))
+        return FakeCall(self, self.answer("POST" if post else "GET", path, body.encode()))
 
     # -- faults ---------------------------------------------------------------------------
 
-    def inject_fault(self, fault: Fault | str, **params: Any) -> None:
-        """Arm a :class:`~llamaproc.testing.Fault` (the same faults as a real server)."""
-        if isinstance(fault, str):
-            fault = Fault(fault, params)
+    def inject_fault(self, fault: Fault | str, *, times: int = 1, param: int = 0) -> None:
+        """Arm a :class:`~llamaproc.testing.Fault` (the same faults, and the same arguments, as
+        ``LlamaServer.inject_fault``)."""
+        fault = as_fault(fault, times=times, param=param)
+        if self._status in (ServerStatus.STOPPED, ServerStatus.STOPPING) and not fault.kind.acts_on_load:
+            raise ServerNotRunningError(message("server.fault_needs_start", fault=fault.kind.value))
         with self._lock:
-            if fault.kind == "error":
+            if fault.kind is FaultKind.ERROR:
                 self._error_seen = 0
-            if fault.kind == "slots_busy":
+            if fault.kind is FaultKind.SLOTS_BUSY:
                 self._busy_release.clear()
-            self._faults[fault.kind] = dict(fault.params) or {"times": 1}
-        if fault.kind in ("loop_dies",):
+            self._faults[fault.kind] = fault
+        if fault.kind is FaultKind.LOOP_DIES and self._take(FaultKind.LOOP_DIES):
             self._fail(NativeError("the inference loop stopped unexpectedly"))
 
     def clear_faults(self) -> None:
@@ -312,70 +297,53 @@ class FakeServer:
             self._faults.clear()
             self._busy_release.set()
 
-    def _take(self, kind: str) -> dict[str, Any] | None:
+    def _take(self, kind: FaultKind) -> Fault | None:
+        """The armed fault of ``kind`` with one use consumed, or None."""
         with self._lock:
             fault = self._faults.get(kind)
             if fault is None:
                 return None
-            times = fault.get("times", 1)
-            if times <= 1:
+            if fault.times <= 1:
                 del self._faults[kind]
             else:
-                fault["times"] = times - 1
+                self._faults[kind] = dataclasses.replace(fault, times=fault.times - 1)
             return fault
 
-    def _fail(self, error: Exception) -> None:
+    def stream_faults(self) -> tuple[float, int]:
+        """(seconds before each stream chunk, chunks after which this stream is cut or -1)."""
+        slow = self._faults.get(FaultKind.SLOW_TOKENS)
+        cut = self._take(FaultKind.CUT_STREAM)
+        return (slow.param / 1000 if slow else 0.0), (cut.param if cut else -1)
+
+    def _fail(self, error: LlamaProcError) -> None:
         with self._lock:
             if self._status is not ServerStatus.READY:
                 return
             self._status = ServerStatus.FAILED
             self._failure = error
-            self._failures += 1
-        self._emit(EventKind.FAILED, cause=str(error), error=error)  # type: ignore[arg-type]
-        if self._restart_policy is None:
-            return
-        threading.Thread(target=self._recover, args=(RestartBudget(self._restart_policy),), daemon=True).start()
+        self._supervisor.report(error)
+        threading.Thread(target=self._supervisor.recover, args=(error, self.stopping, self._reload),
+                         name="llamaproc-fake-recovery", daemon=True).start()
 
-    def _recover(self, budget: RestartBudget) -> None:
-        while True:
-            attempt = budget.next_attempt()
-            if attempt is None:
-                self._emit(EventKind.GAVE_UP, cause=str(self._failure), error=self._failure)  # type: ignore[arg-type]
-                return
-            delay = self._restart_policy.delay(attempt) if self._restart_policy else 0.0
-            self._emit(EventKind.RESTARTING, attempt=attempt, delay_s=delay)
-            if self._stop_event.wait(delay):
-                return
-            budget.record()
-            self._restarts += 1
-            with self._lock:
-                self._status = ServerStatus.STARTING
-            self._emit(EventKind.STARTED, attempt=attempt)
-            try:
-                self._load()
-            except Exception as exc:  # noqa: BLE001 - a failed reload is the next failure
-                with self._lock:
-                    self._status = ServerStatus.FAILED
-                    self._failure = exc
-                    self._failures += 1
-                self._emit(EventKind.FAILED, cause=str(exc), error=exc)  # type: ignore[arg-type]
-                continue
-            with self._lock:
-                self._status = ServerStatus.READY
-                self._failure = None
-            self._emit(EventKind.READY, attempt=attempt)
-            return
+    def _reload(self) -> LlamaProcError | None:
+        """A restart after a failure (the supervisor's ``reload``)."""
+        with self._lock:
+            self._status = ServerStatus.STARTING
+        failure = self._load()
+        with self._lock:
+            if self.stopping.is_set():
+                return None
+            self._status = ServerStatus.FAILED if failure is not None else ServerStatus.READY
+            self._failure = failure
+        return failure
 
     # -- answering ------------------------------------------------------------------------
 
-    def _record(self, method: str, path: str, body: Any, headers: dict[str, str]) -> None:
-        with self._lock:
-            self.requests.append(RecordedRequest(method, path, body, headers, time.time()))
-
-    def _next_reply(self, request: RecordedRequest) -> str:
+    def next_reply(self, request: RecordedRequest) -> str:
+        """The scripted reply to ``request``."""
         replies = self._replies
         if replies is None:
-            return _echo(request.body)
+            return echo(request.body)
         if isinstance(replies, str):
             return replies
         if callable(replies):
@@ -385,398 +353,87 @@ class FakeServer:
             self._reply_index += 1
         return replies[index] if replies else ""
 
-    def answer(self, method: str, path: str, raw: bytes, headers: dict[str, str] | None = None) -> _Answer:
+    def count_tokens(self, prompt: int, generated: int) -> None:
+        with self._lock:
+            self._tokens[0] += prompt
+            self._tokens[1] += generated
+
+    def answer(self, method: str, path: str, raw: bytes, headers: dict[str, str] | None = None) -> Answer:
         """Answer one request (what the HTTP handler and direct calls both use)."""
         headers = headers or {}
+        count = path not in _UNCOUNTED
         body: Any = None
         if raw:
             try:
                 body = json.loads(raw)
             except ValueError as exc:
-                self._record(method, path, None, headers)
-                return self._count(_Answer(*_error(400, f"invalid JSON in the request body: {exc}", "invalid_request_error")))
+                with self._lock:
+                    self.requests.append(RecordedRequest(method, path, None, headers, time.time()))
+                return self._count(Answer(*error_answer(400, f"invalid JSON in the request body: {exc}",
+                                                        "invalid_request_error")), count)
         request = RecordedRequest(method, path, body, headers, time.time())
         with self._lock:
             self.requests.append(request)
         if self._status is not ServerStatus.READY:
             message = "Loading model" if self._status is ServerStatus.STARTING else (
                 f"the model failed and is not serving: {self._failure}" if self._failure else "the server is stopping")
-            return self._count(_Answer(*_error(503, message, "unavailable_error")))
+            return self._count(Answer(*error_answer(503, message, "unavailable_error")), count)
         injected = self._injected_error(path, raw)
         if injected is not None:
-            return self._count(injected)
-        route = _GET_ROUTES.get(path) if method == "GET" else _POST_ROUTES.get(path)
+            return self._count(injected, count)
+        route = route_of(method, path)
         if route is None:
-            return self._count(_Answer(*NOT_FOUND))
+            return self._count(Answer(*error_answer(404, "File Not Found", "not_found_error")), count)
         if method == "POST" and path not in ("/tokenize", "/detokenize", "/apply-template"):
             self._wait_for_a_slot()
-            if self._take("assert_in_request"):
+            if self._take(FaultKind.ASSERT_IN_REQUEST):
                 self._fail(NativeError("llama.cpp hit a failed assertion while serving a request: injected fault"))
-                return self._count(_Answer(*_error(500, "llama.cpp hit a failed assertion: injected fault", "server_error")))
+                return self._count(Answer(*error_answer(500, "llama.cpp hit a failed assertion: injected fault",
+                                                        "server_error")), count)
         with self._lock:
             self._processing += 1
         try:
-            return self._count(route(self, request))
+            return self._count(route(self, request), count)
         finally:
             with self._lock:
                 self._processing -= 1
 
-    def _injected_error(self, path: str, raw: bytes) -> _Answer | None:
+    def _injected_error(self, path: str, raw: bytes) -> Answer | None:
         with self._lock:
-            fault = self._faults.get("error")
-            if fault is None or (fault["match"] and fault["match"] not in f"{path} {raw.decode(errors='replace')}"):
+            fault = self._faults.get(FaultKind.ERROR)
+            if fault is None or (fault.match and fault.match not in f"{path} {raw.decode(errors='replace')}"):
                 return None
             self._error_seen += 1
-            if fault["nth"] > 0 and self._error_seen < fault["nth"]:
+            if fault.nth > 0 and self._error_seen < fault.nth:
                 return None
             self._error_seen = 0
-        self._take("error")
-        status = fault["status"]
-        if fault["body"]:
-            return _Answer(status, json.loads(fault["body"]))
+        self._take(FaultKind.ERROR)
+        if fault.body:
+            return Answer(fault.status, json.loads(fault.body))
         kinds = {400: "invalid_request_error", 401: "authentication_error", 404: "not_found_error",
                  501: "not_supported_error", 503: "unavailable_error"}
-        return _Answer(*_error(status, f"injected fault: HTTP {status}", kinds.get(status, "server_error")))
+        return Answer(*error_answer(fault.status, f"injected fault: HTTP {fault.status}",
+                                    kinds.get(fault.status, "server_error")))
 
     def _wait_for_a_slot(self) -> None:
-        if not self._faults.get("slots_busy"):
+        if FaultKind.SLOTS_BUSY not in self._faults:
             return
         with self._lock:
             self._waiting += 1
         try:
-            while self._faults.get("slots_busy") and not self._busy_release.wait(0.05):
+            while FaultKind.SLOTS_BUSY in self._faults and not self._busy_release.wait(0.05):
                 pass
         finally:
             with self._lock:
                 self._waiting -= 1
 
-    def _count(self, answer: _Answer) -> _Answer:
-        outcome = ("unavailable" if answer.status == 503 else "server_error" if answer.status >= 500
-                   else "client_error" if answer.status >= 400 else "ok")
-        with self._lock:
-            self._counts[outcome] += 1
+    def _count(self, answer: Answer, count: bool = True) -> Answer:
+        if count:
+            outcome = ("unavailable" if answer.status == 503 else "server_error" if answer.status >= 500
+                       else "client_error" if answer.status >= 400 else "ok")
+            with self._lock:
+                self._counts[outcome] += 1
         return answer
-
-    def _stream_faults(self) -> tuple[float, int]:
-        slow = self._faults.get("slow_tokens")
-        cut = self._take("cut_stream")
-        return (slow["ms"] / 1000 if slow else 0.0), (cut["after_chunks"] if cut else -1)
-
-
-# -- routes --------------------------------------------------------------------------------
-
-def _echo(body: Any) -> str:
-    if isinstance(body, dict):
-        if isinstance(body.get("messages"), list):
-            for message in reversed(body["messages"]):
-                if isinstance(message, dict) and message.get("role") == "user":
-                    content = message.get("content")
-                    return content if isinstance(content, str) else json.dumps(content)
-        if isinstance(body.get("prompt"), str):
-            return body["prompt"]
-    return ""
-
-
-def _tokens(text: str) -> list[int]:
-    """The fake tokenizer: one token per UTF-8 byte (ids 3-258; 0-2 are special)."""
-    return [b + 3 for b in text.encode()]
-
-
-def _timings(prompt_n: int, predicted_n: int) -> dict[str, float]:
-    return {"cache_n": 0, "prompt_n": prompt_n, "prompt_ms": 0.1, "prompt_per_token_ms": 0.1 / max(1, prompt_n),
-            "prompt_per_second": 10.0 * max(1, prompt_n) * 1000, "predicted_n": predicted_n, "predicted_ms": 0.1,
-            "predicted_per_token_ms": 0.1 / max(1, predicted_n), "predicted_per_second": 10000.0}
-
-
-def _usage(prompt_n: int, completion_n: int) -> dict[str, Any]:
-    return {"completion_tokens": completion_n, "prompt_tokens": prompt_n, "total_tokens": prompt_n + completion_n,
-            "prompt_tokens_details": {"cached_tokens": 0}}
-
-
-def _generate(fake: FakeServer, request: RecordedRequest, prompt_text: str) -> tuple[list[str], str, int, int]:
-    body = request.body
-    pieces = _PIECES.findall(fake._next_reply(request))
-    limit = body.get("max_tokens", body.get("n_predict", -1))
-    finish = "stop"
-    if isinstance(limit, int) and 0 <= limit < len(pieces):
-        pieces, finish = pieces[:limit], "length"
-    prompt_n = len(_tokens(prompt_text))
-    with fake._lock:
-        fake._tokens[0] += prompt_n
-        fake._tokens[1] += len(pieces)
-    return pieces, finish, prompt_n, len(pieces)
-
-
-def _check_object(body: Any) -> _Answer | None:
-    if not isinstance(body, dict):
-        return _Answer(*_error(400, "request body must be a JSON object", "invalid_request_error"))
-    return None
-
-
-def _chat(fake: FakeServer, request: RecordedRequest) -> _Answer:
-    body = request.body
-    bad = _check_object(body)
-    if bad:
-        return bad
-    messages = body.get("messages")
-    if not isinstance(messages, list):
-        return _Answer(*_error(400, "'messages' is required", "invalid_request_error"))
-    for m in messages:
-        if not isinstance(m, dict) or (m.get("role") != "assistant" and m.get("content") is None):
-            return _Answer(*_error(400, "All non-assistant messages must contain 'content'", "invalid_request_error"))
-    prompt = "".join(f"<|{m.get('role')}|>{m.get('content')}" for m in messages)
-    pieces, finish, prompt_n, n = _generate(fake, request, prompt)
-    base = {"created": int(time.time()), "model": fake.model, "system_fingerprint": FINGERPRINT,
-            "id": "chatcmpl-" + uuid.uuid4().hex[:32]}
-    if not body.get("stream"):
-        return _Answer(200, {"choices": [{"finish_reason": finish, "index": 0,
-                                          "message": {"role": "assistant", "content": "".join(pieces)}}],
-                             **base, "object": "chat.completion", "usage": _usage(prompt_n, n),
-                             "timings": _timings(prompt_n, n)})
-    chunk = {**base, "object": "chat.completion.chunk"}
-    events: list[Any] = [{"choices": [{"finish_reason": None, "index": 0,
-                                       "delta": {"role": "assistant", "content": None}}], **chunk}]
-    events += [{"choices": [{"finish_reason": None, "index": 0, "delta": {"content": p}}], **chunk} for p in pieces]
-    final: dict[str, Any] = {"choices": [{"finish_reason": finish, "index": 0, "delta": {}}], **chunk}
-    events.append(final)
-    if (body.get("stream_options") or {}).get("include_usage"):  # usage and timings in one more event
-        events.append({"choices": [], **chunk, "usage": _usage(prompt_n, n), "timings": _timings(prompt_n, n)})
-    else:
-        final["timings"] = _timings(prompt_n, n)
-    return _Answer(200, events=events)
-
-
-def _completions(fake: FakeServer, request: RecordedRequest) -> _Answer:
-    body = request.body
-    bad = _check_object(body)
-    if bad:
-        return bad
-    prompt = body.get("prompt")
-    if not isinstance(prompt, (str, list)):
-        return _Answer(*_error(400, "\"prompt\" must be a string, a list of tokens, a list of mixed strings & tokens, "
-                                    "or a list of prompts", "invalid_request_error"))
-    text = prompt if isinstance(prompt, str) else json.dumps(prompt)
-    pieces, finish, prompt_n, n = _generate(fake, request, text)
-    base = {"created": int(time.time()), "model": fake.model, "system_fingerprint": FINGERPRINT,
-            "object": "text_completion", "id": "chatcmpl-" + uuid.uuid4().hex[:32]}
-    if not body.get("stream"):
-        return _Answer(200, {"choices": [{"text": "".join(pieces), "index": 0, "logprobs": None,
-                                          "finish_reason": finish}], **base, "usage": _usage(prompt_n, n),
-                             "timings": _timings(prompt_n, n)})
-    events: list[Any] = [{"choices": [{"text": p, "index": 0, "logprobs": None, "finish_reason": None}], **base}
-                         for p in pieces]
-    events.append({"choices": [{"text": "", "index": 0, "logprobs": None, "finish_reason": finish}], **base,
-                   "usage": _usage(prompt_n, n), "timings": _timings(prompt_n, n)})
-    return _Answer(200, events=events)
-
-
-def _vector(fake: FakeServer, text: str) -> list[float]:
-    """A deterministic unit vector per input (the same text always gives the same vector)."""
-    values: list[float] = []
-    counter = 0
-    while len(values) < fake.embedding_dim:
-        digest = hashlib.sha256(f"{counter}:{text}".encode()).digest()
-        values += [(v / 2**31) - 1.0 for v in struct.unpack("<8I", digest)]
-        counter += 1
-    values = values[:fake.embedding_dim]
-    norm = sum(v * v for v in values) ** 0.5 or 1.0
-    return [v / norm for v in values]
-
-
-def _embeddings(fake: FakeServer, request: RecordedRequest) -> _Answer:
-    body = request.body
-    bad = _check_object(body)
-    if bad:
-        return bad
-    inputs = body.get("input", body.get("content"))
-    if isinstance(inputs, str):
-        inputs = [inputs]
-    if not isinstance(inputs, list) or not inputs:
-        return _Answer(*_error(400, "\"input\" must be provided", "invalid_request_error"))
-    base64_out = body.get("encoding_format") == "base64"
-    data = []
-    for i, item in enumerate(inputs):
-        vec = _vector(fake, item if isinstance(item, str) else json.dumps(item))
-        if base64_out:
-            data.append({"embedding": base64.b64encode(struct.pack(f"<{len(vec)}f", *vec)).decode(),
-                         "encoding_format": "base64", "index": i, "object": "embedding"})
-        else:
-            data.append({"embedding": vec, "index": i, "object": "embedding"})
-    n = sum(len(_tokens(i if isinstance(i, str) else json.dumps(i))) for i in inputs)
-    return _Answer(200, {"model": fake.model, "object": "list", "usage": {"prompt_tokens": n, "total_tokens": n},
-                         "data": data})
-
-
-def _tokenize(fake: FakeServer, request: RecordedRequest) -> _Answer:
-    body = request.body if isinstance(request.body, dict) else {}
-    return _Answer(200, {"tokens": _tokens(str(body.get("content", "")))})
-
-
-def _detokenize(fake: FakeServer, request: RecordedRequest) -> _Answer:
-    body = request.body if isinstance(request.body, dict) else {}
-    tokens = [t for t in body.get("tokens", []) if isinstance(t, int) and t >= 3]
-    return _Answer(200, {"content": bytes(min(255, t - 3) for t in tokens).decode(errors="replace")})
-
-
-def _health(fake: FakeServer, request: RecordedRequest) -> _Answer:
-    return _Answer(200, {"status": "ok"})
-
-
-def _models(fake: FakeServer, request: RecordedRequest) -> _Answer:
-    return _Answer(200, {"models": [{"name": fake.model, "model": fake.model, "modified_at": "", "size": "",
-                                     "digest": "", "type": "model", "description": "", "tags": [""],
-                                     "capabilities": ["completion"], "parameters": "",
-                                     "details": {"parent_model": "", "format": "gguf", "family": "", "families": [""],
-                                                 "parameter_size": "", "quantization_level": ""}}],
-                         "object": "list",
-                         "data": [{"id": fake.model, "aliases": [fake.model], "tags": [], "object": "model",
-                                   "created": int(time.time()), "owned_by": "llamacpp",
-                                   "meta": {"vocab_type": 1, "n_vocab": 259, "n_ctx": fake.context_size,
-                                            "n_ctx_train": fake.context_size, "n_embd": fake.embedding_dim,
-                                            "n_params": 0, "size": 0, "ftype": "fake"}}]})
-
-
-def _props(fake: FakeServer, request: RecordedRequest) -> _Answer:
-    return _Answer(200, {
-        "default_generation_settings": {"params": {"temperature": 0.8, "top_k": 40, "top_p": 0.95, "min_p": 0.05,
-                                                   "max_tokens": -1, "n_predict": -1, "stream": False},
-                                        "n_ctx": fake.context_size},
-        "total_slots": fake.slots, "model_alias": fake.model, "model_ftype": "fake", "model_path": fake.model,
-        "modalities": {"vision": False, "video": False, "audio": False}, "media_marker": "<__media__>",
-        "endpoint_slots": True, "endpoint_props": False, "endpoint_metrics": False, "ui": False, "ui_settings": {},
-        "chat_template": "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}{% endfor %}",
-        "chat_template_caps": {}, "bos_token": "<s>", "eos_token": "</s>", "build_info": FINGERPRINT,
-        "is_sleeping": False, "cors_proxy_enabled": False})
-
-
-def _metrics_endpoint(fake: FakeServer, request: RecordedRequest) -> _Answer:
-    return _Answer(*_error(501, "This server does not support metrics endpoint. Start it with `--metrics`",
-                           "not_supported_error"))
-
-
-def _apply_template(fake: FakeServer, request: RecordedRequest) -> _Answer:
-    body = request.body if isinstance(request.body, dict) else {}
-    messages = body.get("messages") if isinstance(body.get("messages"), list) else []
-    return _Answer(200, {"prompt": "".join(f"<|{m.get('role')}|>{m.get('content')}" for m in messages
-                                           if isinstance(m, dict))})
-
-
-_GET_ROUTES = {"/health": _health, "/v1/health": _health, "/models": _models, "/v1/models": _models,
-               "/props": _props, "/metrics": _metrics_endpoint}
-_POST_ROUTES = {"/v1/chat/completions": _chat, "/chat/completions": _chat, "/v1/completions": _completions,
-                "/completions": _completions, "/v1/embeddings": _embeddings, "/embeddings": _embeddings,
-                "/tokenize": _tokenize, "/detokenize": _detokenize, "/apply-template": _apply_template}
-
-
-def _sse(event: Any) -> bytes:
-    return b"data: " + json.dumps(event, ensure_ascii=False).encode() + b"\n\n"
-
-
-def _handler_for(fake: FakeServer) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-        server_version = "llama.cpp"
-
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib's name
-            pass  # quiet, as the real server is by default
-
-        def _serve(self, method: str) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
-            raw = self.rfile.read(length) if length else b""
-            answer = fake.answer(method, self.path.split("?", 1)[0], raw, dict(self.headers.items()))
-            if not answer.stream:
-                data = json.dumps(answer.body, ensure_ascii=False).encode()
-                self.send_response(answer.status)
-                self.send_header("Content-Type", "application/json; charset=utf-8")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-                return
-            delay, cut = fake._stream_faults()
-            self.send_response(200)
-            self.send_header("Content-Type", "text/event-stream")
-            self.send_header("Transfer-Encoding", "chunked")
-            self.send_header("X-Accel-Buffering", "no")
-            self.end_headers()
-            try:
-                for i, event in enumerate(answer.events or []):
-                    if cut >= 0 and i >= cut:
-                        break
-                    if delay and fake._stop_event.wait(delay):
-                        break
-                    if fake._status is not ServerStatus.READY:
-                        self._chunk(_sse({"error": {"code": 503, "message": "the model failed and is not serving",
-                                                    "type": "unavailable_error"}}))
-                        break
-                    self._chunk(_sse(event))
-                else:
-                    if answer.done_marker:
-                        self._chunk(b"data: [DONE]\n\n")
-                self.wfile.write(b"0\r\n\r\n")
-            except (BrokenPipeError, ConnectionResetError):
-                pass
-
-        def _chunk(self, data: bytes) -> None:
-            self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
-            self.wfile.flush()
-
-        def do_GET(self) -> None:  # noqa: N802 - stdlib's name
-            self._serve("GET")
-
-        def do_POST(self) -> None:  # noqa: N802 - stdlib's name
-            self._serve("POST")
-
-    return Handler
-
-
-class _FakeNative:
-    """The slice of the native server the direct API uses: ``call()``."""
-
-    def __init__(self, fake: FakeServer) -> None:
-        self._fake = fake
-
-    def call(self, path: str, body: str, post: bool = True) -> _FakeCall:
-        return _FakeCall(self._fake, self._fake.answer("POST" if post else "GET", path, body.encode()))
-
-
-class _FakeCall:
-    """A direct call to the fake: its events, released as slow_tokens/cut_stream say."""
-
-    def __init__(self, fake: FakeServer, answer: _Answer) -> None:
-        self._fake = fake
-        self._answer = answer
-        self._cancelled = threading.Event()
-        if answer.stream:
-            delay, cut = fake._stream_faults()
-            events = answer.events or []
-            self._cut = 0 <= cut < len(events)
-            self._events = deque(json.dumps(e, ensure_ascii=False) for e in (events[:cut] if self._cut else events))
-            self._delay = delay
-        else:
-            self._events = deque([json.dumps(answer.body, ensure_ascii=False)])
-            self._cut, self._delay = False, 0.0
-        self._next_at = time.monotonic() + self._delay
-
-    def wait(self, timeout: float) -> tuple[list[str], bool, int, bool, str]:
-        out: list[str] = []
-        deadline = time.monotonic() + timeout
-        while self._events and not self._cancelled.is_set():
-            now = time.monotonic()
-            if now < self._next_at:
-                if out or now >= deadline:
-                    break
-                self._cancelled.wait(min(self._next_at, deadline) - now)
-                continue
-            out.append(self._events.popleft())
-            self._next_at = now + self._delay
-        done = not self._events or self._cancelled.is_set()
-        failed = self._fake.status is not ServerStatus.READY and self._answer.stream and bool(self._events)
-        end = ("cancelled" if self._cancelled.is_set() else "interrupted" if (self._cut or failed) and done
-               else "complete" if done else "running")
-        return out, done, self._answer.status, self._answer.stream, end
-
-    def cancel(self) -> None:
-        self._cancelled.set()
 
 
 __all__ = ["FakeServer", "RecordedRequest"]

@@ -20,9 +20,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
+
+if TYPE_CHECKING:
+    from llamaproc import LlamaServer, ServerConfig
+
+    from .fake_server import FakeServer
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -46,7 +51,7 @@ def llamaproc_tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def llamaproc_server_config(llamaproc_tiny_model: Path):
+def llamaproc_server_config(llamaproc_tiny_model: Path) -> ServerConfig:
     """The ServerConfig of ``llamaproc_server``: the tiny model, one thread, an ephemeral port."""
     from llamaproc import ServerConfig
 
@@ -54,7 +59,7 @@ def llamaproc_server_config(llamaproc_tiny_model: Path):
 
 
 @pytest.fixture
-def llamaproc_server(request: pytest.FixtureRequest, llamaproc_server_config) -> Iterator:
+def llamaproc_server(request: pytest.FixtureRequest, llamaproc_server_config: ServerConfig) -> Iterator[LlamaServer]:
     """A running LlamaServer, stopped when the test ends."""
     from llamaproc import LlamaServer
 
@@ -67,7 +72,7 @@ def llamaproc_server(request: pytest.FixtureRequest, llamaproc_server_config) ->
 
 
 @pytest.fixture
-def llamaproc_fake_server(request: pytest.FixtureRequest) -> Iterator:
+def llamaproc_fake_server(request: pytest.FixtureRequest) -> Iterator[FakeServer]:
     """A running FakeServer (replies from the ``llamaproc_replies`` marker, echo by default),
     stopped when the test ends."""
     from .fake_server import FakeServer

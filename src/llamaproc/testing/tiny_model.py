@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..messages import message
+
 # A ChatML-style template: enough for /v1/chat/completions to format messages.
 CHAT_TEMPLATE = (
     "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
@@ -65,13 +67,12 @@ def make_tiny_model(path: str | os.PathLike[str], *, n_layers: int = 2, n_embd: 
     try:
         import gguf  # writes the file; a test-time dependency
     except ImportError as exc:
-        raise ImportError("make_tiny_model needs the gguf package: pip install gguf "
-                          "(or use llamaproc.testing.FakeServer, which needs no model)") from exc
+        raise ImportError(message("testing.needs_gguf")) from exc
 
     if n_vocab < len(_SPECIAL) + 256:
-        raise ValueError(f"n_vocab must be at least {len(_SPECIAL) + 256}, got {n_vocab}")
+        raise ValueError(message("testing.n_vocab", minimum=len(_SPECIAL) + 256, value=n_vocab))
     if n_embd % n_head or n_head % n_head_kv:
-        raise ValueError("n_embd must be a multiple of n_head, and n_head of n_head_kv")
+        raise ValueError(message("testing.n_embd"))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
@@ -79,7 +80,8 @@ def make_tiny_model(path: str | os.PathLike[str], *, n_layers: int = 2, n_embd: 
     n_embd_kv = head_dim * n_head_kv
 
     def weight(*shape: int) -> np.ndarray:
-        return (rng.standard_normal(shape) * (1.0 / np.sqrt(shape[-1]))).astype(np.float32)
+        values: np.ndarray = (rng.standard_normal(shape) * (1.0 / np.sqrt(shape[-1]))).astype(np.float32)
+        return values
 
     tokens, scores, types = _vocabulary(n_vocab)
     writer = gguf.GGUFWriter(str(path), "llama")

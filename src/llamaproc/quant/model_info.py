@@ -1,4 +1,4 @@
-"""inspect(): what a GGUF model file is, read from its header without loading weights."""
+"""inspect_model(): what a GGUF model file is, read from its header without loading weights."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ._native import core
-from .quant_types import QuantType
+from .._native import core
+from .types import QuantType
 
 
 @dataclass(frozen=True)
@@ -66,7 +66,7 @@ class ModelInfo:
         }
 
 
-def inspect(path: str | os.PathLike[str]) -> ModelInfo:
+def inspect_model(path: str | os.PathLike[str]) -> ModelInfo:
     """Read a GGUF file's header (metadata and tensor table; no weights).
 
     Raises:

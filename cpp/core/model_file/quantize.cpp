@@ -1,7 +1,7 @@
-#include "quantize.h"
+#include "model_file/quantize.h"
 
 #include "errors.h"
-#include "gguf_file.h"
+#include "model_file/gguf_file.h"
 #include "native_log.h"
 #include "process_state.h"
 
@@ -172,13 +172,19 @@ void quantize_model(const QuantizeOptions & options, const QuantizeProgress & pr
     }
     if (rc != 0) {
         std::string reason;
+        bool already_quantized = false;
         for (const auto & line : tail->lines(60)) {
             if (line.find("failed to quantize") != std::string::npos) {
                 reason = line;
             }
+            already_quantized |= line.find("requantizing from type") != std::string::npos;
         }
+        const std::string hint = already_quantized && !options.allow_requantize
+                                     ? ". Hint: the source is already quantized; allow_requantize=True (CLI: "
+                                       "--allow-requantize) quantizes it again, at some cost in quality"
+                                     : "";
         throw Error(ErrorKind::model_load,
-                    "quantizing '" + options.source + "' failed" + (reason.empty() ? "" : ": " + reason),
+                    "quantizing '" + options.source + "' failed" + (reason.empty() ? "" : ": " + reason) + hint,
                     tail->lines(20));
     }
 }

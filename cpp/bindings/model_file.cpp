@@ -2,9 +2,9 @@
 #include "bindings.h"
 
 #include "errors.h"
-#include "evaluator.h"
-#include "gguf_file.h"
-#include "quantize.h"
+#include "model_file/evaluator.h"
+#include "model_file/gguf_file.h"
+#include "model_file/quantize.h"
 
 #include "llama.h"
 
@@ -85,7 +85,7 @@ LogprobArray evaluate(llamaproc::Evaluator & ev, nb::ndarray<const int32_t, nb::
 
 }  // namespace
 
-void init_models(nb::module_ & m) {
+void init_model_file(nb::module_ & m) {
     m.def("read_gguf_header", &read_header, nb::arg("path"), nb::sig("def read_gguf_header(path: str) -> dict[str, typing.Any]"),
           "GGUF header of `path`: version, scalar metadata, array lengths, and the tensor table as "
           "(name, type, n_elements, n_bytes). No weights are read.");

@@ -1,4 +1,4 @@
-#include "gguf_file.h"
+#include "model_file/gguf_file.h"
 
 #include "errors.h"
 #include "native_log.h"

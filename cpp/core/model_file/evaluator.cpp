@@ -1,7 +1,7 @@
-#include "evaluator.h"
+#include "model_file/evaluator.h"
 
 #include "errors.h"
-#include "gguf_file.h"
+#include "model_file/gguf_file.h"
 
 #include "llama.h"
 

@@ -10,10 +10,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ._native import core
-from .errors import ConfigError
-from .gguf_info import ModelInfo, inspect
-from .quant_types import QuantType
+from .._native import core
+from ..errors import ConfigError
+from ..messages import message
+from .model_info import ModelInfo, inspect_model
+from .types import QuantType
 
 __all__ = ["QuantType", "QuantizeResult", "quantize"]
 
@@ -28,7 +29,7 @@ class QuantizeResult:
     source_bytes: int
     destination_bytes: int
     seconds: float
-    info: ModelInfo  #: the new file, as :func:`inspect` reads it (tensor type mix included)
+    info: ModelInfo  #: the new file, as :func:`inspect_model` reads it (tensor type mix included)
 
     @property
     def ratio(self) -> float:
@@ -65,15 +66,15 @@ def quantize(src: str | os.PathLike[str], dst: str | os.PathLike[str], qtype: st
     qt = QuantType.parse(qtype)
     src_path, dst_path = Path(src), Path(dst)
     if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
-        raise ConfigError(f"threads must be None or a positive int, got {threads!r}")
+        raise ConfigError(message("quant.threads", value=threads))
     if dst_path.exists() and src_path.resolve() == dst_path.resolve():
-        raise ConfigError(f"source and destination are the same file: '{src_path}'")
+        raise ConfigError(message("quant.same_file", path=src_path))
     if dst_path.exists() and not overwrite:
-        raise ConfigError(f"'{dst_path}' exists; pass overwrite=True to replace it")
+        raise ConfigError(message("quant.exists", path=dst_path))
     if qt.needs_imatrix and imatrix is None:
-        raise ConfigError(f"{qt.name} needs an importance matrix: pass imatrix=PATH")
+        raise ConfigError(message("quant.needs_imatrix", qtype=qt.name))
     if imatrix is not None and not Path(imatrix).is_file():
-        raise ConfigError(f"importance matrix '{imatrix}' does not exist")
+        raise ConfigError(message("quant.imatrix_missing", path=imatrix))
     dst_path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{dst_path.name}.", suffix=".partial", dir=dst_path.parent)
     os.close(fd)
@@ -87,4 +88,4 @@ def quantize(src: str | os.PathLike[str], dst: str | os.PathLike[str], qtype: st
         raise
     seconds = time.perf_counter() - started
     return QuantizeResult(src_path, dst_path, qt, src_path.stat().st_size, dst_path.stat().st_size, seconds,
-                          inspect(dst_path))
+                          inspect_model(dst_path))

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ._native import core
+from .._native import core
 
 
 class Evaluator:
