@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
 
 
@@ -30,6 +32,7 @@ def test_quantization_benchmark_quick(tiny_model, tmp_path):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.slow
 def test_peers_benchmark_quick(tiny_model, tmp_path):
     out = tmp_path / "peers.json"
     r = subprocess.run([sys.executable, str(BENCH / "bench_peers.py"), "--quick", "--model", str(tiny_model),
@@ -45,6 +48,7 @@ def test_peers_benchmark_quick(tiny_model, tmp_path):
     assert "roofline" in r.stdout
 
 
+@pytest.mark.slow  # half a minute: three thread settings under three loads
 def test_host_benchmark_quick(tiny_model, tmp_path):
     out = tmp_path / "host.json"
     r = subprocess.run([sys.executable, str(BENCH / "bench_host.py"), "--model", str(tiny_model), "--rounds", "1",
@@ -60,6 +64,7 @@ def test_host_benchmark_quick(tiny_model, tmp_path):
     assert data["idle_samples"] == 0  # the governor samples only while something decodes
 
 
+@pytest.mark.slow  # two settings of two seconds of traffic each
 def test_memory_benchmark_quick(tiny_model, tmp_path):
     out = tmp_path / "memory.json"
     r = subprocess.run([sys.executable, str(BENCH / "bench_memory.py"), "--model", str(tiny_model), "--clients", "2",

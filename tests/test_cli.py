@@ -217,13 +217,13 @@ def test_serve_passes_llama_server_flags_through_in_order():
     ([], True, {"LLAMA_ARG_MODEL": "x.gguf"}, True),  # --router outranks the environment's model
 ])
 def test_serve_decides_between_one_server_and_a_pool(monkeypatch, flags, router, env, pool):
-    from llamaproc.__main__ import serves_a_pool
+    from llamaproc.flags import ServeMode, serve_mode
 
     for name in ("LLAMA_ARG_MODEL", "LLAMA_ARG_MODELS_DIR", "LLAMA_ARG_MODELS_PRESET"):
         monkeypatch.delenv(name, raising=False)
     for name, value in env.items():
         monkeypatch.setenv(name, value)
-    assert serves_a_pool(flags, router) is pool
+    assert (serve_mode(flags, use_env=True, router=router) is ServeMode.POOL) is pool
 
 
 @pytest.mark.parametrize("args, message", [

@@ -73,8 +73,10 @@ def test_unknown_flag_is_named(tiny_model):
 
 
 def test_bad_flag_value_is_named(tiny_model):
-    with pytest.raises(errors.ConfigError, match="--temp"):
+    with pytest.raises(errors.ConfigError, match="flag '--temp': expects a number, got 'warm'"):
         ServerConfig(model_path=tiny_model, extra_args=("--temp", "warm"))
+    with pytest.raises(errors.ConfigError, match="flag '--keep': '9{30}' is out of range"):
+        ServerConfig(model_path=tiny_model, extra_args=("--keep", "9" * 30))
     with pytest.raises(errors.ConfigError, match="expects a value"):
         ServerConfig(model_path=tiny_model, extra_args=("--temp",))
 

@@ -63,6 +63,7 @@ def test_mutations_are_deterministic_and_regenerate_the_same_bytes(fuzz_bases):
     assert len(base.raw) < 1 << 20, "regression inputs stay small"
 
 
+@pytest.mark.slow  # about a minute
 def test_gguf_fuzz_smoke(fuzz_bases):
     """A few hundred mutated files, every kind of mutation: no death, no hang, no untyped error."""
     _, bases = fuzz_bases

@@ -55,6 +55,10 @@ def _smoke_cases(n_per_category: int = 25, seed: int = 5) -> list[dict]:
     return picked
 
 
+# the smoke run takes about a minute: every test that reads it is slow (`-m "not slow"` skips it)
+slow = pytest.mark.slow
+
+
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory):
     out = tmp_path_factory.mktemp("http-fuzz")
@@ -64,6 +68,7 @@ def smoke(tmp_path_factory):
     return cases, summary, results
 
 
+@slow
 def test_hostile_requests_never_end_or_hang_the_server_and_it_still_answers_correctly(smoke):
     cases, summary, results = smoke
     assert summary["requests"] == len(cases) >= 250
@@ -80,6 +85,7 @@ def test_hostile_requests_never_end_or_hang_the_server_and_it_still_answers_corr
         assert final["stop_seconds"] is not None and final["stop_seconds"] < 5, (name, final)
 
 
+@slow
 def test_valid_requests_among_the_hostile_ones_succeed(smoke):
     _, summary, results = smoke
     valid = [r for r in results if r["intent"] == "valid" and not r.get("collateral")]
@@ -88,6 +94,7 @@ def test_valid_requests_among_the_hostile_ones_succeed(smoke):
     assert not bad, bad[:5]
 
 
+@slow
 def test_every_5xx_to_a_client_mistake_is_of_a_known_class(smoke):
     _, summary, _ = smoke
     unknown = {k: v for k, v in summary["5xx_classes"].items()
@@ -95,22 +102,26 @@ def test_every_5xx_to_a_client_mistake_is_of_a_known_class(smoke):
     assert not unknown, unknown
 
 
+@slow
 def test_client_mistakes_are_answered_4xx_never_5xx(smoke):
     _, summary, _ = smoke
     assert summary["5xx_on_client_errors"] == 0, {k: v["count"] for k, v in summary["5xx_classes"].items()}
 
 
+@slow
 def test_nothing_but_the_grammar_parser_writes_to_stderr(smoke):
     _, summary, _ = smoke
     others = {cat: n for cat, n in summary["stderr_bytes_by_category"].items() if cat != "grammar" and n}
     assert not others, others
 
 
+@slow
 def test_a_bad_grammar_writes_nothing_to_stderr(smoke):
     _, summary, _ = smoke
     assert summary["stderr_bytes_by_category"].get("grammar", 0) == 0
 
 
+@slow
 def test_stop_is_bounded_while_slow_clients_hold_half_sent_requests(smoke):
     # bounded by the client timeout: 10 s by default (llama-server's is an hour), --timeout sets it
     _, summary, _ = smoke

@@ -90,6 +90,7 @@ def test_request_bodies_over_the_limit_get_413(tiny_model):
     try:
         status, answer = request("POST", server.url + "/v1/completions", {"prompt": "x" * 10_000, "max_tokens": 1})
         assert status == 413 and "more than this server accepts (4096)" in answer["error"]["message"]
+        assert answer["error"]["code"] == 413  # the body says what the status line says
         assert request("POST", server.url + "/v1/completions", {"prompt": "small", "max_tokens": 1})[0] == 200
     finally:
         server.stop()

@@ -539,7 +539,8 @@ def test_models_decoding_at_once_share_the_cpus_through_the_gate(models):
         pool.load("a")
         pool.load("b")
         before = core.decode_gate_stats()
-        streams = [threading.Thread(target=lambda n=n: long_stream(pool, n, 60)) for n in ("a", "b")]
+        # long enough that the two overlap whatever the machine does meanwhile
+        streams = [threading.Thread(target=lambda n=n: long_stream(pool, n, 200)) for n in ("a", "b")]
         for t in streams:
             t.start()
         for t in streams:

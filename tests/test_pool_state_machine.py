@@ -8,6 +8,7 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
+import pytest
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
@@ -15,6 +16,8 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 from http_client import post
 from llamaproc import ModelPool, ModelSpec, ModelStatus, PoolConfig, errors
 from llamaproc.testing import make_tiny_model
+
+pytestmark = pytest.mark.slow  # 30 sequences of up to 25 steps on real pools: a few seconds
 
 _FILES: list[Path] = []
 NAMES = ("a", "b", "c", "d")

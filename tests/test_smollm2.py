@@ -32,6 +32,7 @@ def test_chat_completion_returns_text(smol_server):
     assert body["usage"]["completion_tokens"] > 0
 
 
+@pytest.mark.slow
 def test_long_multi_token_prompt_through_the_native_build(smol_server):
     # a several-hundred-token prompt batch: the AMX path of this CPU must survive it (gcc-12 fix)
     prompt = " ".join(f"item {i} is number {i * 7}." for i in range(120))
@@ -41,6 +42,7 @@ def test_long_multi_token_prompt_through_the_native_build(smol_server):
     assert body["tokens_predicted"] == 4
 
 
+@pytest.mark.slow
 def test_health_is_degraded_when_every_slot_is_busy_and_requests_wait(smol_server):
     done: list = []
 
@@ -83,6 +85,7 @@ def test_memory_limit_holds_with_repacked_weights(smollm2_model):
 
 
 @pytest.mark.smollm2
+@pytest.mark.slow
 def test_a_pool_serves_smollm2_beside_a_tiny_model_and_swaps_it_under_load(smollm2_model, tiny_model):
     from llamaproc import ModelPool, ModelSpec, PoolConfig
 

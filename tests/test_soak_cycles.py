@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
 
 
@@ -22,6 +24,7 @@ def _run(script: str, *args: str, out: Path, timeout: float = 300) -> dict:
     return data
 
 
+@pytest.mark.slow
 def test_quick_soak_mixed_traffic_has_no_failed_request(tiny_model, tmp_path):
     data = _run("soak.py", "--quick", "--model", str(tiny_model), out=tmp_path / "soak.json")
     assert data["failed"] == 0, data["failures"]

@@ -38,6 +38,7 @@ def test_core_stub_is_installed_next_to_the_extension():
     assert public <= declared, f"missing from _core.pyi: {sorted(public - declared)}"
 
 
+@pytest.mark.slow  # mypy --strict: a few seconds
 def test_mypy_strict_accepts_ordinary_use(tmp_path):
     pytest.importorskip("mypy", reason="mypy is not installed")
     # a source tree mypy can read: the package as imported (an editable install maps it through

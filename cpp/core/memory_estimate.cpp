@@ -300,4 +300,34 @@ ExpectedMemory expected_memory(const common_params & params) {
     return out;
 }
 
+ExpectedMemory expected_within_limit(const common_params & params, uint64_t memory_limit) {
+    ExpectedMemory expected = expected_memory(params);
+    if (memory_limit > 0 && expected.need() > memory_limit) {
+        throw Error(ErrorKind::resource,
+                    "model '" + params.model.path + "' with this configuration needs about " + expected.describe() +
+                        "; more than memory_limit=" + mib_text(memory_limit) +
+                        "; nothing was loaded. Hint: lower context_size or parallel, or use a smaller quantization");
+    }
+    return expected;
+}
+
+uint64_t prompt_cache_cap(const common_params & params, bool cache_ram_explicit, uint64_t memory_limit, uint64_t need,
+                          uint64_t default_cap) {
+    constexpr uint64_t MiB = 1024 * 1024;
+    if (!cache_ram_explicit) {
+        return memory_limit > 0 ? std::min(default_cap, memory_limit > need ? memory_limit - need : 0) : default_cap;
+    }
+    if (memory_limit > 0 && params.cache_ram_mib < 0) {
+        throw Error(ErrorKind::config, "--cache-ram -1 (no limit) cannot be combined with memory_limit");
+    }
+    const uint64_t cache = params.cache_ram_mib > 0 ? static_cast<uint64_t>(params.cache_ram_mib) * MiB : 0;
+    if (memory_limit > 0 && need + cache > memory_limit) {
+        throw Error(ErrorKind::resource,
+                    "model '" + params.model.path + "' needs about " + mib_text(need) + " and --cache-ram asks for " +
+                        mib_text(cache) + " more, over memory_limit=" + mib_text(memory_limit) +
+                        "; nothing was loaded. Hint: lower --cache-ram or leave it unset");
+    }
+    return cache;
+}
+
 }  // namespace llamaproc

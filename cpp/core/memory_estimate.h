@@ -88,4 +88,13 @@ ExpectedMemory expected_memory(const common_params & params);
 // "1234 bytes (1.2 MiB)"
 std::string mib_text(uint64_t bytes);
 
+// A single server's memory_limit (0: none), checked before its model loads:
+// expected_memory(params), or Error(resource) when that is over the limit.
+ExpectedMemory expected_within_limit(const common_params & params, uint64_t memory_limit);
+// The prompt cache's cap in bytes beside a model needing `need`: with an explicit --cache-ram,
+// what it asks (Error(resource) when model + cache are over the limit, Error(config) for -1 with
+// a limit); else `default_cap`, and under a limit no more than what `need` leaves.
+uint64_t prompt_cache_cap(const common_params & params, bool cache_ram_explicit, uint64_t memory_limit, uint64_t need,
+                          uint64_t default_cap);
+
 }  // namespace llamaproc

@@ -44,7 +44,8 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from . import __version__
 from .build import cli as build_cli
 from .errors import ConfigError, LlamaProcError, ServerNotRunningError
-from .flags import names_a_model
+from .flags import ServeMode, names_a_model, serve_mode
+from .messages import message
 
 if TYPE_CHECKING:
     from . import LlamaServer, ModelPool, RpcWorker
@@ -176,19 +177,19 @@ Served = TypeVar("Served", bound=_Stoppable)
 
 
 def serve_until_signalled(start: Callable[[], Served], why_stopped: Callable[[Served], str | None],
-                          stop_summary: Callable[[Served], str] = lambda _: "") -> int:
+                          stop_summary: Callable[[Served], str] = lambda _: message("cli.stopped")) -> int:
     """Start something (a LlamaServer, a ModelPool, an RpcWorker), keep it serving until SIGINT
     or SIGTERM, then stop it; return the command's exit status.
 
     A signal during ``start()`` interrupts it (a model load is cancelled). While serving,
     ``why_stopped(served)`` says every half second why it ended by itself, or None. Returns 0
-    after a signal ("stopped" and ``stop_summary(served)`` logged), 1 when it ended by itself,
+    after a signal (``stop_summary(served)`` logged, by default "stopped"), 1 when it ended by itself,
     2 when it did not start (the error and the end of its native log logged)."""
     stop_requested = threading.Event()
     served: Served | None = None
 
     def on_signal(signum: int, _frame: object) -> None:
-        log.info("received %s, stopping", signal.Signals(signum).name)
+        log.info(message("cli.signal", signal=signal.Signals(signum).name))
         first = not stop_requested.is_set()
         stop_requested.set()
         if first and served is None:
@@ -219,7 +220,7 @@ def serve_until_signalled(start: Callable[[], Served], why_stopped: Callable[[Se
             served.stop()
         for s, handler in previous.items():
             signal.signal(s, handler)
-    log.info("stopped%s", stop_summary(served) if served is not None else "")
+    log.info(stop_summary(served) if served is not None else message("cli.stopped"))
     return 0
 
 
@@ -235,7 +236,7 @@ def serve(args: argparse.Namespace) -> int:
     try:
         _, level = split_process_flags(flags, use_env=True)  # from_args() applies it to `llamaproc` too
     except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(message("cli.error", error=exc), file=sys.stderr)
         return 2
     if level is None:
         level = logging.WARNING if args.quiet else logging.INFO
@@ -243,47 +244,35 @@ def serve(args: argparse.Namespace) -> int:
     return serve_until_signalled(lambda: start_serving(args), _why_stopped)
 
 
-def serves_a_pool(flags: Sequence[str], router: bool) -> bool:
-    """Whether ``serve`` runs a model pool rather than one server. As
-    :func:`llamaproc.serve_from_args` decides, flags that name a model (``-m``, or
-    ``LLAMA_ARG_MODEL`` but with ``--router``) run one server; the others run a pool only if
-    they ask for one (``--router``, ``--models-dir``, ``--models-preset``, or their
-    ``LLAMA_ARG_*``): ``serve`` alone serves the default model, not the local model cache."""
-    if names_a_model(flags, use_env=not router):
-        return False
-    return (router or any(a.split("=", 1)[0] in ("--models-dir", "--models-preset") for a in flags)
-            or bool(os.environ.get("LLAMA_ARG_MODELS_DIR") or os.environ.get("LLAMA_ARG_MODELS_PRESET")))
-
-
 def start_serving(args: argparse.Namespace) -> LlamaServer | ModelPool:
-    """Start what ``serve ARGS`` serves (:func:`serves_a_pool`), on port 8080 unless given."""
+    """Start what ``serve ARGS`` serves (``flags.serve_mode``), on port 8080 unless given."""
     from . import LlamaServer, ModelPool
 
     flags: list[str] = list(args.llama_server_flags)
     if args.router and names_a_model(flags, use_env=False):
-        raise ConfigError("--router serves several models: drop the model (-m) or drop --router")
+        raise ConfigError(message("cli.serve.router_with_model"))
     if not any(a == "--port" or a.startswith("--port=") for a in flags) and "LLAMA_ARG_PORT" not in os.environ:
         flags += ["--port", "8080"]
-    if serves_a_pool(flags, args.router):
+    mode = serve_mode(flags, use_env=True, router=args.router)
+    if mode is ServeMode.POOL:
         pool = ModelPool.from_args(flags, use_env=True, allow_unauthenticated_remote=args.allow_unauthenticated_remote,
                                    default_model=args.default_model, memory_budget=args.memory_budget,
                                    idle_unload_s=args.idle_unload_s)
-        log.info("serving %d models at %s (Ctrl-C to stop): %s", len(pool.models()), pool.url,
-                 ", ".join(m.name for m in pool.models()))
+        log.info(message("cli.serve.pool", count=len(pool.models()), url=pool.url,
+                         names=", ".join(m.name for m in pool.models())))
         return pool
     if (args.default_model, args.memory_budget, args.idle_unload_s) != (None, None, None):
-        raise ConfigError("--default-model, --memory-budget and --idle-unload are for a model pool "
-                          "(--models-dir / --models-preset / --router, without a model)")
-    if not names_a_model(flags, use_env=True):
+        raise ConfigError(message("cli.serve.pool_options"))
+    if mode is ServeMode.NO_MODEL:  # llama-server would run its router on the model cache
         from .default_model import DEFAULT_MODEL, fetch_model
 
-        log.info("no model given: serving the default model, %s", DEFAULT_MODEL.name)
+        log.info(message("cli.serve.default_model", model=DEFAULT_MODEL.name))
         flags = ["--model", str(fetch_model(DEFAULT_MODEL)), *flags]
-    server = LlamaServer.from_args(flags, use_env=True, progress=_ProgressBar("loading model"),
+    server = LlamaServer.from_args(flags, use_env=True, progress=_ProgressBar(message("cli.serve.loading")),
                                    allow_unauthenticated_remote=args.allow_unauthenticated_remote)
     model = next((value for flag, value in itertools.pairwise(flags) if flag in ("-m", "--model")),
                  os.environ.get("LLAMA_ARG_MODEL", ""))
-    log.info("serving %s at %s (Ctrl-C to stop)", model, server.url)
+    log.info(message("cli.serve.model", model=model, url=server.url))
     return server
 
 
@@ -293,12 +282,10 @@ def _why_stopped(served: LlamaServer | ModelPool) -> str | None:
     if isinstance(served, LlamaServer):
         if served.status is ServerStatus.READY:
             return None
-        what = f"server is {served.status.value}"
-    elif served.running:
+        return message("cli.server_stopped", status=served.status.value, lines="\n".join(served.log_tail()))
+    if served.running:
         return None
-    else:
-        what = "the model pool stopped"
-    return f"{what}; last log lines:\n" + "\n".join(served.log_tail())
+    return message("cli.pool_stopped", lines="\n".join(served.log_tail()))
 
 
 def rpc_worker(args: argparse.Namespace) -> int:
@@ -311,12 +298,12 @@ def rpc_worker(args: argparse.Namespace) -> int:
     def start() -> RpcWorker:
         worker = RpcWorker(args.host, DEFAULT_PORT if args.port is None else args.port, threads=args.threads,
                            cache_dir=args.cache, allow_remote=args.allow_remote).start()
-        log.info("RPC worker at %s serving %s (Ctrl-C to stop); servers use --rpc %s", worker.endpoint,
-                 worker.devices, worker.endpoint)
+        log.info(message("cli.rpc.serving", endpoint=worker.endpoint, devices=worker.devices))
         return worker
 
-    return serve_until_signalled(start, lambda w: None if w.running else f"the RPC worker stopped: {w.failure}",
-                                 lambda w: f" after {w.connections} connection(s)")
+    return serve_until_signalled(start,
+                                 lambda w: None if w.running else message("cli.rpc.worker_stopped", failure=w.failure),
+                                 lambda w: message("cli.rpc.stopped", connections=w.connections))
 
 
 def info(args: argparse.Namespace) -> int:
@@ -333,32 +320,36 @@ def info(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(facts, indent=2))
         return 0
-    print(f"llamaproc {__version__}")
-    print(f"llama.cpp commit {facts['llama_cpp_commit']}")
-    print("backends:")
+    print(message("cli.info.version", version=__version__))
+    print(message("cli.info.commit", commit=facts["llama_cpp_commit"]))
+    print(message("cli.info.backends"))
     for backend in facts["backends"]:
         enabled = [k for k, v in backend["features"].items() if v not in ("0", "")]
         print(f"  {backend['name']}: {' '.join(enabled) if enabled else '-'}")
     variant = facts.get("cpu_variant")
     if variant is None:
-        print("cpu variant: linked in (a native or fixed-level build; --portable builds every level)")
+        print(message("cli.info.cpu_linked_in"))
     else:
         runnable = [name for name, score in variant["available"].items() if score > 0]
-        how = "forced by LLAMAPROC_CPU_VARIANT" if variant["forced"] else "the best this CPU runs"
-        print(f"cpu variant: {variant['name'] or 'none'} ({how}; this CPU runs {len(runnable)} of the "
-              f"{len(variant['available'])} built: {' '.join(runnable)})")
+        how = message("cli.info.cpu_forced") if variant["forced"] else message("cli.info.cpu_best")
+        print(message("cli.info.cpu_variant", name=variant["name"] or message("cli.info.none"), how=how,
+                      runnable=len(runnable), built=len(variant["available"]), names=" ".join(runnable)))
         if variant["problem"]:
-            print(f"  note: {variant['problem']}")
-    print("devices:")
+            print("  " + message("cli.info.note", problem=variant["problem"]))
+    print(message("cli.info.devices"))
     for dev in facts["devices"]:
-        mem = f", {dev['memory_total'] / 2**30:.1f} GiB" if dev["memory_total"] else ""
-        print(f"  {dev['name']} ({dev['type']}): {dev['description']}{mem}")
-    print(f"system: {facts['summary'].strip()}")
-    gpus = ", ".join(getattr(g, "name", str(g)) for g in machine.gpus) or "none"
-    print(f"machine (llamaproc.build.detect()): {machine.cpu.model or machine.cpu.arch}, "
-          f"{machine.cpu.physical_cores} cores; GPUs: {gpus}")
+        if dev["memory_total"]:
+            line = message("cli.info.device_memory", name=dev["name"], type=dev["type"],
+                           description=dev["description"], gib=dev["memory_total"] / 2**30)
+        else:
+            line = message("cli.info.device", name=dev["name"], type=dev["type"], description=dev["description"])
+        print("  " + line)
+    print(message("cli.info.system", summary=facts["summary"].strip()))
+    gpus = ", ".join(getattr(g, "name", str(g)) for g in machine.gpus) or message("cli.info.none")
+    print(message("cli.info.machine", cpu=machine.cpu.model or machine.cpu.arch, cores=machine.cpu.physical_cores,
+                  gpus=gpus))
     for line in mismatches:
-        print(f"mismatch: {line}; `python -m llamaproc build-config` shows a build that fits:")
+        print(message("cli.info.mismatch", problem=line))
         print(f"  {BuildConfig.for_machine(machine).pip_install_line()}")
     return 0
 
@@ -377,12 +368,11 @@ def build_mismatches(facts: dict[str, Any], machine: object) -> list[str]:
     gpus = getattr(machine, "gpus", ())
     if gpus and backends <= {"CPU", "BLAS", "RPC"}:
         names = ", ".join(getattr(g, "name", str(g)) for g in gpus)
-        out.append(f"a GPU is present ({names}) but this build has only CPU backends")
+        out.append(message("cli.mismatch.gpu_unused", gpus=names))
     gpu_built = sorted(b["name"] for b in facts["backends"] if b["name"].upper() not in ("CPU", "BLAS", "RPC"))
     devices = facts.get("devices")
     if gpu_built and devices is not None and not any(d.get("type") != "cpu" for d in devices):
-        out.append(f"this build has the {', '.join(gpu_built)} backend but no GPU device is usable here "
-                   "(no driver, or none visible): models run on the CPU")
+        out.append(message("cli.mismatch.no_gpu_device", backends=", ".join(gpu_built)))
     cpu_build: dict[str, str] = next((b["features"] for b in facts["backends"] if b["name"].upper() == "CPU"), {})
     cpu = getattr(machine, "cpu", None)
     portable = facts.get("cpu_variant") is not None  # ggml's fixed variants: a gap there is by design
@@ -390,7 +380,7 @@ def build_mismatches(facts: dict[str, Any], machine: object) -> list[str]:
         unused = [ggml for feature, ggml in _FEATURES_OF_BUILD.items()
                   if feature in cpu.features and cpu_build.get(ggml, "0") in ("0", "")]
         if unused:
-            out.append("the CPU supports " + ", ".join(unused) + " but the CPU backend was built without them")
+            out.append(message("cli.mismatch.cpu_features", features=", ".join(unused)))
     return out
 
 
@@ -402,23 +392,24 @@ def quantize(args: argparse.Namespace) -> int:
 
     dst = Path(args.dst)
     if dst.exists() and not args.overwrite and dst.resolve() != Path(args.src).resolve():
-        print(f"error: '{dst}' exists; use --overwrite to replace it", file=sys.stderr)  # not the API's overwrite=True
+        print(message("cli.error", error=message("cli.quantize.exists", path=dst)),  # not the API's overwrite=True
+              file=sys.stderr)
         return 2
-    bar = _ProgressBar(f"quantizing to {args.type.upper()}")
+    bar = _ProgressBar(message("cli.quantize.progress", qtype=args.type.upper()))
     try:
         result = quantize_model(args.src, dst, args.type, threads=args.threads, allow_requantize=args.allow_requantize,
                                 imatrix=args.imatrix, overwrite=args.overwrite,
                                 progress=lambda done, total, _name: bar(done / total))
     except KeyboardInterrupt:
-        print("\ncancelled; nothing written", file=sys.stderr)
+        print("\n" + message("cli.quantize.cancelled"), file=sys.stderr)
         return 130
     except LlamaProcError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(message("cli.error", error=exc), file=sys.stderr)
         return 2
     mix = ", ".join(f"{k} {v}" for k, v in result.info.tensor_types.items())
-    print(f"{result.destination}: {result.qtype.name}, {result.destination_bytes / 2**20:.1f} MiB "
-          f"({result.ratio:.2f} of the source), {result.info.bits_per_weight:.2f} bits/weight, "
-          f"{result.seconds:.1f} s; tensor types: {mix}")
+    print(message("cli.quantize.done", destination=result.destination, qtype=result.qtype.name,
+                  mib=result.destination_bytes / 2**20, ratio=result.ratio, bits=result.info.bits_per_weight,
+                  seconds=result.seconds, mix=mix))
     return 0
 
 
@@ -429,21 +420,29 @@ def inspect(args: argparse.Namespace) -> int:
     try:
         info = inspect_model(args.file)
     except LlamaProcError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(message("cli.error", error=exc), file=sys.stderr)
         return 2
     if args.json:
         print(json.dumps(info.to_dict(), indent=2))
         return 0
-    rows = [("file", str(info.path)), ("architecture", info.architecture), ("name", info.name or "-"),
-            ("parameters", f"{info.parameters:,}"), ("file type", info.file_type or "-"),
-            ("size", f"{info.file_bytes / 2**20:.1f} MiB ({info.bits_per_weight:.2f} bits/weight)"),
-            ("context length", str(info.context_length)), ("layers", str(info.layers)),
-            ("embedding size", str(info.embedding_size)), ("vocabulary", str(info.vocab_size)),
-            ("chat template", "yes" if info.has_chat_template else "no"), ("GGUF version", str(info.gguf_version))]
+    rows = [(message("cli.inspect.file"), str(info.path)),
+            (message("cli.inspect.architecture"), info.architecture),
+            (message("cli.inspect.name"), info.name or "-"),
+            (message("cli.inspect.parameters"), f"{info.parameters:,}"),
+            (message("cli.inspect.file_type"), info.file_type or "-"),
+            (message("cli.inspect.size"), message("cli.inspect.size_value", mib=info.file_bytes / 2**20,
+                                                  bits=info.bits_per_weight)),
+            (message("cli.inspect.context_length"), str(info.context_length)),
+            (message("cli.inspect.layers"), str(info.layers)),
+            (message("cli.inspect.embedding_size"), str(info.embedding_size)),
+            (message("cli.inspect.vocabulary"), str(info.vocab_size)),
+            (message("cli.inspect.chat_template"),
+             message("cli.inspect.yes") if info.has_chat_template else message("cli.inspect.no")),
+            (message("cli.inspect.gguf_version"), str(info.gguf_version))]
     width = max(len(k) for k, _ in rows)
     for key, value in rows:
         print(f"{key:<{width}}  {value}")
-    print(f"{'tensor types':<{width}}  count      MiB")
+    print(f"{message('cli.inspect.tensor_types'):<{width}}  {message('cli.inspect.tensor_columns')}")
     for ttype, count in info.tensor_types.items():
         print(f"{'':<{width}}  {ttype:<6} {count:5d} {info.tensor_type_bytes[ttype] / 2**20:8.2f}")
     return 0

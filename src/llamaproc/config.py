@@ -189,7 +189,8 @@ class ServerConfig:
                 raise ConfigError(message("config.not_strings_only", name="extra_args", value=arg))
             flag = arg.split("=", 1)[0] if arg.startswith("--") else arg
             if flag in _FIELD_FLAGS:
-                raise ConfigError(message("config.extra_arg_is_field", arg=arg, config="ServerConfig", field=_FIELD_FLAGS[flag]))
+                raise ConfigError(message("config.extra_arg_is_field", arg=arg, config="ServerConfig",
+                                          field=_FIELD_FLAGS[flag]))
         object.__setattr__(self, "extra_args", extra)
         split_process_flags(extra)  # refuses process-wide flags before llama.cpp's handlers see them
         from ._native import core  # late: keeps `import llamaproc.config` light for tooling

@@ -22,6 +22,7 @@ loop thread), not to the host's threads.
 
 from __future__ import annotations
 
+import enum
 import functools
 import logging
 import os
@@ -133,5 +134,26 @@ def names_a_model(argv: Sequence[str], use_env: bool) -> bool:
     i.e. run one server rather than a pool."""
     return (any(a in ("-m", "--model") or a.startswith("--model=") for a in argv)
             or (use_env and bool(os.environ.get("LLAMA_ARG_MODEL"))))
+
+
+class ServeMode(enum.Enum):
+    """What a llama-server command line serves (:func:`serve_mode`)."""
+
+    SERVER = "server"  #: the flags name a model: one LlamaServer
+    POOL = "pool"  #: router flags (--models-dir, --models-preset, or router=True): a ModelPool
+    NO_MODEL = "no_model"  #: neither: llama-server runs its router on the local model cache
+
+
+def serve_mode(argv: Sequence[str], *, use_env: bool, router: bool = False) -> ServeMode:
+    """The one place that decides between one server and a pool, for
+    :func:`llamaproc.serve_from_args` and ``python -m llamaproc serve``. ``router`` forces a pool
+    (and then ``LLAMA_ARG_MODEL`` does not count). :attr:`ServeMode.NO_MODEL` is llama-server's
+    router mode on the local model cache; ``serve`` alone serves the default model instead."""
+    if names_a_model(argv, use_env=use_env and not router):
+        return ServeMode.SERVER
+    asks_for_a_pool = (router or any(a.split("=", 1)[0] in ("--models-dir", "--models-preset") for a in argv)
+                       or (use_env and bool(os.environ.get("LLAMA_ARG_MODELS_DIR")
+                                            or os.environ.get("LLAMA_ARG_MODELS_PRESET"))))
+    return ServeMode.POOL if asks_for_a_pool else ServeMode.NO_MODEL
 
 

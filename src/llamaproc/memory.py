@@ -85,7 +85,9 @@ def estimate_memory(config: object) -> MemoryEstimate:
     from ._native import core
 
     d: dict[str, Any] = core.expected_memory(argv)
-    return MemoryEstimate(int(d["model"]), int(d["context"]), int(d["compute"]), bool(d["measured"]))
+    measured = d["measured"]
+    return MemoryEstimate(int(d["model"]), int(d["context"]), int(d["compute"]),
+                          None if measured is None else int(measured))
 
 
 def default_measurements_file() -> Path | None:

@@ -224,37 +224,16 @@ void ModelInstance::on_loop_line(const std::string & line) {
 // The prompt cache's cap: an explicit --cache-ram as given (checked against the limit), else
 // a share of the available memory, and with a memory_limit no more than what `need` leaves.
 void ModelInstance::prepare_prompt_cache(uint64_t need) {
+    const uint64_t cap = prompt_cache_cap(params_, cache_ram_explicit_, memory_limit_, need, default_prompt_cache_bytes());
     if (!cache_ram_explicit_) {
-        uint64_t cache = default_prompt_cache_bytes();
-        if (memory_limit_ > 0) {
-            cache = std::min(cache, memory_limit_ > need ? memory_limit_ - need : 0);
-        }
-        params_.cache_ram_mib = static_cast<int32_t>(cache / MiB);  // 0 disables the cache
-    } else if (memory_limit_ > 0) {
-        if (params_.cache_ram_mib < 0) {
-            throw Error(ErrorKind::config, "--cache-ram -1 (no limit) cannot be combined with memory_limit");
-        }
-        const uint64_t cache = static_cast<uint64_t>(params_.cache_ram_mib) * MiB;
-        if (need + cache > memory_limit_) {
-            throw Error(ErrorKind::resource,
-                        "model '" + params_.model.path + "' needs about " + mib_text(need) + " and --cache-ram asks for " +
-                            mib_text(cache) + " more, over memory_limit=" + mib_text(memory_limit_) +
-                            "; nothing was loaded. Hint: lower --cache-ram or leave it unset");
-        }
+        params_.cache_ram_mib = static_cast<int32_t>(cap / MiB);  // 0 disables the cache
     }
 }
 
 // What memory_limit is checked against before loading: what an earlier load of the same file
 // and flags measured (MeasuredMemory), else llama.cpp's dry-run estimate.
 ExpectedMemory ModelInstance::expected_need() {
-    ExpectedMemory expected = expected_memory(params_);
-    if (expected.need() > memory_limit_) {
-        throw Error(ErrorKind::resource,
-                    "model '" + params_.model.path + "' with this configuration needs about " + expected.describe() +
-                        "; more than memory_limit=" + mib_text(memory_limit_) +
-                        "; nothing was loaded. Hint: lower context_size or parallel, or use a smaller quantization");
-    }
-    return expected;
+    return expected_within_limit(params_, memory_limit_);
 }
 
 InstanceMemory ModelInstance::measure() const {

@@ -102,7 +102,8 @@ def response_body(server: CallTarget, batch: CallBatch, payloads: deque[str]) ->
     body = json.loads(text) if text else {}
     if batch.status >= 400 or batch.status == 0:
         if batch.status == 503 and not server.serving:
-            raise ServerNotRunningError(message("direct.server_status", status=server.status.value)) from request_error(503, body)
+            raise ServerNotRunningError(message("direct.server_status",
+                                                status=server.status.value)) from request_error(503, body)
         raise request_error(batch.status or 500, body)
     return body
 

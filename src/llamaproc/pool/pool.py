@@ -644,7 +644,7 @@ def serve_from_args(args: Sequence[str], *, use_env: bool = True, timeout: float
     (llama-server's router mode: ``--models-dir``, ``--models-preset``, and with ``read_cache``
     llama.cpp's local model cache)."""
     argv = [str(a) for a in args]
-    if flags.names_a_model(argv, use_env):
+    if flags.serve_mode(argv, use_env=use_env) is flags.ServeMode.SERVER:
         from ..server import LlamaServer
 
         return LlamaServer.from_args(argv, use_env=use_env, timeout=timeout)
