@@ -39,21 +39,17 @@ struct ServerHandle {
     }
 };
 
-const char * state_name(llamaproc::ServerState s) {
-    switch (s) {
-        case llamaproc::ServerState::created: return "created";
-        case llamaproc::ServerState::starting: return "starting";
-        case llamaproc::ServerState::ready: return "ready";
-        case llamaproc::ServerState::stopping: return "stopping";
-        case llamaproc::ServerState::stopped: return "stopped";
-        default: return "failed";
-    }
-}
-
 }  // namespace
 
 void init_server(nb::module_ & m) {
     using release = nb::call_guard<nb::gil_scoped_release>;
+    nb::enum_<llamaproc::ServerState>(m, "NativeState", "The native server's state (llamaproc.ServerStatus maps it).")
+        .value("created", llamaproc::ServerState::created)
+        .value("starting", llamaproc::ServerState::starting)
+        .value("ready", llamaproc::ServerState::ready)
+        .value("stopping", llamaproc::ServerState::stopping)
+        .value("stopped", llamaproc::ServerState::stopped)
+        .value("failed", llamaproc::ServerState::failed);
     m.def("physical_cores", &common_cpu_get_num_math, "Physical (performance) cores, as llama.cpp counts them.");
     m.def("default_threads", &llamaproc::default_threads,
           "Threads of an RPC worker whose flags set none: one per physical core but one.");
@@ -89,7 +85,7 @@ void init_server(nb::module_ & m) {
         .def("wait_change", [](ServerHandle & h, uint64_t seen, double timeout) { return h.server->wait_change(seen, timeout); },
              release(), nb::arg("seen"), nb::arg("timeout"),
              "Block until the state changed since counter `seen` (or the timeout); returns the counter.")
-        .def_prop_ro("state", [](ServerHandle & h) { return state_name(h.server->state()); })
+        .def_prop_ro("state", [](ServerHandle & h) { return h.server->state(); })
         .def_prop_ro("port", [](ServerHandle & h) { return h.server->port(); })
         .def_prop_ro("host", [](ServerHandle & h) { return h.server->host(); })
         .def_prop_ro("load_progress", [](ServerHandle & h) { return h.server->load_progress(); })

@@ -27,13 +27,14 @@ from .messages import message
 from .recovery import EventKind, RestartPolicy, ServerEvent, Supervisor, deliver
 
 
+_State = core.NativeState
 _STATUS_OF_STATE = {
-    "created": ServerStatus.STARTING,
-    "starting": ServerStatus.STARTING,
-    "ready": ServerStatus.READY,
-    "stopping": ServerStatus.STOPPING,
-    "stopped": ServerStatus.STOPPED,
-    "failed": ServerStatus.FAILED,
+    _State.created: ServerStatus.STARTING,
+    _State.starting: ServerStatus.STARTING,
+    _State.ready: ServerStatus.READY,
+    _State.stopping: ServerStatus.STOPPING,
+    _State.stopped: ServerStatus.STOPPED,
+    _State.failed: ServerStatus.FAILED,
 }
 
 
@@ -202,7 +203,7 @@ class LlamaServer(DerivedSurface):
     def _start(self, *, timeout: float, progress: Callable[[float], None] | None) -> None:
         with self._lock:
             previous = self._run
-            if previous is not None and previous.native.state in ("created", "starting", "ready"):
+            if previous is not None and previous.native.state in (_State.created, _State.starting, _State.ready):
                 raise StartupError(message("server.already_running"))
         if previous is not None:
             self._stop_run(previous)  # a FAILED server still holds its port
@@ -327,11 +328,11 @@ class LlamaServer(DerivedSurface):
             if time.monotonic() - last_sample >= 0.9:
                 last_sample = time.monotonic()
                 self._sample(run)
-            if native.state != "failed":
+            if native.state is not _State.failed:
                 continue
             self._supervisor.handle_failure(self._failure_error(native), run.stop_event,
                                             lambda: self._reload(run))
-            if native.state == "failed":
+            if native.state is _State.failed:
                 return  # gave up (or no policy): stays FAILED until stop()
             seen = 0
 
@@ -345,12 +346,12 @@ class LlamaServer(DerivedSurface):
                 if native.wait_ready(0.25):
                     return None
             except LlamaProcError as exc:
-                return exc if native.state == "failed" else None
+                return exc if native.state is _State.failed else None
         return None
 
     def _sample(self, run: _Run) -> None:
         native = run.native
-        if native.state != "ready":
+        if native.state is not _State.ready:
             return
         m = _record(native.query_metrics(0.25))
         if m is not None:
@@ -395,13 +396,13 @@ class LlamaServer(DerivedSurface):
     def serving(self) -> bool:
         """True while READY (direct calls can be served)."""
         run = self._run
-        return run is not None and run.native.state == "ready"
+        return run is not None and run.native.state is _State.ready
 
     @property
     def failure(self) -> LlamaProcError | None:
         """Why the server is FAILED (the error ``start()`` would raise), or None."""
         run = self._run
-        if run is None or run.native.state != "failed":
+        if run is None or run.native.state is not _State.failed:
             return None
         return self._failure_error(run.native)
 
@@ -428,7 +429,7 @@ class LlamaServer(DerivedSurface):
         fault = as_fault(fault, times=times, param=param)
         with self._lock:
             run = self._run
-            if run is None or run.native.state in ("stopped", "stopping"):
+            if run is None or run.native.state in (_State.stopped, _State.stopping):
                 if not fault.kind.acts_on_load:
                     raise ServerNotRunningError(message("server.fault_needs_start", fault=fault.kind.value))
                 self._pending_faults.append(fault)
@@ -464,7 +465,7 @@ class LlamaServer(DerivedSurface):
     def open_call(self, path: str, body: str, post: bool = True) -> core.DirectCall:
         """Start a direct call (see :class:`llamaproc.direct.target.CallTarget`)."""
         run = self._run
-        if run is None or run.native.state != "ready":
+        if run is None or run.native.state is not _State.ready:
             raise ServerNotRunningError(message("server.not_running", status=self.status.value))
         return run.native.call(path, body, post)
 
@@ -537,7 +538,7 @@ class LlamaServer(DerivedSurface):
         native = run.native
         counts = dict(native.request_counts)
         restarts, failures = self._supervisor.restarts, self._supervisor.failures
-        if native.state != "ready":
+        if native.state is not _State.ready:
             last = run.last_metrics or ServerMetrics()
             return dataclasses.replace(last, live=False, rss_bytes=_rss_bytes(), recent_requests_per_second=0.0,
                                        recent_tokens_per_second=0.0, window_s=0.0, requests=counts,
