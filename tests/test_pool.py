@@ -665,3 +665,11 @@ def test_hostile_bodies_on_the_router_endpoints_get_400_and_the_pool_serves_on(m
                 conn.close()
                 assert res.status in (400, 404), (path, raw[:20], res.status)
         assert chat(pool, "a")[0] == 200 and pool.health_check().ok
+
+
+def test_with_starts_a_pool_made_with_its_constructor(models):
+    pool = ModelPool(PoolConfig(models={"a": spec(models["a"])}))
+    assert not pool.running
+    with pool as entered:
+        assert entered is pool and pool.running and chat(pool, "a")[0] == 200
+    assert not pool.running

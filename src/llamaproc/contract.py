@@ -37,6 +37,7 @@ from .devices import DeviceMetrics
 
 if TYPE_CHECKING:
     from .direct.client import AsyncDirectClient, DirectClient
+    from .direct.target import Call
     from .errors import LlamaProcError
     from .faults import Fault
     from .recovery import ServerEvent
@@ -224,10 +225,13 @@ class ServerLike(Protocol):
     @property
     def failure(self) -> LlamaProcError | None: ...
     @property
+    def serving(self) -> bool: ...
+    @property
     def direct(self) -> DirectClient: ...
     @property
     def adirect(self) -> AsyncDirectClient: ...
 
+    def open_call(self, path: str, body: str, post: bool = True) -> Call: ...
     def stop(self) -> None: ...
     def restart(self, *, timeout: float = 600.0) -> None: ...
     def health_check(self, timeout: float = 2.0) -> HealthReport: ...
@@ -249,8 +253,29 @@ class ServerLike(Protocol):
 
 
 class DerivedSurface:
-    """The part of :class:`ServerLike` every class derives from its own methods (the asyncio
-    twins and the OpenAI SDK clients): written once here, inherited by each server-like class."""
+    """The part of :class:`ServerLike` every class derives from its own methods (direct calls,
+    the asyncio twins and the OpenAI SDK clients): written once here, inherited by each
+    server-like class."""
+
+    @property
+    def direct(self: ServerLike) -> DirectClient:
+        """In-process calls to this server, shaped like the OpenAI SDK (see :mod:`llamaproc.direct`)."""
+        from .direct.client import DirectClient
+
+        client = self.__dict__.get("_direct_client")
+        if client is None:
+            client = self.__dict__["_direct_client"] = DirectClient(self)
+        return client
+
+    @property
+    def adirect(self: ServerLike) -> AsyncDirectClient:
+        """:attr:`direct` for asyncio (its waits run on the process's direct-call threads)."""
+        from .direct.client import AsyncDirectClient, direct_pool
+
+        client = self.__dict__.get("_adirect_client")
+        if client is None:
+            client = self.__dict__["_adirect_client"] = AsyncDirectClient(self, direct_pool())
+        return client
 
     def openai_client(self: ServerLike, **kwargs: Any) -> Any:
         """An ``openai.OpenAI`` client whose requests reach this server in-process (no socket):
@@ -258,14 +283,14 @@ class DerivedSurface:
         ``kwargs`` go to ``openai.OpenAI``."""
         from .direct.openai_transport import openai_client
 
-        return openai_client(self, **kwargs)  # type: ignore[arg-type]
+        return openai_client(self, **kwargs)
 
     def async_openai_client(self: ServerLike, **kwargs: Any) -> Any:
         """:meth:`openai_client` for asyncio: an ``openai.AsyncOpenAI``."""
         from .direct.client import direct_pool
         from .direct.openai_transport import async_openai_client
 
-        return async_openai_client(self, direct_pool(), **kwargs)  # type: ignore[arg-type]
+        return async_openai_client(self, direct_pool(), **kwargs)
 
     async def astop(self: ServerLike) -> None:
         """:meth:`stop` without blocking the event loop."""

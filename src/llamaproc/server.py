@@ -20,7 +20,6 @@ from .config import ServerConfig
 from .contract import (DerivedSurface, HealthReport, HealthStatus, ServerMetrics, ServerStatus, client_host, http_status,
                        recent_rates)
 from .devices import device_metrics
-from .direct.client import AsyncDirectClient, DirectClient, direct_pool
 from .errors import LlamaProcError, ServerNotRunningError, StartupError, WaitTimeoutError, attach_log_tail
 from .faults import Fault, FaultKind, arm_native, as_fault
 from .messages import message
@@ -443,24 +442,7 @@ class LlamaServer(DerivedSurface):
         if run is not None:
             run.native.clear_faults()
 
-    @property
-    def direct(self) -> DirectClient:
-        """In-process calls to this server, shaped like the OpenAI SDK (see :mod:`llamaproc.direct`)."""
-        client = self.__dict__.get("_direct")
-        if client is None:
-            client = self.__dict__["_direct"] = DirectClient(self)
-        return client
 
-    @property
-    def adirect(self) -> AsyncDirectClient:
-        """:attr:`direct` for asyncio."""
-        client = self.__dict__.get("_adirect")
-        if client is None:
-            with self._lock:
-                client = self.__dict__.get("_adirect")
-                if client is None:
-                    client = self.__dict__["_adirect"] = AsyncDirectClient(self, direct_pool())
-        return client
 
     def open_call(self, path: str, body: str, post: bool = True) -> core.DirectCall:
         """Start a direct call (see :class:`llamaproc.direct.target.CallTarget`)."""

@@ -31,14 +31,13 @@ import time
 import weakref
 from collections import deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, NoReturn, cast
 
 from .. import _logging, errors, flags
 from .._native import core
 from ..contract import HealthReport, HealthStatus, ServerMetrics, client_host, http_status
-from ..direct.client import AsyncDirectClient, DirectClient, direct_pool
+from ..direct.client import AsyncDirectClient, DirectClient
 from ..errors import ConfigError, LlamaProcError, ServerNotRunningError, WaitTimeoutError
 from ..faults import Fault, as_fault, native_args
 from ..messages import message
@@ -289,6 +288,10 @@ class ModelPool:
         _live_pools.discard(self)
 
     def __enter__(self) -> ModelPool:
+        """Starts a pool made with ``ModelPool(config)`` (as ``with LlamaServer(config)`` starts
+        a server); one from :meth:`start` is already running."""
+        if self._watcher is None:
+            self._start(600.0)
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -512,9 +515,6 @@ class ModelPool:
         """:meth:`direct` with ``async def`` methods."""
         return self.server(model).adirect
 
-    def _direct_executor(self) -> ThreadPoolExecutor:
-        """The threads asyncio direct calls of this pool's models wait on (the process's)."""
-        return direct_pool()
 
     # -- health and metrics ---------------------------------------------------------------
 
@@ -622,6 +622,8 @@ class ModelPool:
         return await asyncio.to_thread(self.metrics, name, timeout)
 
     async def __aenter__(self) -> ModelPool:
+        if self._watcher is None:
+            await asyncio.to_thread(self._start, 600.0)
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:

@@ -25,7 +25,6 @@ from collections import deque
 from typing import TYPE_CHECKING, Any, cast
 
 from ..contract import DerivedSurface, HealthReport, HealthStatus, ServerMetrics, ServerStatus
-from ..direct.client import AsyncDirectClient, DirectClient
 from ..errors import LlamaProcError, ServerNotRunningError
 from ..faults import Fault
 from ..messages import message
@@ -59,8 +58,6 @@ class PooledServer(DerivedSurface):
         self._pool = weakref.ref(pool)
         self.name = name
         self._events: deque[ServerEvent] = deque(maxlen=1000)
-        self._direct: DirectClient | None = None
-        self._adirect: AsyncDirectClient | None = None
 
     def _owner(self) -> ModelPool:
         pool = self._pool()
@@ -220,19 +217,7 @@ class PooledServer(DerivedSurface):
         call: core.DirectCall = native.call(path, json.dumps(data, ensure_ascii=False), post)
         return call
 
-    @property
-    def direct(self) -> DirectClient:
-        """In-process calls to this model, routed and loaded exactly like HTTP requests naming it."""
-        if self._direct is None:
-            self._direct = DirectClient(self)
-        return self._direct
 
-    @property
-    def adirect(self) -> AsyncDirectClient:
-        """:attr:`direct` with ``async def`` methods."""
-        if self._adirect is None:
-            self._adirect = AsyncDirectClient(self, self._owner()._direct_executor())
-        return self._adirect
 
 
 __all__ = ["PooledServer"]

@@ -39,7 +39,6 @@ from http.server import ThreadingHTTPServer
 from typing import Any
 
 from ..contract import DerivedSurface, HealthReport, HealthStatus, ServerMetrics, ServerStatus, client_host, recent_rates
-from ..direct.client import AsyncDirectClient, DirectClient, direct_pool
 from ..errors import (LlamaProcError, ModelLoadError, NativeError, ResourceError, ServerNotRunningError, StartupError,
                       attach_log_tail)
 from ..faults import Fault, FaultKind, as_fault
@@ -88,8 +87,6 @@ class FakeServer(DerivedSurface):
         self._last_metrics = ServerMetrics()
         #: Set while stopping: waits of streams and slow loads end at once.
         self.stopping = threading.Event()
-        self._direct: DirectClient | None = None
-        self._adirect: AsyncDirectClient | None = None
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -212,18 +209,7 @@ class FakeServer(DerivedSurface):
     def failure(self) -> LlamaProcError | None:
         return self._failure if self._status is ServerStatus.FAILED else None
 
-    @property
-    def direct(self) -> DirectClient:
-        """In-process calls to the fake (as ``LlamaServer.direct``)."""
-        if self._direct is None:
-            self._direct = DirectClient(self)
-        return self._direct
 
-    @property
-    def adirect(self) -> AsyncDirectClient:
-        if self._adirect is None:
-            self._adirect = AsyncDirectClient(self, direct_pool())
-        return self._adirect
 
     def events(self) -> list[ServerEvent]:
         return list(self._events)
