@@ -209,11 +209,20 @@ def test_ctrl_c_during_a_direct_call(tiny_model):
     script = textwrap.dedent(f"""
         import os, signal, threading, time
         from llamaproc import LlamaServer, ServerConfig
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # even when started with SIGINT ignored
         cfg = ServerConfig(model_path={str(tiny_model)!r}, threads=1, context_size=8192, parallel=1)
         with LlamaServer.start(cfg) as server:
+            def decoding():  # None: the loop did not answer in time (busy): ask again
+                load = server._run.native.query_load(1.0)
+                return load is not None and load["n_processing"] > 0
+
+            def idle():
+                load = server._run.native.query_load(1.0)
+                return load is not None and load["n_processing"] == 0
+
             def interrupt_once_decoding():
                 deadline = time.monotonic() + 30
-                while not server._run.native.query_load(1.0)["n_processing"] and time.monotonic() < deadline:
+                while not decoding() and time.monotonic() < deadline:
                     time.sleep(0.005)
                 os.kill(os.getpid(), signal.SIGINT)
             threading.Thread(target=interrupt_once_decoding, daemon=True).start()
@@ -222,7 +231,7 @@ def test_ctrl_c_during_a_direct_call(tiny_model):
                 print("finished")
             except KeyboardInterrupt:
                 t0 = time.monotonic()
-                while server._run.native.query_load(1.0)["n_processing"]:
+                while not idle():
                     time.sleep(0.005)
                 print("interrupted", round(time.monotonic() - t0, 3))
     """)

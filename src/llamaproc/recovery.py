@@ -136,8 +136,10 @@ class Supervisor:
         """Start counting restarts afresh (a new start of the server)."""
         self._budget = RestartBudget(self.policy) if self.policy is not None else None
 
-    def emit(self, kind: EventKind, **fields: object) -> None:
-        self._emit(ServerEvent(kind, time.time(), **fields))  # type: ignore[arg-type]
+    def emit(self, kind: EventKind, *, attempt: int = 0, delay_s: float = 0.0, cause: str = "",
+             error: LlamaProcError | None = None) -> None:
+        """Hand the owner a :class:`ServerEvent` of ``kind``, stamped now."""
+        self._emit(ServerEvent(kind, time.time(), attempt=attempt, delay_s=delay_s, cause=cause, error=error))
 
     def handle_failure(self, error: LlamaProcError, stopping: threading.Event,
                        reload: Callable[[], LlamaProcError | None]) -> None:

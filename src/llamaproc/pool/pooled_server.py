@@ -42,9 +42,9 @@ def server_event_of(event: ModelEvent) -> ServerEvent | None:
 
     kind = {"restarting": EventKind.RESTARTING, "gave_up": EventKind.GAVE_UP,
             "model_remove": EventKind.STOPPED}.get(event.kind)
-    if kind is None and event.kind == "status_change":
+    if kind is None and event.kind == "status_change" and event.status is not None:
         kind = {ModelStatus.LOADING: EventKind.STARTED, ModelStatus.LOADED: EventKind.READY,
-                ModelStatus.FAILED: EventKind.FAILED, ModelStatus.UNLOADED: EventKind.STOPPED}.get(event.status)  # type: ignore[arg-type]
+                ModelStatus.FAILED: EventKind.FAILED, ModelStatus.UNLOADED: EventKind.STOPPED}.get(event.status)
     if kind is None:
         return None
     return ServerEvent(kind, event.time, attempt=int(event.data.get("attempt", 0) or 0),
