@@ -263,11 +263,6 @@ def test_concurrent_lifecycle_calls_never_hang_and_end_consistent(tiny_model):
     assert thread_count() <= baseline_threads
 
 
-def test_ui_mcp_proxy_is_refused_rather_than_silently_disabled(tiny_model):
-    with pytest.raises(errors.ConfigError, match="ui-mcp-proxy"):
-        LlamaServer.from_args(["-m", str(tiny_model), "--ui-mcp-proxy", "--port", "0"], use_env=False)
-
-
 def test_the_first_prompt_progress_event_is_delivered(tiny_model):
     """A stream's first chunk used to be dropped by the handler wrapper."""
     server = LlamaServer.start(tiny_config(tiny_model, batch_size=16, context_size=1024))

@@ -104,7 +104,7 @@ void init_pool(nb::module_ & m) {
             "__init__",
             [](PoolHandle * self, std::vector<std::string> router_args, bool use_env, std::vector<Record> models,
                uint64_t memory_budget, double idle_unload_s, std::string default_model, bool allow_unauthenticated_remote,
-               uint64_t max_request_bytes, bool decode_gate, bool read_cache) {
+               uint64_t max_request_bytes, bool decode_gate, bool read_cache, int verbosity) {
                 llamaproc::PoolOptions o;
                 o.router_args = std::move(router_args);
                 o.use_env = use_env;
@@ -118,12 +118,13 @@ void init_pool(nb::module_ & m) {
                 o.max_request_bytes = max_request_bytes;
                 o.decode_gate = decode_gate;
                 o.read_cache = read_cache;
+                o.verbosity = verbosity;
                 new (self) PoolHandle(std::move(o));
             },
             nb::arg("router_args"), nb::arg("use_env") = false, nb::arg("models") = std::vector<Record>{},
             nb::arg("memory_budget") = 0, nb::arg("idle_unload_s") = 0.0, nb::arg("default_model") = "",
             nb::arg("allow_unauthenticated_remote") = false, nb::arg("max_request_bytes") = 32ull << 20,
-            nb::arg("decode_gate") = true, nb::arg("read_cache") = false)
+            nb::arg("decode_gate") = true, nb::arg("read_cache") = false, nb::arg("verbosity") = -1)
         .def("start", [](PoolHandle & h) { h.pool->start(); }, release(),
              "Read the model sources, bind, and start loading the load-on-startup models.")
         .def("stop", [](PoolHandle & h) { h.pool->stop(); }, release(),

@@ -27,9 +27,9 @@ struct ServerHandle {
     std::unique_ptr<EmbeddedServer> server;
 
     ServerHandle(std::vector<std::string> args, bool use_env, uint64_t memory_limit, bool allow_unauthenticated_remote,
-                 uint64_t max_request_bytes)
+                 uint64_t max_request_bytes, int verbosity)
         : server(std::make_unique<EmbeddedServer>(llamaproc::ServerOptions{
-              std::move(args), use_env, memory_limit, allow_unauthenticated_remote, max_request_bytes})) {}
+              std::move(args), use_env, memory_limit, allow_unauthenticated_remote, max_request_bytes, verbosity})) {}
 
     ~ServerHandle() {
         if (server) {
@@ -71,9 +71,9 @@ void init_server(nb::module_ & m) {
         "The CPU governor: the most threads a decode may use, what it may use now, the cores left to "
         "busy host threads, their smoothed CPU use, and the governor's own sampling count and CPU time.");
     nb::class_<ServerHandle>(m, "EmbeddedServer", "llama.cpp's HTTP server on native threads in this process.")
-        .def(nb::init<std::vector<std::string>, bool, uint64_t, bool, uint64_t>(), nb::arg("args"),
+        .def(nb::init<std::vector<std::string>, bool, uint64_t, bool, uint64_t, int>(), nb::arg("args"),
              nb::arg("use_env") = false, nb::arg("memory_limit") = 0, nb::arg("allow_unauthenticated_remote") = false,
-             nb::arg("max_request_bytes") = 32ull << 20)
+             nb::arg("max_request_bytes") = 32ull << 20, nb::arg("verbosity") = -1)
         .def("start", [](ServerHandle & h) { h.server->start(); }, release(),
              "Parse flags, check the model file, bind, start serving; the model loads in the background.")
         .def("wait_ready", [](ServerHandle & h, double timeout) { return h.server->wait_ready(timeout); }, release(),

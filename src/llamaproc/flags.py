@@ -122,6 +122,38 @@ def split_process_flags(argv: Sequence[str], *, use_env: bool = False) -> tuple[
     return kept, level
 
 
+#: llama.cpp's verbosity for ``-v`` (its INT_MAX: everything).
+VERBOSE_ALL = 2**31 - 1
+
+
+def llama_verbosity(argv: Sequence[str], *, use_env: bool = False) -> int | None:
+    """llama.cpp's own verbosity number the flags give: ``-v`` everything (:data:`VERBOSE_ALL`),
+    ``-lv N`` N, else (with ``use_env``) ``LLAMA_ARG_LOG_VERBOSITY``; None without one.
+
+    :func:`split_process_flags` maps it to the ``llamaproc`` logger; the server also gets it,
+    for what llama-server does with it beside logging: above 9 every completion response carries
+    ``__verbose`` (the prompt as formatted, the sampling settings, ...), as with ``llama-server -v``.
+    """
+    values = _flag_values()
+    number: int | None = None
+    i = 0
+    while i < len(argv):
+        flag = argv[i].replace("_", "-") if argv[i].startswith("--") else argv[i]
+        if flag in _VERBOSE_FLAGS:
+            number, i = VERBOSE_ALL, i + 1
+        elif flag in _VERBOSITY_FLAGS and i + 1 < len(argv):
+            try:
+                number = int(argv[i + 1])
+            except ValueError:
+                pass  # split_process_flags() names the bad value
+            i += 2
+        else:
+            i += 1 + values.get(flag, 0)
+    if number is None and use_env and os.environ.get(VERBOSITY_ENV, "").strip().lstrip("-").isdigit():
+        number = int(os.environ[VERBOSITY_ENV])
+    return number
+
+
 def apply_log_level(level: int | None) -> None:
     """Make the ``llamaproc`` logger at least as verbose as ``level`` (never less verbose)."""
     if level is None:

@@ -145,6 +145,7 @@ class LlamaServer(DerivedSurface):
         self._events: deque[ServerEvent] = deque(maxlen=1000)
         self._pending_faults: list[Fault] = []  # load faults armed while stopped: for the next start
         self._log_level: int | None = None  # from -v / -lv N in from_args()
+        self._verbosity: int | None = None  # llama.cpp's number for them (> 9: responses carry __verbose)
         self._supervisor = Supervisor(restart, self._emit)
 
     @classmethod
@@ -163,13 +164,15 @@ class LlamaServer(DerivedSurface):
         ``--models-dir``, ``--models-preset``) are a :class:`~llamaproc.ModelPool`'s:
         ``ModelPool.from_args``, or :func:`llamaproc.serve_from_args` for either.
         """
-        argv, log_level = flags.split_process_flags([str(a) for a in args], use_env=use_env)
+        given = [str(a) for a in args]
+        argv, log_level = flags.split_process_flags(given, use_env=use_env)
         core.validate_server_args(argv, use_env)
         server = cls.__new__(cls)
         server._prepare(argv, config=None, use_env=use_env, memory_limit=0, port=0, host="127.0.0.1",
                         restart=restart, on_event=on_event, allow_unauthenticated_remote=allow_unauthenticated_remote,
                         max_request_bytes=max_request_bytes)
         server._log_level = log_level  # -v / -lv N: applied to the `llamaproc` logger by _start()
+        server._verbosity = flags.llama_verbosity(given, use_env=use_env)  # and to the server: __verbose
         server._start(timeout=timeout, progress=progress)
         return server
 
@@ -217,7 +220,8 @@ class LlamaServer(DerivedSurface):
             argv += ["--port", str(self._port)]  # the last --port wins: restart() keeps the port
         native = core.EmbeddedServer(argv, use_env=self._use_env, memory_limit=self._memory_limit,
                                      allow_unauthenticated_remote=self._allow_unauthenticated_remote,
-                                     max_request_bytes=self._max_request_bytes)
+                                     max_request_bytes=self._max_request_bytes,
+                                     verbosity=-1 if self._verbosity is None else self._verbosity)
         with self._lock:
             if self._run is not previous:
                 raise StartupError(message("server.started_meanwhile"))

@@ -81,6 +81,9 @@ void ModelPool::prepare_entry(Entry & e) {
     try {
         common_params params = parse_server_args(e.config.args, options_.use_env);
         prepare_instance_params(params, e.config.args, options_.use_env);
+        if (options_.verbosity >= 0) {
+            params.verbosity = options_.verbosity;
+        }
         params.model_alias = {e.config.name};
         params.hostnames = router_params_.hostnames;
         params.port = 0;

@@ -55,6 +55,7 @@ struct PoolOptions {
     bool read_cache = false;               // also serve llama.cpp's local model cache (llama-server does)
     bool allow_unauthenticated_remote = false;
     uint64_t max_request_bytes = 32ull << 20;
+    int verbosity = -1;  // llama.cpp's -v / -lv number for every model (> 9: responses carry __verbose)
 };
 
 struct PoolModelInfo {

@@ -128,7 +128,7 @@ server_http_res_ptr ModelPool::router_props_response() const {
         {"default_generation_settings", {{"params", json::object()}, {"n_ctx", 0}}},
         {"ui_settings", json::object()},
         {"build_info", std::string(llama_build_info())},
-        {"cors_proxy_enabled", false},
+        {"cors_proxy_enabled", router_params_.ui_mcp_proxy},
     });
 }
 

@@ -106,6 +106,9 @@ uint64_t EmbeddedServer::wait_change(uint64_t seen, double timeout_s) {
 void EmbeddedServer::prepare_params() {
     check_front_params(params_, options_.allow_unauthenticated_remote);
     prepare_instance_params(params_, options_.args, options_.use_env);
+    if (options_.verbosity >= 0) {
+        params_.verbosity = options_.verbosity;  // not the process-wide log threshold: the logger has that
+    }
 }
 
 std::shared_ptr<ModelInstance> EmbeddedServer::make_instance() {

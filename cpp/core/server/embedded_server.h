@@ -39,6 +39,7 @@ struct ServerOptions {
     uint64_t memory_limit = 0;       // bytes (weights + KV + compute + prompt cache); 0 = none
     bool allow_unauthenticated_remote = false;  // listen beyond loopback without an API key
     uint64_t max_request_bytes = 32ull << 20;   // larger request bodies get HTTP 413
+    int verbosity = -1;  // llama.cpp's -v / -lv number for this server (> 9: responses carry __verbose); -1: none
 };
 
 class EmbeddedServer {

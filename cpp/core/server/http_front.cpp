@@ -6,6 +6,8 @@
 
 #include "server-common.h"
 #include "server-context.h"
+#include "server-models.h"  // server_http_proxy, for the CORS proxy below
+#include "server-cors-proxy.h"
 #include "server-http.h"
 #include "server-mcp.h"
 #include "server-stream.h"
@@ -327,10 +329,17 @@ void HttpFront::register_routes() {
         res->data = safe_json_to_str({{"error", {{"message", "this feature is disabled"}, {"type", "feature_disabled"}}}});
         return res;
     };
-    // the CORS proxy serves llama.cpp's web UI, which is not part of an embedded server
-    // (--ui-mcp-proxy is refused when the server starts)
-    http.get("/cors-proxy", disabled);
-    http.post("/cors-proxy", disabled);
+    // the web UI's CORS proxy for MCP servers: off (403) unless --ui-mcp-proxy opts in, as in
+    // llama-server; it forwards to any URL it is given, with only the headers the caller names
+    if (params_.ui_mcp_proxy) {
+        log_line(LogLevel::warning, "--ui-mcp-proxy: /cors-proxy forwards requests to any URL it is given "
+                                 "(the web UI's MCP proxy, experimental); keep the server private or use an API key");
+        http.get("/cors-proxy", guard(proxy_handler_get));
+        http.post("/cors-proxy", guard(proxy_handler_post));
+    } else {
+        http.get("/cors-proxy", disabled);
+        http.post("/cors-proxy", disabled);
+    }
     try {
         mcp_->start(params_);
     } catch (const std::exception & e) {

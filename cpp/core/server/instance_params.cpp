@@ -84,11 +84,6 @@ void check_front_params(const common_params & params, bool allow_unauthenticated
                         "with allow_unauthenticated_remote=True (CLI: --allow-unauthenticated-remote)");
         }
     }
-    if (params.ui_mcp_proxy) {
-        throw Error(ErrorKind::config,
-                    "--ui-mcp-proxy: the web UI's CORS proxy forwards requests to any URL; llamaproc serves no web "
-                    "UI and does not run that proxy. Remove the flag (or LLAMA_ARG_UI_MCP_PROXY)");
-    }
 }
 
 void prepare_instance_params(common_params & params, const std::vector<std::string> & args, bool use_env) {

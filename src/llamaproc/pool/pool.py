@@ -194,7 +194,7 @@ class ModelPool:
                  on_event: Callable[[ModelEvent], None] | None, default_model: str | None = None,
                  memory_budget: int | None = None, idle_unload_s: float | None = None,
                  restart: RestartPolicy | None = None, allow_unauthenticated_remote: bool = False,
-                 read_cache: bool = False) -> None:
+                 read_cache: bool = False, verbosity: int | None = None) -> None:
         self._config = config
         models = [spec.native(name) for name, spec in (config.models.items() if config else ())]
         self._preset_path = (str(config.models_preset) if config and config.models_preset
@@ -207,7 +207,8 @@ class ModelPool:
             allow_unauthenticated_remote=config.allow_unauthenticated_remote if config else allow_unauthenticated_remote,
             max_request_bytes=config.max_request_bytes if config else 32 * 2**20,
             decode_gate=config.decode_gate if config else True,
-            read_cache=config.use_model_cache if config else read_cache)
+            read_cache=config.use_model_cache if config else read_cache,
+            verbosity=-1 if verbosity is None else verbosity)
         self._default_restart = config.restart if config else restart
         self._restart_of: dict[str, RestartPolicy | None] = {}
         if config is not None:
@@ -252,11 +253,13 @@ class ModelPool:
         defaults for every model (``-c 4096``, ``--temp 0`` ...). No ``-m``: that is a single
         model (:meth:`LlamaServer.from_args`). As llama-server does, it also serves the models of
         llama.cpp's local model cache (``read_cache``; offline, nothing is downloaded)."""
-        argv, _log_level = flags.split_process_flags([str(a) for a in args], use_env=use_env)
+        given = [str(a) for a in args]
+        argv, _log_level = flags.split_process_flags(given, use_env=use_env)
         pool = cls.__new__(cls)
         pool._prepare(argv, config=None, use_env=use_env, on_event=on_event, default_model=default_model,
                       memory_budget=memory_budget, idle_unload_s=idle_unload_s, restart=restart,
-                      allow_unauthenticated_remote=allow_unauthenticated_remote, read_cache=read_cache)
+                      allow_unauthenticated_remote=allow_unauthenticated_remote, read_cache=read_cache,
+                      verbosity=flags.llama_verbosity(given, use_env=use_env))  # > 9: responses carry __verbose
         pool._start(timeout)
         return pool
 
