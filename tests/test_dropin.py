@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -131,3 +132,22 @@ def test_the_cors_proxy_refuses_what_llama_server_refuses(tiny_model, url, reaso
     with server_from(tiny_model, "--ui-mcp-proxy") as server:
         status, body = get(server.url + f"/cors-proxy?url={url}")
         assert status == 500 and reason in body["error"]["message"]
+
+
+# -- LLAMA_SERVER_DEBUG_FAKE_TIMING: llama-server's router waits 2 s per load and per request --------
+
+def test_fake_timing_delays_each_load_once_as_the_router_does(tiny_model, tmp_path, monkeypatch):
+    monkeypatch.setenv("LLAMA_SERVER_DEBUG_FAKE_TIMING", "1")
+    folder = tmp_path / "models"
+    folder.mkdir()
+    (folder / "tiny.gguf").symlink_to(tiny_model)
+    with ModelPool.from_args(["--models-dir", str(folder), "--port", "0", "-c", "512"], use_env=True,
+                             read_cache=False) as pool:
+        t0 = time.monotonic()
+        pool.load("tiny")
+        took = time.monotonic() - t0
+        # once per load: 2 s (a delay per load-progress step took 2 s times the steps: 6 s and more)
+        assert 1.9 <= took < 5.0, took
+        t0 = time.monotonic()
+        assert post(pool.url + "/v1/chat/completions", {**CHAT, "model": "tiny"})[0] == 200
+        assert time.monotonic() - t0 >= 1.9  # and once per request, as a proxied request waits

@@ -241,7 +241,7 @@ std::shared_ptr<ModelInstance> ModelPool::start_load_locked(Entry & e, const com
                                                 [this, name, self] { on_instance_change(name, *self); });
     *self = inst;
     if (fake_timing_) {
-        e.faults->arm(FaultKind::slow_load, 1, 2000);
+        inst->delay_load(2000);  // as llama-server's router: 2 s once per load (and per request, route())
     }
     inst->on_idle([this] { pump(); });  // its last request finished: it may be unloaded for a waiting model
     inst->gate_decodes(options_.decode_gate);

@@ -271,15 +271,24 @@ void HttpFront::register_routes() {
                 res = call_route(*inst, member, request->req);
             }
             count(original, outcome_of(res->status));
-            if (!res->is_stream()) {
-                return res;
-            }
-            // a stream's first chunk stays in the inner response's data: its next() sends it
+            // The response goes out wrapped, holding the lease until it is destroyed: llama.cpp's
+            // response (its reader on the instance's result queue, its on_complete()) must go
+            // before the instance can be unloaded. Returned bare, a non-stream answer outlived
+            // its lease, and a model unloaded at once (idle, another model queued) freed the
+            // queue under it: std::terminate or a crash in the HTTP thread.
             auto out = std::make_unique<GuardedResponse>();
             out->content_type = res->content_type;
             out->status = res->status;
             out->headers = res->headers;
             out->tail = tail_;
+            if (!res->is_stream()) {
+                out->data = std::move(res->data);
+                out->inner = std::move(res);
+                out->request = std::move(request);
+                out->lease = std::move(lease);
+                return out;
+            }
+            // a stream's first chunk stays in the inner response's data: its next() sends it
             out->next = [this, inner_res = res.get(), inst = inst.get(), tail = tail_, req = &request->req,
                          stream_faults = StreamFaults(*faults_)](std::string & chunk) mutable -> bool {
                 ThreadLogScope scope(tail);

@@ -280,6 +280,10 @@ void ModelInstance::run() {
                                                  "' needs more than memory_limit; nothing was loaded");
         }
         slow_load_ms_ = faults_->take(FaultKind::slow_load) ? faults_->param(FaultKind::slow_load) : 0;
+        for (const auto until = clock::now() + std::chrono::milliseconds(load_delay_ms_);
+             clock::now() < until && !stop_requested_.load();) {
+            std::this_thread::sleep_for(std::chrono::milliseconds(5));
+        }
         InstanceMemory mem;
         // With a memory_limit the first load also measures: if what it holds leaves the prompt
         // cache less room than the estimate gave it, the model loads once more with the right cap.

@@ -130,6 +130,9 @@ public:
     int leases() const;
     // Called (without locks held) each time the last lease is released. Set before start().
     void on_idle(std::function<void()> fn) { on_idle_ = std::move(fn); }
+    // Wait `ms` before the load begins (stop() cuts it short): LLAMA_SERVER_DEBUG_FAKE_TIMING's
+    // delay, which makes a router's queueing observable. Set before start().
+    void delay_load(int ms) { load_delay_ms_ = ms; }
     // Decode through the process-wide thread budget (decode_gate.h). Set before start().
     void gate_decodes(bool on) { gate_decodes_ = on; }
     // Decode with the threads the CPU governor gives (cpu_governor.h). Set before start().
@@ -185,6 +188,7 @@ private:
 
     std::atomic<float> load_progress_{0.0f};
     int slow_load_ms_ = 0;  // the slow_load fault, taken for this instance's load
+    int load_delay_ms_ = 0;  // delay_load()
     std::atomic<bool> stop_requested_{false};
     std::atomic<bool> thread_done_{false};
     std::atomic<bool> poisoned_{false};  // a native assert unwound through llama.cpp
