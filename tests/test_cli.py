@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -110,15 +111,29 @@ def test_info_reports_commit_backends_and_devices():
 
 
 @pytest.mark.smollm2
-def test_serve_without_a_model_serves_the_default_model(smollm2_model):
-    # smollm2_model has filled the user cache: serve finds it there
-    proc, port = _serve("-t", "1", "-c", "512")
+def test_serve_without_a_model_is_the_router_with_the_default_model_loaded(smollm2_model, tiny_model, tmp_path):
+    # llama-server with no -m is its router over the local model cache; serve is that router, and
+    # the default model (smollm2_model filled the user cache) joins its models, loaded
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    snapshot = tmp_path / "cache" / "models--someone--tiny-GGUF" / "snapshots" / commit
+    snapshot.mkdir(parents=True)
+    (snapshot.parent.parent / "refs").mkdir()
+    (snapshot.parent.parent / "refs" / "main").write_text(commit)
+    shutil.copy(tiny_model, snapshot / "tiny-Q4_1.gguf")
+    proc, port = _serve("-t", "1", "-c", "512", env={"LLAMA_CACHE": str(tmp_path / "cache")})
+    url = f"http://127.0.0.1:{port}"
     try:
         _wait_healthy(proc, port)
-        status, body = post(f"http://127.0.0.1:{port}/v1/chat/completions",
-                            {"messages": [{"role": "user", "content": "Say hi"}], "max_tokens": 8})
+        chat = {"messages": [{"role": "user", "content": "Say hi"}], "max_tokens": 8}
+        status, body = post(url + "/v1/chat/completions", chat)  # no model named: the default model
         assert status == 200 and body["choices"][0]["message"]["content"]
-        assert "SmolLM2" in get(f"http://127.0.0.1:{port}/v1/models")[1]["data"][0]["id"]
+        listing = {m["id"]: m for m in get(url + "/models")[1]["data"]}
+        default = next(name for name in listing if name.startswith("SmolLM2"))
+        assert body["model"] == default and listing[default]["status"]["value"] == "loaded"
+        assert listing["someone/tiny-GGUF:Q4_1"]["status"]["value"] == "unloaded"
+        assert post(url + "/v1/chat/completions", {**chat, "model": "someone/tiny-GGUF:Q4_1"})[0] == 200
+        status, body = post(url + "/models/load", {"model": "nope"})  # the router's own answer (llama.cpp's
+        assert status == 404 and body["error"]["type"] == "not_found_error"  # HTTP layer rewrites 404 bodies)
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=10)

