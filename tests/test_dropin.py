@@ -151,3 +151,33 @@ def test_fake_timing_delays_each_load_once_as_the_router_does(tiny_model, tmp_pa
         t0 = time.monotonic()
         assert post(pool.url + "/v1/chat/completions", {**CHAT, "model": "tiny"})[0] == 200
         assert time.monotonic() - t0 >= 1.9  # and once per request, as a proxied request waits
+
+
+# -- dedup-cache-models: a preset's model and its draft hide their cache twins -------------------
+
+def _cache_model(cache: Path, repo: str, filename: str, source: Path) -> None:
+    """One model in llama.cpp's cache, in the Hugging Face hub layout."""
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    folder = cache / ("models--" + repo.replace("/", "--"))
+    (folder / "refs").mkdir(parents=True)
+    (folder / "refs" / "main").write_text(commit)
+    (folder / "snapshots" / commit).mkdir(parents=True)
+    (folder / "snapshots" / commit / filename).symlink_to(source)
+
+
+def test_dedup_cache_models_hides_the_model_and_its_draft_until_it_is_removed(tiny_model, tmp_path, monkeypatch):
+    cache = tmp_path / "cache"
+    _cache_model(cache, "someone/main-GGUF", "main-Q4_1.gguf", tiny_model)
+    _cache_model(cache, "someone/draft-GGUF", "draft-Q4_1.gguf", tiny_model)
+    monkeypatch.setenv("LLAMA_CACHE", str(cache))
+    preset = tmp_path / "models.ini"
+    section = "[chat]\nhf-repo = someone/main-GGUF:Q4_1\nspec-draft-hf = someone/draft-GGUF:Q4_1\n"
+    preset.write_text(section + "dedup-cache-models = 1\n")
+    twins = {"someone/main-GGUF:Q4_1", "someone/draft-GGUF:Q4_1"}
+    with ModelPool.from_args(["--models-preset", str(preset), "--port", "0", "-c", "256"], use_env=False,
+                             read_cache=True) as pool:
+        listed = {m["id"] for m in get(pool.url + "/models")[1]["data"]}
+        assert "chat" in listed and not listed & twins, listed
+        preset.write_text(section)  # the flag removed: both cache models are listed again
+        status, body = get(pool.url + "/models?reload=1")
+        assert status == 200 and twins <= {m["id"] for m in body["data"]}

@@ -182,18 +182,23 @@ std::vector<PoolModelConfig> collect_pool_models(const std::vector<std::string> 
     from_cache = ctx.cascade(global, from_cache);
     from_dir = ctx.cascade(global, from_dir);
     from_ini = ctx.cascade(global, from_ini);
-    // the files of presets that ask for dedup-cache-models: cache twins of them are not listed
+    // the files of presets that ask for dedup-cache-models (the model and its draft, as
+    // llama-server hides both): cache twins of them are not listed
     std::set<std::string> dedup_paths;
+    const auto add_hf_path = [&dedup_paths](const common_preset & preset, const char * repo_key, const char * file_key) {
+        std::string repo, file;
+        if (preset.get_option(repo_key, repo) && !repo.empty()) {
+            preset.get_option(file_key, file);
+            if (std::string path = common_download_resolve_path(repo, file); !path.empty()) {
+                dedup_paths.insert(path);
+            }
+        }
+    };
     for (auto & [name, preset] : from_ini) {
         std::string dedup;
         if (preset.get_option(COMMON_ARG_PRESET_DEDUP_CACHE_MODELS, dedup) && common_arg_utils::is_truthy(dedup)) {
-            std::string repo, file;
-            if (preset.get_option("LLAMA_ARG_HF_REPO", repo) && !repo.empty()) {
-                preset.get_option("LLAMA_ARG_HF_FILE", file);
-                if (std::string path = common_download_resolve_path(repo, file); !path.empty()) {
-                    dedup_paths.insert(path);
-                }
-            }
+            add_hf_path(preset, "LLAMA_ARG_HF_REPO", "LLAMA_ARG_HF_FILE");
+            add_hf_path(preset, "LLAMA_ARG_SPEC_DRAFT_HF_REPO", "LLAMA_ARG_SPEC_DRAFT_MODEL");
         }
     }
     std::map<std::string, std::pair<common_preset, std::string>> merged;

@@ -221,7 +221,10 @@ ReloadReport ModelPool::reload_sources() {
             auto it = entries_.find(f.name);
             if (it == entries_.end()) {
                 added.push_back(f);
-            } else if (it->second->config.args != f.args || it->second->config.aliases != f.aliases) {
+                continue;
+            }
+            it->second->config.hidden = f.hidden;  // a preset's dedup-cache-models set or removed
+            if (it->second->config.args != f.args || it->second->config.aliases != f.aliases) {
                 changed.push_back(f);
             }
         }
