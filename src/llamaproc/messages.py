@@ -149,7 +149,7 @@ CATALOG: dict[str, str] = {
     "cli.serve.router_with_model": "--router serves several models: drop the model (-m) or drop --router",
     "cli.serve.pool_options": "--default-model, --memory-budget and --idle-unload are for a model pool "
                               "(llama-server's router mode: no model given)",
-    "cli.serve.pool": "serving {count} models at {url} (Ctrl-C to stop): {names}",
+    "cli.serve.pool": "serving a model pool at {url} (Ctrl-C to stop); its models ({count}): {names}",
     "cli.serve.default_model": "no model given: llama-server's router mode, with the default model {model} "
                                "loaded (requests that name no model go to it)",
     "cli.serve.loading": "loading model",
