@@ -616,7 +616,7 @@ def test_cli_serves_a_models_dir(models, tmp_path):
         proc.terminate()
         _, stderr = proc.communicate(timeout=30)
     assert proc.returncode == 0, stderr
-    assert "serving 1 models" in stderr
+    assert "serving a model pool at" in stderr and "its models (1): a" in stderr
 
 
 def test_cli_router_serves_the_local_model_cache_offline(models, tmp_path):
