@@ -49,8 +49,8 @@ def test_python_threads_run_while_a_request_is_served(tiny_model):
         native = server._run.native
 
         def long_request() -> None:
-            status, _ = post(server.url + "/completion", {"prompt": "x", "n_predict": 400, "ignore_eos": True})
-            assert status == 200
+            status, body = post(server.url + "/completion", {"prompt": "x", "n_predict": 400, "ignore_eos": True})
+            assert status == 200, body
 
         # the request itself runs in a helper thread; the main thread only waits in native code
         def served_from_native_wait() -> None:
