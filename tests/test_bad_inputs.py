@@ -190,3 +190,27 @@ def test_native_text_that_is_not_utf8_still_reaches_python():
     assert core._valid_utf8(b"\xc3") == "\ufffd"  # truncated sequence
     assert core._valid_utf8(b"\xed\xa0\x80") == "\ufffd\ufffd\ufffd"  # a surrogate
     assert core._valid_utf8(b"\xc0\xaf") == "\ufffd\ufffd"  # overlong '/'
+
+
+def test_invalid_utf8_output_is_answered_with_debug_logging_on(tiny_model):
+    """patches/0006: with debug logging, llama.cpp logged the parsed message with a JSON dump that
+    threw on invalid UTF-8, so a generation that produced such bytes failed the request."""
+    import logging
+
+    from llamaproc import sync_log_level
+
+    logger = logging.getLogger("llamaproc")
+    level = logger.level
+    logger.setLevel(logging.DEBUG)
+    try:
+        with LlamaServer.start(tiny_config(tiny_model)) as server:
+            # seeds whose random generations hold invalid UTF-8 (found on the pinned build: without
+            # the patch each of them answered 400 "invalid UTF-8 byte")
+            for seed in (18, 38, 90):
+                status, body = post(server.url + "/completion",
+                                    {"prompt": "x", "n_predict": 200, "ignore_eos": True, "seed": seed})
+                assert status == 200, (seed, body)
+                assert body["tokens_predicted"] == 200
+    finally:
+        logger.setLevel(level)
+        sync_log_level()
