@@ -4,6 +4,7 @@ Here: `-v` responses carry `__verbose`, and `--ui-mcp-proxy` serves the web UI's
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from collections.abc import Iterator
@@ -13,9 +14,20 @@ from pathlib import Path
 import pytest
 
 from http_client import get, post, request
-from llamaproc import LlamaServer, ModelPool
+from llamaproc import LlamaServer, ModelPool, sync_log_level
 
 CHAT = {"messages": [{"role": "user", "content": "hello there"}], "max_tokens": 2}
+
+
+@pytest.fixture(autouse=True)
+def _keep_the_log_level():
+    """`-v` makes the `llamaproc` logger (and the native log) DEBUG for the whole process, as
+    from_args() documents; tests after these must not run with a debug log."""
+    logger = logging.getLogger("llamaproc")
+    level = logger.level
+    yield
+    logger.setLevel(level)
+    sync_log_level()
 
 
 def server_from(model: Path, *flags: str) -> LlamaServer:
