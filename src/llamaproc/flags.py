@@ -78,13 +78,47 @@ def _flag_values() -> dict[str, int]:
 
 
 def _verbosity(value: str, flag: str | None = None) -> int:
-    """The level of verbosity ``value``, given to ``flag`` (else by ``VERBOSITY_ENV``)."""
+    """llama.cpp's verbosity number ``value``, given to ``flag`` (else by ``VERBOSITY_ENV``)."""
     try:
-        return logging_level(int(value))
+        return int(value)
     except ValueError:
         if flag is None:
             raise ConfigError(message("flags.bad_verbosity_env", variable=VERBOSITY_ENV, value=value)) from None
         raise ConfigError(message("flags.bad_verbosity", flag=flag, value=value)) from None
+
+
+#: llama.cpp's verbosity for ``-v`` (its INT_MAX: everything).
+VERBOSE_ALL = 2**31 - 1
+
+
+def _split(argv: Sequence[str], use_env: bool) -> tuple[list[str], int | None]:
+    """The flags llama.cpp parses, and llama.cpp's verbosity number the others give (the last
+    ``-v`` / ``-lv N``, else with ``use_env`` ``LLAMA_ARG_LOG_VERBOSITY``; None without one)."""
+    values = _flag_values()
+    args = list(argv)
+    kept: list[str] = []
+    number: int | None = None
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        flag = arg.replace("_", "-") if arg.startswith("--") else arg  # as the native parser reads it
+        if flag in REFUSED_FLAGS:
+            raise ConfigError(message("flags.refused", flag=flag, reason=REFUSED_FLAGS[flag]))
+        if flag in _VERBOSE_FLAGS:
+            number = VERBOSE_ALL
+            i += 1
+        elif flag in _VERBOSITY_FLAGS:
+            if i + 1 >= len(args):
+                raise ConfigError(message("flags.missing_value", flag=flag))
+            number = _verbosity(args[i + 1], flag)
+            i += 2
+        else:
+            n = 1 + values.get(flag, 0)  # unknown flags: the native parser names them
+            kept += args[i:i + n]
+            i += n
+    if number is None and use_env and os.environ.get(VERBOSITY_ENV, "") != "":
+        number = _verbosity(os.environ[VERBOSITY_ENV])
+    return kept, number
 
 
 def split_process_flags(argv: Sequence[str], *, use_env: bool = False) -> tuple[list[str], int | None]:
@@ -95,35 +129,8 @@ def split_process_flags(argv: Sequence[str], *, use_env: bool = False) -> tuple[
     defaults) ``LLAMA_ARG_LOG_VERBOSITY`` gives the level when no flag does. Raises
     :class:`~llamaproc.errors.ConfigError` for a flag that acts on process-wide state.
     """
-    values = _flag_values()
-    args = list(argv)
-    kept: list[str] = []
-    level: int | None = None
-    i = 0
-    while i < len(args):
-        arg = args[i]
-        flag = arg.replace("_", "-") if arg.startswith("--") else arg  # as the native parser reads it
-        if flag in REFUSED_FLAGS:
-            raise ConfigError(message("flags.refused", flag=flag, reason=REFUSED_FLAGS[flag]))
-        if flag in _VERBOSE_FLAGS:
-            level = logging.DEBUG
-            i += 1
-        elif flag in _VERBOSITY_FLAGS:
-            if i + 1 >= len(args):
-                raise ConfigError(message("flags.missing_value", flag=flag))
-            level = _verbosity(args[i + 1], flag)
-            i += 2
-        else:
-            n = 1 + values.get(flag, 0)  # unknown flags: the native parser names them
-            kept += args[i:i + n]
-            i += n
-    if level is None and use_env and os.environ.get(VERBOSITY_ENV, "") != "":
-        level = _verbosity(os.environ[VERBOSITY_ENV])
-    return kept, level
-
-
-#: llama.cpp's verbosity for ``-v`` (its INT_MAX: everything).
-VERBOSE_ALL = 2**31 - 1
+    kept, number = _split(argv, use_env)
+    return kept, None if number is None else logging_level(number)
 
 
 def llama_verbosity(argv: Sequence[str], *, use_env: bool = False) -> int | None:
@@ -133,25 +140,9 @@ def llama_verbosity(argv: Sequence[str], *, use_env: bool = False) -> int | None
     :func:`split_process_flags` maps it to the ``llamaproc`` logger; the server also gets it,
     for what llama-server does with it beside logging: above 9 every completion response carries
     ``__verbose`` (the prompt as formatted, the sampling settings, ...), as with ``llama-server -v``.
+    Raises like :func:`split_process_flags`.
     """
-    values = _flag_values()
-    number: int | None = None
-    i = 0
-    while i < len(argv):
-        flag = argv[i].replace("_", "-") if argv[i].startswith("--") else argv[i]
-        if flag in _VERBOSE_FLAGS:
-            number, i = VERBOSE_ALL, i + 1
-        elif flag in _VERBOSITY_FLAGS and i + 1 < len(argv):
-            try:
-                number = int(argv[i + 1])
-            except ValueError:
-                pass  # split_process_flags() names the bad value
-            i += 2
-        else:
-            i += 1 + values.get(flag, 0)
-    if number is None and use_env and os.environ.get(VERBOSITY_ENV, "").strip().lstrip("-").isdigit():
-        number = int(os.environ[VERBOSITY_ENV])
-    return number
+    return _split(argv, use_env)[1]
 
 
 def apply_log_level(level: int | None) -> None:
@@ -161,6 +152,8 @@ def apply_log_level(level: int | None) -> None:
     logger = logging.getLogger("llamaproc")
     if logger.getEffectiveLevel() > level:
         logger.setLevel(level)
+
+
 def names_a_model(argv: Sequence[str], use_env: bool) -> bool:
     """Whether llama-server flags name a model (``-m``; with ``use_env`` also ``LLAMA_ARG_MODEL``),
     i.e. run one server rather than a pool."""
