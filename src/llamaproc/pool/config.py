@@ -109,8 +109,15 @@ class ModelSpec:
 
     def native(self, name: str) -> dict[str, object]:
         """What the native pool takes for this model."""
-        return {"name": name, "args": self.to_argv(), "aliases": list(self.aliases), "tags": list(self.tags),
-                "pinned": self.pinned, "load_on_startup": self.load_on_startup, "stop_timeout": float(self.stop_timeout)}
+        return native_model(name, self.to_argv(), aliases=self.aliases, tags=self.tags, pinned=self.pinned,
+                            load_on_startup=self.load_on_startup, stop_timeout=self.stop_timeout)
+
+
+def native_model(name: str, args: Sequence[str], *, aliases: Sequence[str] = (), tags: Sequence[str] = (),
+                 pinned: bool = False, load_on_startup: bool = False, stop_timeout: float = 10.0) -> dict[str, object]:
+    """The record the native pool takes for one model (``args``: its llama-server flags)."""
+    return {"name": name, "args": list(args), "aliases": list(aliases), "tags": list(tags), "pinned": pinned,
+            "load_on_startup": load_on_startup, "stop_timeout": float(stop_timeout)}
 
 
 @dataclass(frozen=True, kw_only=True)

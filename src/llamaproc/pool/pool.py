@@ -45,7 +45,7 @@ from ..messages import message
 from ..recovery import RestartBudget, RestartPolicy
 from ..server import metrics_from_native
 from . import presets
-from .config import ModelSpec, PoolConfig
+from .config import ModelSpec, PoolConfig, native_model
 from .pooled_server import PooledServer
 
 _log = logging.getLogger("llamaproc")
@@ -262,8 +262,7 @@ class ModelPool:
         argv, _log_level = flags.split_process_flags(given, use_env=use_env)
         pool = cls.__new__(cls)
         pool._prepare(argv, config=None, use_env=use_env, on_event=on_event, default_model=default_model,
-                      extra_models=[{"name": name, "args": ["--model", os.fspath(path)], "aliases": [], "tags": [],
-                                     "pinned": False, "load_on_startup": True, "stop_timeout": 10.0}
+                      extra_models=[native_model(name, ["--model", os.fspath(path)], load_on_startup=True)
                                     for name, path in (model_files or {}).items()],
                       memory_budget=memory_budget, idle_unload_s=idle_unload_s, restart=restart,
                       allow_unauthenticated_remote=allow_unauthenticated_remote, read_cache=read_cache,
@@ -447,8 +446,8 @@ class ModelPool:
             self._events.append(event)
             self._events_cv.notify_all()
         with self._lock:
-            servers = [s for n, s in self._servers.items() if n == event.model]
-        for server in servers:
+            server = self._servers.get(event.model)
+        if server is not None:
             server._record(event)
         if self._on_event is not None:
             try:
@@ -595,8 +594,7 @@ class ModelPool:
         (error, slow_tokens, cut_stream, slots_busy) act on HTTP requests to every model and on
         direct calls to ``name``. ``fault`` and ``times``/``param`` as for
         ``LlamaServer.inject_fault``."""
-        self.model(name)
-        self._native.inject_fault(name, *native_args(as_fault(fault, times=times, param=param)))
+        self._native.inject_fault(name, *native_args(as_fault(fault, times=times, param=param)))  # or ModelNotFoundError
 
     def clear_faults(self) -> None:
         """Tests only: disarm every fault of the pool and its models."""

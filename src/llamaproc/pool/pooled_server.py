@@ -209,9 +209,7 @@ class PooledServer(DerivedSurface):
 
     def open_call(self, path: str, body: str, post: bool = True) -> core.DirectCall:
         """Start a direct call naming this model (see :class:`llamaproc.direct.target.CallTarget`)."""
-        pool = self._owner()
-        native = pool._require_running()
-        pool.model(self.name)  # ModelNotFoundError for a name the pool does not know
+        native = self._owner()._require_running()  # (pool.server() checked the name once)
         data = json.loads(body) if body else {}
         data["model"] = self.name
         call: core.DirectCall = native.call(path, json.dumps(data, ensure_ascii=False), post)
