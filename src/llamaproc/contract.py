@@ -18,8 +18,10 @@ method                 states it works in
 ``metrics()``          every state once started: live counters while READY, otherwise the last
                        counters seen (``live=False``) with current restarts and failures;
                        raises ``ServerNotRunningError`` only before the first start
-``direct``, calls      READY only; otherwise ``ServerNotRunningError``
-``inject_fault()``     every state (load faults armed while stopped apply to the next start)
+``direct``, calls      READY only (a pool's model: while its pool runs; an unloaded model loads
+                       for the call); otherwise ``ServerNotRunningError``
+``inject_fault()``     load faults in every state (armed while stopped they apply to the next
+                       start); the others need a started server (``ServerNotRunningError``)
 ``stop()``             every state, idempotent and bounded
 =====================  ==========================================================================
 """
