@@ -1,7 +1,6 @@
 #include "process_state.h"
 
 #include "native_log.h"
-#include "server-stream.h"
 
 #include "llama.h"
 
@@ -20,15 +19,12 @@ ProcessRuntime::ProcessRuntime() {
     if (g_users++ == 0) {
         install_native_log_hooks();
         llama_backend_init();
-        // the stream session manager runs a GC thread; it lives while any server does
-        server_stream_session_manager_start();
     }
 }
 
 ProcessRuntime::~ProcessRuntime() {
     std::lock_guard<std::mutex> lock(g_mutex);
     if (--g_users == 0) {
-        server_stream_session_manager_stop();
         llama_backend_free();
     }
 }

@@ -188,6 +188,7 @@ void ModelPool::start() {
                                          [this](const server_http_req & req, const std::function<bool()> & stop) {
                                              return route(req, stop);
                                          });
+    front_->serve_as_router();
     register_routes();
     try {
         front_->start();

@@ -10,11 +10,11 @@
 #include "server-cors-proxy.h"
 #include "server-http.h"
 #include "server-mcp.h"
-#include "server-stream.h"
 #include "server-tools.h"
 
 #include <algorithm>
 #include <cctype>
+#include <stdexcept>
 
 
 namespace llamaproc {
@@ -30,24 +30,46 @@ using handler_t = server_http_context::handler_t;
 
 // Owns what the response refers to until httplib is done. Declaration order is reverse
 // destruction order: the inner response goes first, then the request, then the lease.
+// A resumable stream (`session` set) is also written into its session; when its client leaves
+// early, on_complete() goes on reading the generation into the session for a later reader,
+// until it ends, is cancelled or the server stops.
 struct GuardedResponse : server_http_res {
     std::unique_ptr<Lease> lease;
     std::unique_ptr<GuardedRequest> request;
     server_http_res_ptr inner;
     std::shared_ptr<LogTail> tail;
+    std::shared_ptr<StreamSession> session;
+    bool stream_ended = false;
+
+    ~GuardedResponse() override {
+        if (session) {
+            session->finish();
+        }
+    }
 
     void on_complete() override {
         ThreadLogScope scope(tail);
         try {
+            std::string chunk;
+            while (session && !stream_ended && !session->cancelled() && next) {
+                chunk.clear();
+                if (!next(chunk)) {
+                    break;
+                }
+            }
             inner->on_complete();
         } catch (const NativeAbort & e) {
-            lease->inst->fail_from_request(e.what());
+            if (lease) {
+                lease->inst->fail_from_request(e.what());
+            }
         } catch (const std::exception & e) {
             log_line(LogLevel::error, std::string("request completion failed: ") + e.what());
         }
+        if (session) {
+            session->finish();
+        }
     }
 };
-
 
 }  // namespace
 
@@ -178,6 +200,7 @@ void HttpFront::start() {
 
 void HttpFront::begin_stop() {
     stopping_->store(true);
+    sessions_->close_all();  // readers and producers of resumable streams wake now
 }
 
 void HttpFront::stop_and_join() {
@@ -247,14 +270,40 @@ void HttpFront::register_routes() {
                 count(original, RequestOutcome::unavailable);
                 return error_response("the server is stopping", ERROR_TYPE_UNAVAILABLE);
             }
-            const std::function<bool()> client_gone_or_stopping = [this, &original] {
-                return stopping_->load() || (original.should_stop && original.should_stop());
+            // A resumable request (X-Conversation-Id on a generating route) does not depend on
+            // its client: it waits for its model until it is served or stopped (DELETE
+            // /v1/stream, a newer request of the conversation, the server stopping).
+            const std::string conversation =
+                streams_resumably(original.path) ? header(original, "x-conversation-id") : std::string();
+            const uint64_t ticket = conversation.empty() ? 0 : sessions_->expect(conversation);
+            const std::function<bool()> give_up = [this, &original, &conversation, ticket] {
+                if (stopping_->load()) {
+                    return true;
+                }
+                return ticket != 0 ? !sessions_->wanted(conversation, ticket)
+                                   : (original.should_stop && original.should_stop());
             };
             Routed routed;
             try {
-                routed = route_(original, client_gone_or_stopping);
+                routed = route_(original, give_up);
             } catch (const std::exception & e) {
                 routed.answer = error_response(e.what(), ERROR_TYPE_SERVER);
+            }
+            std::shared_ptr<StreamSession> session;
+            if (ticket != 0 && routed.inst) {
+                session = sessions_->open(conversation, ticket, routed.inst);
+                if (!session) {
+                    routed.inst->release();
+                    routed.inst.reset();
+                }
+            }
+            if (ticket != 0 && !session) {
+                const bool stopped = !sessions_->wanted(conversation, ticket) && !stopping_->load();
+                sessions_->close(conversation, ticket);
+                if (stopped) {
+                    routed.answer = error_response("request cancelled by a stop while the model was loading",
+                                                   ERROR_TYPE_INVALID_REQUEST);
+                }
             }
             if (!routed.inst) {
                 count(original, outcome_of(routed.answer->status));
@@ -262,7 +311,11 @@ void HttpFront::register_routes() {
             }
             std::shared_ptr<ModelInstance> inst = std::move(routed.inst);
             auto lease = std::make_unique<Lease>(inst);
-            auto request = std::make_unique<GuardedRequest>(original, stopping_, inst->down_flag());
+            std::function<bool()> let_go;
+            if (session) {
+                let_go = [session] { return session->cancelled(); };
+            }
+            auto request = std::make_unique<GuardedRequest>(original, stopping_, inst->down_flag(), std::move(let_go));
             server_http_res_ptr res = injected_error(*faults_, original.path, original.body);
             if (!res && original.body.size() > 0 && !answers_without_the_loop(original.path)) {
                 faults_->park_while_busy(request->req.should_stop);
@@ -282,6 +335,9 @@ void HttpFront::register_routes() {
             out->headers = res->headers;
             out->tail = tail_;
             if (!res->is_stream()) {
+                if (session) {
+                    sessions_->close(conversation, ticket);  // nothing streamed: nothing to resume
+                }
                 out->data = std::move(res->data);
                 out->inner = std::move(res);
                 out->request = std::move(request);
@@ -289,10 +345,12 @@ void HttpFront::register_routes() {
                 return out;
             }
             // a stream's first chunk stays in the inner response's data: its next() sends it
-            out->next = [this, inner_res = res.get(), inst = inst.get(), tail = tail_, req = &request->req,
-                         stream_faults = StreamFaults(*faults_)](std::string & chunk) mutable -> bool {
+            out->session = session;
+            out->next = [this, out = out.get(), inner_res = res.get(), inst = inst.get(), tail = tail_,
+                         req = &request->req, stream_faults = StreamFaults(*faults_)](std::string & chunk) mutable -> bool {
                 ThreadLogScope scope(tail);
                 if (!stream_faults.before_chunk(req->should_stop)) {
+                    out->stream_ended = true;
                     return false;  // a test cut this stream
                 }
                 bool failed = false;
@@ -300,6 +358,10 @@ void HttpFront::register_routes() {
                 if (failed) {
                     count(RequestOutcome::stream_failed);
                 }
+                if (out->session) {
+                    out->session->append(chunk);  // what the client gets, a later reader gets too
+                }
+                out->stream_ended = !more;
                 return more;
             };
             out->inner = std::move(res);
@@ -325,11 +387,7 @@ void HttpFront::register_routes() {
             http.del(route.path, guard(route.handler));
         }
     }
-    // resumable-stream lookups: no session is ever created (see GuardedRequest), so these
-    // answer "not found" / an empty list, as llama-server does for unknown conversations
-    http.get("/v1/stream", guard(server_stream_make_get_handler()));
-    http.post("/v1/streams/lookup", guard(server_stream_make_lookup_handler()));
-    http.del("/v1/stream", guard(server_stream_make_delete_handler()));
+    register_stream_routes();
     http.register_gcp_compat();
 
     const auto disabled = [](const server_http_req &) {
@@ -366,6 +424,131 @@ void HttpFront::register_routes() {
         http.get("/tools", disabled);
         http.post("/tools", disabled);
     }
+}
+
+namespace {
+
+server_http_res_ptr json_response(int status, const json & body) {
+    auto res = std::make_unique<server_http_res>();
+    res->status = status;
+    res->content_type = "application/json; charset=utf-8";
+    res->data = safe_json_to_str(body);
+    return res;
+}
+
+server_http_res_ptr error_answer(const std::string & message, error_type type) {
+    json err = format_error_response(message, type);
+    return json_response(json_value(err, "code", 500), {{"error", err}});
+}
+
+}  // namespace
+
+// The resumable-stream routes, with llama-server's paths, statuses and bodies. The id travels
+// in ?conv_id= (it may hold a model name with slashes).
+void HttpFront::register_stream_routes() {
+    server_http_context & http = *http_;
+    auto guarded = [this](handler_t inner) {
+        return [this, inner = std::move(inner)](const server_http_req & original) -> server_http_res_ptr {
+            ThreadLogScope scope(tail_);
+            if (auto refused = refuse(original)) {
+                count(original, outcome_of(refused->status));
+                return refused;
+            }
+            auto request = std::make_unique<GuardedRequest>(original, stopping_, nullptr);
+            auto res = inner(request->req);
+            count(original, outcome_of(res->status));
+            if (!res->is_stream()) {
+                return res;
+            }
+            auto out = std::make_unique<GuardedResponse>();
+            out->status = res->status;
+            out->content_type = res->content_type;
+            out->next = std::move(res->next);  // refers to the request, which `out` keeps
+            out->inner = std::move(res);
+            out->request = std::move(request);
+            out->tail = tail_;
+            return out;
+        };
+    };
+    // GET /v1/stream?conv_id=ID&from=N: what the session holds from byte N on, then its live
+    // bytes until the generation ends (text/event-stream)
+    http.get("/v1/stream", guarded([this](const server_http_req & req) -> server_http_res_ptr {
+        const std::string conversation = req.get_param("conv_id");
+        if (conversation.empty()) {
+            return error_answer("Missing conversation id in path", ERROR_TYPE_INVALID_REQUEST);
+        }
+        std::shared_ptr<StreamSession> session = sessions_->find(conversation);
+        if (!session) {
+            if (sessions_->waiting_for_model(conversation)) {
+                return error_answer("Stream owner model is loading, retry later", ERROR_TYPE_UNAVAILABLE);
+            }
+            return error_answer("Stream not found or expired", ERROR_TYPE_NOT_FOUND);
+        }
+        size_t from = 0;
+        const std::string from_text = req.get_param("from");
+        if (!from_text.empty()) {
+            try {
+                from = static_cast<size_t>(std::stoull(from_text));
+            } catch (const std::exception &) {
+                return error_answer("Invalid 'from' offset", ERROR_TYPE_INVALID_REQUEST);
+            }
+        }
+        if (from < session->dropped_bytes()) {
+            return error_answer("Stream offset lost, please restart", ERROR_TYPE_INVALID_REQUEST);
+        }
+        auto res = std::make_unique<server_http_res>();
+        res->status = 200;
+        res->content_type = "text/event-stream";
+        res->next = [session, offset = from, req = &req](std::string & out) mutable {
+            return session->read(offset, out, req->should_stop) == StreamSession::Read::bytes;
+        };
+        return res;
+    }));
+    // POST /v1/streams/lookup {"conversation_ids": [...]}: the live sessions among those asked
+    // about, never others
+    http.post("/v1/streams/lookup", guarded([this](const server_http_req & req) -> server_http_res_ptr {
+        std::vector<std::string> asked;
+        try {
+            const json body = json::parse(req.body);
+            if (body.contains("conversation_ids") && body["conversation_ids"].is_array()) {
+                for (const auto & id : body["conversation_ids"]) {
+                    if (id.is_string() && !id.get<std::string>().empty()) {
+                        asked.push_back(id.get<std::string>());
+                    }
+                }
+            }
+        } catch (const std::exception & e) {
+            if (router_) {
+                return json_response(200, json::array());  // llama-server's router answers so
+            }
+            return json_response(400, {{"error", {{"message", std::string("invalid body: ") + e.what()},
+                                                  {"type", "invalid_request_error"}}}});
+        }
+        json found = json::array();
+        for (const auto & session : sessions_->lookup(asked)) {
+            found.push_back({
+                {"conversation_id", session->conversation_id()},
+                {"is_done", session->done()},
+                {"total_bytes", session->total_bytes()},
+                {"started_at", session->started_at()},
+                {"completed_at", session->completed_at()},
+            });
+        }
+        return json_response(200, found);
+    }));
+    // DELETE /v1/stream?conv_id=ID: the user's Stop. Cancels the generation (or its request
+    // still waiting for a model) and forgets the session; 204 even when nothing matched.
+    http.del("/v1/stream", guarded([this](const server_http_req & req) -> server_http_res_ptr {
+        const std::string conversation = req.get_param("conv_id");
+        if (conversation.empty()) {
+            return error_answer("Missing conversation id in path", ERROR_TYPE_INVALID_REQUEST);
+        }
+        sessions_->stop(conversation);
+        auto res = std::make_unique<server_http_res>();
+        res->status = 204;
+        res->content_type = "application/json";
+        return res;
+    }));
 }
 
 }  // namespace llamaproc

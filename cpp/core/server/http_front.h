@@ -13,6 +13,7 @@
 #include "native_log.h"
 #include "server/model_instance.h"
 #include "server/route_call.h"
+#include "server/stream_sessions.h"
 
 #include "common.h"
 
@@ -63,7 +64,11 @@ public:
     // check, body limit, exception guard and counts. `method` is "GET", "POST" or "DELETE".
     void add_route(const std::string & method, const std::string & path, handler_t handler);
 
-    // From now on new requests get 503 and waiting handlers let go.
+    // Answer as llama-server's router does where it differs from a single-model server
+    // (before start()).
+    void serve_as_router() { router_ = true; }
+
+    // From now on new requests get 503, waiting handlers let go and resumable streams end.
     void begin_stop();
     // Closes the listener and joins the HTTP threads (after begin_stop()).
     void stop_and_join();
@@ -76,6 +81,8 @@ public:
 
 private:
     void register_routes();
+    // GET /v1/stream, POST /v1/streams/lookup, DELETE /v1/stream (stream_sessions.h).
+    void register_stream_routes();
     void count(RequestOutcome outcome);
     // Counts `req`'s outcome unless it is a health probe.
     void count(const server_http_req & req, RequestOutcome outcome);
@@ -92,6 +99,8 @@ private:
     std::shared_ptr<std::atomic<bool>> stopping_ = std::make_shared<std::atomic<bool>>(false);
 
     RouteFn route_;
+    bool router_ = false;
+    std::shared_ptr<StreamSessions> sessions_ = std::make_shared<StreamSessions>();
     struct ExtraRoute {
         std::string method, path;
         handler_t handler;

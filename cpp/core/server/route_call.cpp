@@ -85,15 +85,27 @@ route_member find_instance_route(bool post, const std::string & path) {
     return nullptr;
 }
 
+bool streams_resumably(const std::string & path) {
+    static const char * const generating[] = {
+        "/completion", "/completions", "/v1/completions", "/chat/completions", "/v1/chat/completions",
+        "/v1/responses", "/responses", "/v1/messages", "/infill",
+    };
+    for (const char * p : generating) {
+        if (path == p) {
+            return true;
+        }
+    }
+    return false;
+}
+
 bool answers_without_the_loop(const std::string & path) {
     return path == "/tokenize" || path == "/detokenize" || path == "/apply-template";
 }
 
 GuardedRequest::GuardedRequest(const server_http_req & original, std::shared_ptr<std::atomic<bool>> stopping,
-                               std::shared_ptr<std::atomic<bool>> down)
-    : should_stop([orig = &original.should_stop, stopping = std::move(stopping), down = std::move(down)] {
-          return stopping->load() || (down && down->load()) || (*orig && (*orig)());
-      }),
+                               std::shared_ptr<std::atomic<bool>> down, std::function<bool()> let_go)
+    : should_stop([let_go = let_go ? std::move(let_go) : original.should_stop, stopping = std::move(stopping),
+                   down = std::move(down)] { return stopping->load() || (down && down->load()) || (let_go && let_go()); }),
       req{original.params, without_conversation_id(original.headers), original.path, original.query_string,
           original.body, original.files, should_stop} {}
 

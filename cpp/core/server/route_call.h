@@ -77,19 +77,23 @@ struct Lease {
 
 // A request as the route handlers see it. should_stop() is also true once `stopping` or
 // `down` is set, so that waiting handlers and streams let go. The X-Conversation-Id header is
-// dropped: resumable streams poll only their own session (stop() would wait for them
-// forever) and their session table is shared by every server in the process. Streams still
-// work; they are just not resumable.
+// not passed on: llama.cpp's own resumable streams (one table per process, whose producers
+// ignore a stopping server) stay off; the front keeps its own (stream_sessions.h).
 struct GuardedRequest {
     std::function<bool()> should_stop;
     server_http_req req;
 
+    // `let_go` replaces the client's disconnect as the request's own reason to stop (a
+    // resumable stream outlives its client and stops when its session is cancelled).
     GuardedRequest(const server_http_req & original, std::shared_ptr<std::atomic<bool>> stopping,
-                   std::shared_ptr<std::atomic<bool>> down);
+                   std::shared_ptr<std::atomic<bool>> down, std::function<bool()> let_go = nullptr);
     // A request made in-process: POST `path` with `body`; `cancelled` also stops it.
     GuardedRequest(const std::string & path, std::string body, std::shared_ptr<std::atomic<bool>> cancelled,
                    std::shared_ptr<std::atomic<bool>> stopping, std::shared_ptr<std::atomic<bool>> down);
 };
+
+// Routes that generate text and can stream it resumably under an X-Conversation-Id.
+bool streams_resumably(const std::string & path);
 
 server_http_res_ptr error_response(const std::string & message, int error_type_value);
 std::string error_chunk(const std::string & message);
