@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -30,9 +31,25 @@ def smollm2_model() -> Path:
     return fetch_model(quiet=True)
 
 
+# The isolation tiny_config() uses unless a test says otherwise: modules whose tests must hold
+# in both modes ask for the `isolation` fixture (pytestmark = pytest.mark.usefixtures("isolation")).
+_isolation = "none"
+
+
+@pytest.fixture(params=["none", "process"])
+def isolation(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Runs a test once in this process and once isolated in a child process."""
+    global _isolation
+    _isolation = request.param
+    try:
+        yield request.param
+    finally:
+        _isolation = "none"
+
+
 def tiny_config(model: Path, **changes) -> ServerConfig:
     """Small and single-threaded: tests run beside other work on a 2-core machine."""
-    fields = dict(model_path=model, context_size=512, threads=1, parallel=2)
+    fields = dict(model_path=model, context_size=512, threads=1, parallel=2, isolation=_isolation)
     fields.update(changes)
     return ServerConfig(**fields)
 

@@ -15,6 +15,9 @@ from conftest import tiny_config
 from http_client import post, stream_events
 from llamaproc import LlamaServer, ServerStatus, errors
 
+# every test here runs in this process and isolated in a child process (tests/conftest.py)
+pytestmark = pytest.mark.usefixtures("isolation")
+
 MESSAGES = [{"role": "user", "content": "Tell me about rivers"}]
 
 

@@ -12,6 +12,9 @@ from conftest import rss_bytes, thread_count, tiny_config
 from http_client import get, post
 from llamaproc import HealthStatus, LlamaServer, ServerStatus, errors
 
+# every test here runs in this process and isolated in a child process (tests/conftest.py)
+pytestmark = pytest.mark.usefixtures("isolation")
+
 
 def _chat(url: str, text: str = "hello", max_tokens: int = 8) -> dict:
     status, body = post(url + "/v1/chat/completions",

@@ -19,6 +19,9 @@ from http_client import get, post
 from llamaproc import HealthStatus, LlamaServer, ServerStatus, errors
 from llamaproc.recovery import EventKind, RestartPolicy
 
+# every test here runs in this process and isolated in a child process (tests/conftest.py)
+pytestmark = pytest.mark.usefixtures("isolation")
+
 FAST = RestartPolicy(max_restarts=3, window_s=60, backoff_s=(0.3, 1.0))
 
 

@@ -137,7 +137,10 @@ void on_ggml_abort(const char * message) {
         // unwinds to the guarded thread's catch site (model load, request handler, loop)
         throw NativeAbort(message ? message : "ggml assertion failed");
     }
-    std::fflush(stderr);  // unguarded thread: ggml_abort() calls abort() after this returns
+    // unguarded thread: ggml_abort() calls abort() after this returns, before the log queue is
+    // read; stderr is where a watcher (an isolated server's host) finds the reason
+    std::fprintf(stderr, "ggml assertion failed: %s\n", message ? message : "?");
+    std::fflush(stderr);
 }
 
 }  // namespace

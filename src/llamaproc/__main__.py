@@ -45,9 +45,11 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from . import __version__
 from .build import cli as build_cli
+from .config import ISOLATION_MODES
 from .errors import ConfigError, LlamaProcError, ServerNotRunningError
 from .flags import ServeMode, names_a_model, serve_mode
 from .messages import message
+from .recovery import RestartPolicy
 
 if TYPE_CHECKING:
     from . import LlamaServer, ModelPool, RpcWorker
@@ -70,6 +72,8 @@ llamaproc options:
                         listen on a non-loopback --host without --api-key (refused otherwise)
   -v, -lv N             debug lines (-v, -lv 4, -lv 5), or llama.cpp's level N mapped to the
                         log level: 3 info, 2 warnings, 1 errors (also LLAMA_ARG_LOG_VERBOSITY)
+  --isolation process   run llama.cpp in a child process: a native crash restarts it on the
+                        same port instead of ending the program (default: none, in-process)
 
 Several models (llama-server's router mode, in-process): no model given. The models of
 llama.cpp's local model cache (LLAMA_CACHE, else the Hugging Face hub cache) are served, offline,
@@ -113,6 +117,7 @@ def make_parser() -> argparse.ArgumentParser:
     serve_parser.add_argument("--default-model")
     serve_parser.add_argument("--memory-budget", type=int)
     serve_parser.add_argument("--idle-unload", type=float, dest="idle_unload_s")
+    serve_parser.add_argument("--isolation", choices=ISOLATION_MODES, default="none")
 
     info_parser = command("info", info, description="This build (llama.cpp commit, backends, CPU variant, devices) "
                                                     "next to this machine, and what the build leaves unused.")
@@ -260,6 +265,8 @@ def start_serving(args: argparse.Namespace) -> LlamaServer | ModelPool:
         flags += ["--port", "8080"]
     mode = serve_mode(flags, use_env=True, router=args.router)
     if mode is not ServeMode.SERVER:
+        if args.isolation != "none":
+            raise ConfigError(message("cli.serve.pool_isolation"))
         # llama-server's router mode (no model given): the local model cache, --models-dir and
         # --models-preset. With none of those asked for, the default model joins the router's
         # models, loaded at once, and requests that name no model go to it (llama-server answers
@@ -281,8 +288,11 @@ def start_serving(args: argparse.Namespace) -> LlamaServer | ModelPool:
         return pool
     if (args.default_model, args.memory_budget, args.idle_unload_s) != (None, None, None):
         raise ConfigError(message("cli.serve.pool_options"))
+    # isolated, a crash of the child is recovered (a fresh child on the same port)
+    restart = RestartPolicy() if args.isolation == "process" else None
     server = LlamaServer.from_args(flags, use_env=True, progress=_ProgressBar(message("cli.serve.loading")),
-                                   allow_unauthenticated_remote=args.allow_unauthenticated_remote)
+                                   allow_unauthenticated_remote=args.allow_unauthenticated_remote,
+                                   isolation=args.isolation, restart=restart)
     model = next((value for flag, value in itertools.pairwise(flags) if flag in ("-m", "--model")),
                  os.environ.get("LLAMA_ARG_MODEL", ""))
     log.info(message("cli.serve.model", model=model, url=server.url))

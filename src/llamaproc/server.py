@@ -16,11 +16,11 @@ from typing import Any, cast
 
 from . import _logging, errors, flags
 from ._native import core
-from .config import ServerConfig
+from .config import ServerConfig, check_isolation
 from .contract import (DerivedSurface, HealthReport, HealthStatus, ServerMetrics, ServerStatus, client_host, http_status,
                        recent_rates)
 from .devices import device_metrics
-from .errors import LlamaProcError, ServerNotRunningError, StartupError, WaitTimeoutError, attach_log_tail
+from .errors import ConfigError, LlamaProcError, ServerNotRunningError, StartupError, WaitTimeoutError, attach_log_tail
 from .faults import Fault, FaultKind, arm_native, as_fault
 from .messages import message
 from .recovery import EventKind, RestartPolicy, ServerEvent, Supervisor, deliver
@@ -76,6 +76,14 @@ def _stop_all_at_exit() -> None:
             pass
 
 
+def _child_process(native: object) -> dict[str, Any]:
+    """The child's pid and resident memory for an isolated server's metrics (else nothing)."""
+    pid = getattr(native, "child_pid", None)
+    if not hasattr(native, "child_rss_bytes"):
+        return {}
+    return {"child_pid": pid, "child_rss_bytes": native.child_rss_bytes()}
+
+
 def _rss_bytes() -> int:
     try:
         with open("/proc/self/statm") as fh:
@@ -122,14 +130,16 @@ class LlamaServer(DerivedSurface):
         self._prepare(config.to_argv(), config=config, use_env=False, memory_limit=config.memory_limit or 0,
                       port=config.port, host=config.host, restart=config.restart, on_event=on_event,
                       allow_unauthenticated_remote=config.allow_unauthenticated_remote,
-                      max_request_bytes=config.max_request_bytes)
+                      max_request_bytes=config.max_request_bytes, isolation=config.isolation)
 
     def _prepare(self, argv: list[str], *, config: ServerConfig | None, use_env: bool, memory_limit: int,
                  port: int, host: str, restart: RestartPolicy | None,
                  on_event: Callable[[ServerEvent], None] | None, allow_unauthenticated_remote: bool = False,
-                 max_request_bytes: int = 32 * 2**20) -> None:
+                 max_request_bytes: int = 32 * 2**20, isolation: str = "none") -> None:
         if restart is not None and not isinstance(restart, RestartPolicy):
             raise TypeError(message("server.restart_type", type=type(restart).__name__))
+        check_isolation(isolation)
+        self._isolation = isolation
         self._config = config
         self._argv = argv
         self._use_env = use_env
@@ -152,14 +162,16 @@ class LlamaServer(DerivedSurface):
     def from_args(cls, args: Sequence[str], *, use_env: bool = True, timeout: float = 600.0,
                   progress: Callable[[float], None] | None = None, restart: RestartPolicy | None = None,
                   on_event: Callable[[ServerEvent], None] | None = None,
-                  allow_unauthenticated_remote: bool = False, max_request_bytes: int = 32 * 2**20) -> LlamaServer:
+                  allow_unauthenticated_remote: bool = False, max_request_bytes: int = 32 * 2**20,
+                  isolation: str = "none") -> LlamaServer:
         """Start a server from a llama-server command line (flags only, no program name).
 
         An existing ``llama-server -m model.gguf --port 8080 ...`` works unchanged as
         ``LlamaServer.from_args(["-m", "model.gguf", "--port", "8080", ...])``. With
         ``use_env`` (the default, as for llama-server) ``LLAMA_ARG_*`` environment variables
         supply defaults. ``restart`` and ``on_event`` are as for :meth:`start`;
-        ``allow_unauthenticated_remote`` and ``max_request_bytes`` as in :class:`ServerConfig`.
+        ``allow_unauthenticated_remote``, ``max_request_bytes`` and ``isolation`` as in
+        :class:`ServerConfig`.
         Raises like :meth:`start`. Flags without a model (llama-server's router mode:
         ``--models-dir``, ``--models-preset``) are a :class:`~llamaproc.ModelPool`'s:
         ``ModelPool.from_args``, or :func:`llamaproc.serve_from_args` for either.
@@ -170,7 +182,7 @@ class LlamaServer(DerivedSurface):
         server = cls.__new__(cls)
         server._prepare(argv, config=None, use_env=use_env, memory_limit=0, port=0, host="127.0.0.1",
                         restart=restart, on_event=on_event, allow_unauthenticated_remote=allow_unauthenticated_remote,
-                        max_request_bytes=max_request_bytes)
+                        max_request_bytes=max_request_bytes, isolation=isolation)
         server._log_level = log_level  # -v / -lv N: applied to the `llamaproc` logger by _start()
         server._verbosity = flags.llama_verbosity(given, use_env=use_env)  # and to the server: __verbose
         server._start(timeout=timeout, progress=progress)
@@ -218,10 +230,13 @@ class LlamaServer(DerivedSurface):
         argv = list(self._argv)
         if self._port:
             argv += ["--port", str(self._port)]  # the last --port wins: restart() keeps the port
-        native = core.EmbeddedServer(argv, use_env=self._use_env, memory_limit=self._memory_limit,
-                                     allow_unauthenticated_remote=self._allow_unauthenticated_remote,
-                                     max_request_bytes=self._max_request_bytes,
-                                     verbosity=-1 if self._verbosity is None else self._verbosity)
+        make_native: Any = core.EmbeddedServer
+        if self._isolation == "process":  # the same interface, served by a child process
+            from .isolation.remote_server import IsolatedNative as make_native
+        native = make_native(argv, use_env=self._use_env, memory_limit=self._memory_limit,
+                             allow_unauthenticated_remote=self._allow_unauthenticated_remote,
+                             max_request_bytes=self._max_request_bytes,
+                             verbosity=-1 if self._verbosity is None else self._verbosity)
         with self._lock:
             if self._run is not previous:
                 raise StartupError(message("server.started_meanwhile"))
@@ -430,6 +445,8 @@ class LlamaServer(DerivedSurface):
         to its next start; the others need a started server (``ServerNotRunningError``).
         """
         fault = as_fault(fault, times=times, param=param)
+        if fault.kind.acts_on_process and self._isolation != "process":
+            raise ConfigError(message("isolation.in_process_fault", kind=fault.kind.value))
         with self._lock:
             run = self._run
             if run is None or run.native.state in (_State.stopped, _State.stopping):
@@ -528,7 +545,7 @@ class LlamaServer(DerivedSurface):
             last = run.last_metrics or ServerMetrics()
             return dataclasses.replace(last, live=False, rss_bytes=_rss_bytes(), recent_requests_per_second=0.0,
                                        recent_tokens_per_second=0.0, window_s=0.0, requests=counts,
-                                       restarts=restarts, failures=failures)
+                                       restarts=restarts, failures=failures, **_child_process(native))
         _logging.sync_log_level()
         m = _record(native.query_metrics(timeout))
         if m is None:
@@ -537,7 +554,8 @@ class LlamaServer(DerivedSurface):
         metrics = metrics_from_native(m, _record(native.memory) or {},
                                       recent_requests_per_second=rates.requests_per_second,
                                       recent_tokens_per_second=rates.tokens_per_second, window_s=rates.span_s,
-                                      requests=counts, restarts=restarts, failures=failures)
+                                      requests=counts, restarts=restarts, failures=failures,
+                                      **_child_process(native))
         run.last_metrics = metrics
         return metrics
 
