@@ -104,3 +104,15 @@ def test_memory_estimate_benchmark_quick(tmp_path):
     assert "| tiny Q4_0 | 4096 / 4 |" in r.stdout and "largest deviation" in r.stdout
     results = json.loads(out.read_text())
     assert results and all(len(res["rows"]) == 4 for res in results)
+
+
+@pytest.mark.slow
+def test_isolation_benchmark_quick(tiny_model, tmp_path):
+    out = tmp_path / "isolation.json"
+    r = subprocess.run([sys.executable, str(BENCH / "bench_isolation.py"), "--model", str(tiny_model), "--rounds", "1",
+                        "--tokens", "16", "--threads", "1", "--json", str(out)], capture_output=True, text=True,
+                       timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    summary = json.loads(out.read_text())["summary"]
+    assert set(summary["I1_start_s"]) == {"none", "process"} and summary["I2_single_tok_s"]["ratio"] > 0
+    assert 0 < summary["I4_crash_to_serving_s"] < 60

@@ -125,7 +125,7 @@ server_http_res_ptr ModelPool::router_props_response() const {
         {"models_autoload", router_params_.models_autoload},
         {"model_alias", "llama-server"},
         {"model_path", "none"},
-        {"default_generation_settings", {{"params", json::object()}, {"n_ctx", 0}}},
+        {"default_generation_settings", {{"params", nullptr}, {"n_ctx", 0}}},  // null, as llama-server's json{}
         {"ui_settings", json::object()},
         {"build_info", std::string(llama_build_info())},
         {"cors_proxy_enabled", router_params_.ui_mcp_proxy},

@@ -463,7 +463,7 @@ class IsolatedNative:
 
     def armed_faults(self) -> list[tuple[str, int, int]]:
         try:
-            return [tuple(f) for f in self._ask("armed_faults")]  # type: ignore[misc]
+            return [(str(k), int(n), int(p)) for k, n, p in self._ask("armed_faults")]
         except LlamaProcError:
             return []
 
