@@ -92,6 +92,11 @@ class Channel:
         except ChannelClosed:
             pass  # the asker is gone: nobody waits for this answer
 
+    def join(self, timeout: float) -> None:
+        """Waits for the reader thread to end (after close() or the other end's exit)."""
+        if self._reader.is_alive() and self._reader is not threading.current_thread():
+            self._reader.join(timeout)
+
     def close(self) -> None:
         try:
             self._conn.close()

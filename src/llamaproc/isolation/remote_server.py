@@ -95,6 +95,8 @@ class _Child:
         self.died = threading.Event()
         self.pongs = threading.Event()  # set by each answer to the heartbeat
         self.cause = ""
+        self.helpers: list[threading.Thread] = []  # joined by _end(): nothing outlives the child
+        self.reaped = threading.Event()  # set when the reaper is done (folder removed, logged)
 
 
 class IsolatedNative:
@@ -139,8 +141,10 @@ class IsolatedNative:
         child = _Child(proc, channel, folder)
         child_box.append(child)
         channel.start()
-        threading.Thread(target=self._read_stderr, args=(child,), daemon=True, name="llamaproc-child-stderr").start()
-        threading.Thread(target=self._heartbeat, args=(child,), daemon=True, name="llamaproc-heartbeat").start()
+        for target, name in ((self._read_stderr, "llamaproc-child-stderr"), (self._heartbeat, "llamaproc-heartbeat")):
+            helper = threading.Thread(target=target, args=(child,), daemon=True, name=name)
+            child.helpers.append(helper)
+            helper.start()
         argv = list(self._argv)
         if self._port:
             argv += ["--port", str(self._port)]  # a new child binds the port the first one resolved
@@ -216,6 +220,12 @@ class IsolatedNative:
 
     def _reap(self, child: _Child) -> None:
         try:
+            self._reap_once(child)
+        finally:
+            child.reaped.set()
+
+    def _reap_once(self, child: _Child) -> None:
+        try:
             status = child.proc.wait(5)
         except subprocess.TimeoutExpired:
             self._kill(child)
@@ -259,7 +269,10 @@ class IsolatedNative:
                 child.proc.kill()
                 child.proc.wait()
         child.channel.close()
-        child.died.wait(10)
+        child.reaped.wait(10)
+        for helper in child.helpers:
+            helper.join(5)
+        child.channel.join(5)
         shutil.rmtree(child.folder, ignore_errors=True)
 
     def _live_child(self) -> _Child | None:
