@@ -37,10 +37,17 @@ _isolation = "none"
 
 
 @pytest.fixture(params=["none", "process"])
-def isolation(request: pytest.FixtureRequest) -> Iterator[str]:
-    """Runs a test once in this process and once isolated in a child process."""
+def isolation(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """Runs a test once in this process and once isolated in a child process: tiny_config()
+    and every PoolConfig the test makes use that mode. A test that shows something only the
+    in-process mode has (this process's memory or threads) is marked `in_process_only`."""
     global _isolation
+    if request.param == "process" and request.node.get_closest_marker("in_process_only"):
+        pytest.skip(request.node.get_closest_marker("in_process_only").kwargs.get("reason", "in-process only"))
+    from llamaproc import PoolConfig
+
     _isolation = request.param
+    monkeypatch.setitem(PoolConfig.__init__.__kwdefaults__, "isolation", request.param)
     try:
         yield request.param
     finally:

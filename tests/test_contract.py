@@ -1,5 +1,6 @@
 """The server-like contract (llamaproc.contract.ServerLike): the same checks on every class that
-claims it — LlamaServer, one model of a ModelPool (pool.server(name)) and the FakeServer. A
+claims it — LlamaServer, one model of a ModelPool (pool.server(name)), both isolated in a child
+process, and the FakeServer. A
 method that drifts on one of them (a missing argument, another error type, a state it does not
 work in) fails here."""
 
@@ -18,12 +19,13 @@ from llamaproc import (EventKind, Fault, HealthStatus, LlamaServer, ModelPool, M
                        ServerStatus, errors)
 from llamaproc.testing import FakeServer
 
-KINDS = ("llama", "pool", "fake")
+KINDS = ("llama", "pool", "fake", "isolated llama", "isolated pool")
 
 
-def _pool_server(model: Path) -> tuple[ServerLike, Callable[[], None]]:
+def _pool_server(model: Path, isolation: str = "none") -> tuple[ServerLike, Callable[[], None]]:
     pool = ModelPool.start(PoolConfig(models={"m": ModelSpec(model_path=model, context_size=512, parallel=2,
-                                                             threads=1, extra_args=("--cache-ram", "0"))}))
+                                                             threads=1, extra_args=("--cache-ram", "0"))},
+                                      isolation=isolation))
     server = pool.server("m").start()
     return server, pool.stop
 
@@ -35,6 +37,11 @@ def make(kind: str, model: Path) -> tuple[ServerLike, Callable[[], None]]:
         return server, server.stop
     if kind == "pool":
         return _pool_server(model)
+    if kind == "isolated llama":  # the same contract, served by a child process
+        server = LlamaServer.start(tiny_config(model, isolation="process"))
+        return server, server.stop
+    if kind == "isolated pool":
+        return _pool_server(model, isolation="process")
     fake = FakeServer.start(["one two three"])
     return fake, fake.stop
 

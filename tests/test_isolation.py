@@ -24,7 +24,7 @@ import pytest
 from conftest import thread_count, tiny_config
 from http_client import post
 from llamaproc import LlamaServer, RestartPolicy, ServerStatus, errors
-from llamaproc.isolation import remote_server
+from llamaproc.isolation import child_process
 from llamaproc.testing import Fault
 
 CHAT = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
@@ -99,7 +99,7 @@ def test_without_a_policy_a_dead_child_leaves_the_server_failed_with_the_cause(t
 
 
 def test_a_hung_child_is_found_by_the_heartbeat_killed_and_restarted(tiny_model, monkeypatch):
-    monkeypatch.setattr(remote_server, "HEARTBEAT_TIMEOUT_S", 1.0)
+    monkeypatch.setattr(child_process, "HEARTBEAT_TIMEOUT_S", 1.0)
     with isolated(tiny_model, restart=QUICK) as server:
         started = time.monotonic()
         fails_then_recovers(server, Fault.process_hangs(), "stopped answering")
@@ -282,3 +282,38 @@ def test_concurrent_direct_calls_through_the_channel(tiny_model):
         for t in threads:
             t.join()
         assert len(results) == 8 and len(set(results)) == 1  # temperature 0: the same text
+
+
+# -- a whole pool in one child ----------------------------------------------------------------
+
+def test_an_isolated_pool_survives_its_child_and_brings_its_models_back(tiny_model, tmp_path):
+    from llamaproc import ModelPool, ModelSpec, ModelStatus, PoolConfig
+    from llamaproc.testing import make_tiny_model
+
+    other = make_tiny_model(tmp_path / "other.gguf", seed=7)
+    spec = dict(context_size=256, parallel=2, threads=1)
+    cfg = PoolConfig(models={"a": ModelSpec(model_path=tiny_model, **spec)}, isolation="process", restart=QUICK)
+    with ModelPool.start(cfg) as pool:
+        pool.add("late", ModelSpec(model_path=other, **spec))  # added after start: must survive a new child
+        for name in ("a", "late"):
+            assert post(pool.url + "/v1/chat/completions", {**CHAT, "model": name})[0] == 200
+        port, pid = pool.port, pool.metrics("a").child_pid
+        seen: list = []  # pool.events() hands each event out once
+        pool.inject_fault("a", Fault.native_abort())
+        def failures() -> dict[str, str]:
+            return {e.model: e.error for e in seen if e.status is ModelStatus.FAILED and e.error}
+        wait_for(lambda: seen.extend(pool.events()) or len(failures()) == 2)
+        failed = failures()
+        assert set(failed) == {"a", "late"} and all("SIGABRT" in why for why in failed.values()), failed
+        wait_for(lambda: {m.name: m.status for m in pool.models()} == {"a": ModelStatus.LOADED,
+                                                                         "late": ModelStatus.LOADED})
+        assert pool.port == port and pool.metrics("a").child_pid not in (None, pid) and not alive(pid)
+        assert pool.direct("late").chat.completions.create(**CHAT)["choices"]
+
+
+def test_in_process_pools_refuse_the_faults_that_would_end_the_host(tiny_model):
+    from llamaproc import ModelPool, ModelSpec, PoolConfig
+
+    with ModelPool.start(PoolConfig(models={"a": ModelSpec(model_path=tiny_model, context_size=256, threads=1)})) as p:
+        with pytest.raises(errors.ConfigError, match="isolation"):
+            p.inject_fault("a", Fault.process_killed())

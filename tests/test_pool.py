@@ -20,6 +20,9 @@ from llamaproc.testing import Fault, make_tiny_model
 from conftest import assert_one_model_live_at_a_time, free_port, rss_bytes, thread_count
 from http_client import get, post, request, stream_events
 
+# every test here runs in this process and with the pool isolated in a child process (tests/conftest.py)
+pytestmark = pytest.mark.usefixtures("isolation")
+
 CHAT = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 4, "temperature": 0}
 
 
@@ -529,6 +532,7 @@ def test_sleep_idle_seconds_unloads_the_model_through_the_pool(models, tmp_path)
         assert chat(pool, "a")[0] == 200
 
 
+@pytest.mark.in_process_only(reason="reads this process's decode gate counters")
 def test_models_decoding_at_once_share_the_cpus_through_the_gate(models):
     from llamaproc._native import core
 

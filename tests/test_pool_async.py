@@ -16,6 +16,9 @@ from llamaproc.testing import make_tiny_model
 
 from http_client import get, post
 
+# every test here runs in this process and with the pool isolated in a child process (tests/conftest.py)
+pytestmark = pytest.mark.usefixtures("isolation")
+
 CHAT = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 4, "temperature": 0}
 
 

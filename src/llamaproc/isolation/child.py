@@ -20,14 +20,19 @@ import time
 from multiprocessing.connection import Connection, Listener
 from typing import Any
 
-# Methods of the native server the host may call (everything else is refused).
-_METHODS = frozenset({
-    "start", "wait_ready", "restart_instance", "stop", "wait_change", "log_tail", "inject_fault", "armed_faults",
-    "clear_faults", "query_metrics", "query_load",
-})
-_PROPERTIES = frozenset({
-    "state", "port", "host", "load_progress", "abandoned_instances", "failure", "memory", "request_counts",
-})
+# What the host may call on each kind of native object (everything else is refused).
+_METHODS = {
+    "server": frozenset({"start", "wait_ready", "restart_instance", "stop", "wait_change", "log_tail", "inject_fault",
+                         "armed_faults", "clear_faults", "query_metrics", "query_load"}),
+    "pool": frozenset({"start", "stop", "models", "load", "unload", "add", "remove", "swap", "reload_sources",
+                       "query_metrics", "log_tail", "inject_fault", "clear_faults"}),
+}
+_PROPERTIES = {
+    "server": frozenset({"state", "port", "host", "load_progress", "abandoned_instances", "failure", "memory",
+                         "request_counts"}),
+    "pool": frozenset({"running", "port", "host", "max_loaded", "autoload", "memory_budget", "reserved_bytes",
+                       "instances_alive", "request_counts"}),
+}
 
 
 class _ForwardLogs(logging.Handler):
@@ -47,6 +52,8 @@ class _ForwardLogs(logging.Handler):
 class _Child:
     def __init__(self) -> None:
         self.native: Any = None
+        self.kind = ""
+        self.subscriptions: dict[int, Any] = {}
         self.calls: dict[int, Any] = {}
         self.next_call = 1
         self.lock = threading.Lock()
@@ -66,6 +73,7 @@ class _Child:
 
     def _serve(self, channel: Any, request_id: int, what: str, args: tuple[Any, ...]) -> None:
         from ..errors import LlamaProcError, NativeError
+        from ..messages import message
 
         try:
             value = self._run(what, args)
@@ -73,28 +81,50 @@ class _Child:
         except LlamaProcError as exc:
             channel.answer(request_id, False, exc)
         except Exception as exc:  # noqa: BLE001 - every failure goes back to the host, typed
-            channel.answer(request_id, False, NativeError(f"{type(exc).__name__}: {exc}"))
+            channel.answer(request_id, False, NativeError(message("isolation.child_error", kind=type(exc).__name__,
+                                                                  error=exc)))
 
     def _run(self, what: str, args: tuple[Any, ...]) -> Any:
         from .._native import core
+        from ..messages import message
 
         if what == "create":
-            argv, options, log_level = args
+            kind, positional, options, log_level = args
             logging.getLogger("llamaproc").setLevel(log_level)
             from .. import _logging
 
             _logging.sync_log_level()
-            self.native = core.EmbeddedServer(argv, **options)
+            self.native = (core.EmbeddedServer if kind == "server" else core.ModelPool)(*positional, **options)
+            self.kind = kind
             return os.getpid()
         native = self.native
         if what == "get":
             (name,) = args
-            if name not in _PROPERTIES:
-                raise ValueError(f"no property {name!r}")
+            if name not in _PROPERTIES[self.kind]:
+                raise ValueError(message("isolation.refused", what=name))
             value = getattr(native, name)
             return value.name if name == "state" else value
-        if what in _METHODS:
+        if what in _METHODS[self.kind]:
             return getattr(native, what)(*args)
+        if what == "subscribe":
+            with self.lock:
+                handle = self.next_call
+                self.next_call += 1
+                self.subscriptions[handle] = native.subscribe()
+            return handle
+        if what == "events":
+            handle, timeout = args  # the next events of a subscription (None once it closed)
+            subscription = self.subscriptions[handle]
+            first = subscription.pop(timeout)
+            if first is None:
+                return None if subscription.closed else []
+            out = [first]
+            while len(out) < 256:
+                more = subscription.pop(0.0)
+                if more is None:
+                    break
+                out.append(more)
+            return out
         if what == "call":
             call = native.call(*args)
             with self.lock:
@@ -109,12 +139,11 @@ class _Child:
             if call is None:
                 return {"payloads": [], "done": True, "status": 0, "stream": False, "end": "cancelled"}
             batch = call.wait(timeout)
-            out = {"payloads": list(batch.payloads), "done": batch.done, "status": batch.status,
-                   "stream": batch.stream, "end": batch.end}
             if batch.done:
                 with self.lock:
                     self.calls.pop(handle, None)
-            return out
+            return {"payloads": list(batch.payloads), "done": batch.done, "status": batch.status,
+                    "stream": batch.stream, "end": batch.end}
         if what == "call_cancel":
             (handle,) = args
             with self.lock:
@@ -125,7 +154,7 @@ class _Child:
         if what == "abort_native":
             _abort_like_ggml(args[0])
             return None
-        raise ValueError(f"unknown request {what!r}")
+        raise ValueError(message("isolation.refused", what=what))
 
 
 def _abort_like_ggml(reason: str) -> None:

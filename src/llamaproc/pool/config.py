@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..config import _FIELD_FLAGS, _int_field, check_model_fields, is_loopback, model_argv
+from ..config import _FIELD_FLAGS, _int_field, check_isolation, check_model_fields, is_loopback, model_argv
 from ..errors import ConfigError
 from ..flags import split_process_flags
 from ..messages import message
@@ -161,6 +161,9 @@ class PoolConfig:
             their threads fit the CPUs and take turns when they do not (two thread pools
             spinning on the same cores more than halve the throughput; docs/benchmarks.md).
             False lets every model decode whenever it wants.
+        isolation: ``"none"`` (the default): the models run in this process. ``"process"``: the
+            whole pool runs in one child process with the same API; a native crash fails its
+            loaded models (each model's ``restart`` policy acts) and a new child takes the port.
     """
 
     models: Mapping[str, ModelSpec] = field(default_factory=dict)
@@ -180,8 +183,10 @@ class PoolConfig:
     restart: RestartPolicy | None = None
     decode_gate: bool = True
     use_model_cache: bool = False
+    isolation: str = "none"
 
     def __post_init__(self) -> None:
+        check_isolation(self.isolation)
         if not isinstance(self.models, Mapping):
             raise ConfigError(message("pool.models_mapping"))
         models = dict(self.models)

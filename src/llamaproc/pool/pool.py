@@ -37,13 +37,15 @@ from typing import Any, NoReturn, cast
 
 from .. import _logging, errors, flags
 from .._native import core
+from ..config import check_isolation
 from ..contract import HealthReport, HealthStatus, ServerMetrics, client_host, http_status
 from ..direct.client import AsyncDirectClient, DirectClient
 from ..errors import ConfigError, LlamaProcError, ServerNotRunningError, WaitTimeoutError
 from ..faults import Fault, as_fault, native_args
 from ..messages import message
+from ..isolation.remote_pool import IsolatedPool, make_pool
 from ..recovery import RestartBudget, RestartPolicy
-from ..server import metrics_from_native
+from ..server import child_process, metrics_from_native
 from . import presets
 from .config import ModelSpec, PoolConfig, native_model
 from .pooled_server import PooledServer
@@ -196,12 +198,14 @@ class ModelPool:
                  memory_budget: int | None = None, idle_unload_s: float | None = None,
                  restart: RestartPolicy | None = None, allow_unauthenticated_remote: bool = False,
                  read_cache: bool = False, verbosity: int | None = None,
-                 extra_models: Sequence[dict[str, object]] = ()) -> None:
+                 extra_models: Sequence[dict[str, object]] = (), isolation: str = "none") -> None:
         self._config = config
+        isolation = config.isolation if config else isolation
+        check_isolation(isolation)
         models = [spec.native(name) for name, spec in (config.models.items() if config else ())] + list(extra_models)
         self._preset_path = (str(config.models_preset) if config and config.models_preset
                              else _flag_value(router_argv, "--models-preset"))
-        self._native = core.ModelPool(
+        self._native = make_pool(isolation)(  # "process": the same interface, in a child process
             router_argv, use_env, models,
             memory_budget=(config.memory_budget if config else memory_budget) or 0,
             idle_unload_s=(config.idle_unload_s if config else idle_unload_s) or 0.0,
@@ -250,14 +254,16 @@ class ModelPool:
                   idle_unload_s: float | None = None, restart: RestartPolicy | None = None,
                   on_event: Callable[[ModelEvent], None] | None = None,
                   allow_unauthenticated_remote: bool = False, read_cache: bool = True,
-                  model_files: Mapping[str, str | os.PathLike[str]] | None = None) -> ModelPool:
+                  model_files: Mapping[str, str | os.PathLike[str]] | None = None,
+                  isolation: str = "none") -> ModelPool:
         """Start a pool from llama-server router flags: ``--models-dir D``, ``--models-preset
         F``, ``--models-max N``, ``--no-models-autoload``, ``--host``, ``--port``, ... and
         defaults for every model (``-c 4096``, ``--temp 0`` ...). No ``-m``: that is a single
         model (:meth:`LlamaServer.from_args`). As llama-server does, it also serves the models of
         llama.cpp's local model cache (``read_cache``; offline, nothing is downloaded).
         ``model_files`` adds models beside those sources (name -> GGUF file, with the router's
-        flags as their defaults), loaded when the pool starts."""
+        flags as their defaults), loaded when the pool starts. ``isolation`` as in
+        :class:`PoolConfig`."""
         given = [str(a) for a in args]
         argv, _log_level = flags.split_process_flags(given, use_env=use_env)
         pool = cls.__new__(cls)
@@ -266,7 +272,8 @@ class ModelPool:
                                     for name, path in (model_files or {}).items()],
                       memory_budget=memory_budget, idle_unload_s=idle_unload_s, restart=restart,
                       allow_unauthenticated_remote=allow_unauthenticated_remote, read_cache=read_cache,
-                      verbosity=flags.llama_verbosity(given, use_env=use_env))  # > 9: responses carry __verbose
+                      verbosity=flags.llama_verbosity(given, use_env=use_env),  # > 9: responses carry __verbose
+                      isolation=isolation)
         pool._start(timeout)
         return pool
 
@@ -568,7 +575,7 @@ class ModelPool:
         if m is None:
             raise WaitTimeoutError(message("pool.loop_timeout", model=info.name, timeout=timeout))
         memory = next((x["memory"] for x in self._records() if x["name"] == info.name), None) or {}
-        metrics = metrics_from_native(m, memory, requests=counts)
+        metrics = metrics_from_native(m, memory, requests=counts, **child_process(native))
         self._last_metrics[info.name] = metrics
         return metrics
 
@@ -593,8 +600,12 @@ class ModelPool:
         that model; ``loop_dies`` kills its inference loop now if it is loaded. Request faults
         (error, slow_tokens, cut_stream, slots_busy) act on HTTP requests to every model and on
         direct calls to ``name``. ``fault`` and ``times``/``param`` as for
-        ``LlamaServer.inject_fault``."""
-        self._native.inject_fault(name, *native_args(as_fault(fault, times=times, param=param)))  # or ModelNotFoundError
+        ``LlamaServer.inject_fault``. The process faults (native_abort, process_killed,
+        process_hangs) act on an isolated pool's child, that is on every model."""
+        armed = as_fault(fault, times=times, param=param)
+        if armed.kind.acts_on_process and not isinstance(self._native, IsolatedPool):
+            raise ConfigError(message("isolation.in_process_fault", kind=armed.kind.value))
+        self._native.inject_fault(name, *native_args(armed))  # or ModelNotFoundError
 
     def clear_faults(self) -> None:
         """Tests only: disarm every fault of the pool and its models."""
