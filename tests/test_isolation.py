@@ -248,18 +248,7 @@ def test_a_hundred_isolated_cycles_leak_no_process_fd_or_thread(tiny_model):
 
 def _children() -> set[int]:
     """Processes whose parent is this one."""
-    me = str(os.getpid())
-    out = set()
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as fh:
-                    fields = fh.read().split(")")[-1].split()
-            except OSError:
-                continue
-            if fields[1] == me and fields[0] != "Z":
-                out.add(int(entry))
-    return out
+    return _children_of(os.getpid())
 
 
 def test_child_metrics_name_its_pid_and_memory(tiny_model):
@@ -317,3 +306,63 @@ def test_in_process_pools_refuse_the_faults_that_would_end_the_host(tiny_model):
     with ModelPool.start(PoolConfig(models={"a": ModelSpec(model_path=tiny_model, context_size=256, threads=1)})) as p:
         with pytest.raises(errors.ConfigError, match="isolation"):
             p.inject_fault("a", Fault.process_killed())
+
+
+def test_serve_isolation_process_from_the_command_line(tiny_model):
+    from conftest import free_port
+
+    port = free_port()
+    with subprocess.Popen([sys.executable, "-m", "llamaproc", "serve", "--isolation", "process", "-m", str(tiny_model),
+                           "--port", str(port), "-c", "256", "-t", "1"], stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE, text=True) as cli:
+        try:
+            wait_for(lambda: _answers(port), 60)
+            children = _children_of(cli.pid)
+            assert len(children) == 1  # the isolated server's process
+            cli.send_signal(signal.SIGINT)
+            assert cli.wait(30) == 0
+            wait_for(lambda: not any(alive(pid) for pid in children), 5)
+        finally:
+            cli.kill()
+
+
+def _answers(port: int) -> bool:
+    try:
+        return post(f"http://127.0.0.1:{port}/v1/chat/completions", CHAT, timeout=5)[0] == 200
+    except OSError:
+        return False
+
+
+def _children_of(parent: int) -> set[int]:
+    out = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as fh:
+                    fields = fh.read().split(")")[-1].split()
+            except OSError:
+                continue
+            if fields[1] == str(parent) and fields[0] != "Z":
+                out.add(int(entry))
+    return out
+
+
+def test_a_hard_memory_limit_becomes_the_childs_os_limit(tiny_model):
+    from llamaproc.isolation.child import STACK_ALLOWANCE
+
+    limit = 256 << 20
+    with isolated(tiny_model, memory_limit=limit, hard_memory_limit=True) as server:
+        with open(f"/proc/{server.metrics().child_pid}/limits") as fh:
+            row = next(line for line in fh if line.startswith("Max data size"))
+        soft = int(row.split()[3])
+        assert limit + STACK_ALLOWANCE <= soft <= limit + STACK_ALLOWANCE + (1 << 30)  # plus what it held before
+        assert post(server.url + "/v1/chat/completions", CHAT)[0] == 200  # a model within it serves
+    with isolated(tiny_model) as plain:
+        with open(f"/proc/{plain.metrics().child_pid}/limits") as fh:
+            assert next(line for line in fh if line.startswith("Max data size")).split()[3] == "unlimited"
+
+
+@pytest.mark.parametrize("changes", [dict(isolation="none", memory_limit=1 << 30), dict(isolation="process")])
+def test_a_hard_memory_limit_needs_isolation_and_a_limit(tiny_model, changes):
+    with pytest.raises(errors.ConfigError, match="hard_memory_limit"):
+        tiny_config(tiny_model, hard_memory_limit=True, **changes)

@@ -159,6 +159,13 @@ class ServerConfig:
             segfault, the OOM killer) ends the child, never this process; the server goes
             FAILED with the cause and ``restart`` brings it back on the same port. See the
             README, *Process isolation*.
+        hard_memory_limit: With ``isolation="process"`` and ``memory_limit``: the OS holds the
+            child to it too (``RLIMIT_DATA`` on Linux and other POSIX systems): its private
+            writable memory (heap, KV cache, compute buffers, prompt cache, weights read with
+            ``--no-mmap``) may grow by at most ``memory_limit`` beyond what the child held before
+            loading, plus 256 MiB for thread stacks. An allocation past it fails inside the child
+            (a failed load is a typed error; a failure while serving may end the child, never the
+            host). Weights mapped from the file (the default) are page cache and not counted.
     """
 
     model_path: str | os.PathLike[str]
@@ -178,11 +185,16 @@ class ServerConfig:
     allow_unauthenticated_remote: bool = False
     max_request_bytes: int = 32 * 2**20
     isolation: str = "none"
+    hard_memory_limit: bool = False
 
     def __post_init__(self) -> None:
         if self.restart is not None and not isinstance(self.restart, RestartPolicy):
             raise ConfigError(message("config.restart", value=self.restart))
         check_isolation(self.isolation)
+        if not isinstance(self.hard_memory_limit, bool):
+            raise ConfigError(message("config.not_bool", name="hard_memory_limit", value=self.hard_memory_limit))
+        if self.hard_memory_limit and (self.isolation != "process" or not self.memory_limit):
+            raise ConfigError(message("config.hard_memory_limit"))
         object.__setattr__(self, "model_path", check_model_fields(self))
         object.__setattr__(self, "rpc_workers", tuple(self.rpc_workers))
         _int_field("port", self.port, minimum=0, maximum=65535)

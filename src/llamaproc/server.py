@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import dataclasses
+import functools
 import logging
 import os
 import threading
@@ -130,16 +131,19 @@ class LlamaServer(DerivedSurface):
         self._prepare(config.to_argv(), config=config, use_env=False, memory_limit=config.memory_limit or 0,
                       port=config.port, host=config.host, restart=config.restart, on_event=on_event,
                       allow_unauthenticated_remote=config.allow_unauthenticated_remote,
-                      max_request_bytes=config.max_request_bytes, isolation=config.isolation)
+                      max_request_bytes=config.max_request_bytes, isolation=config.isolation,
+                      hard_memory_limit=config.hard_memory_limit)
 
     def _prepare(self, argv: list[str], *, config: ServerConfig | None, use_env: bool, memory_limit: int,
                  port: int, host: str, restart: RestartPolicy | None,
                  on_event: Callable[[ServerEvent], None] | None, allow_unauthenticated_remote: bool = False,
-                 max_request_bytes: int = 32 * 2**20, isolation: str = "none") -> None:
+                 max_request_bytes: int = 32 * 2**20, isolation: str = "none",
+                 hard_memory_limit: bool = False) -> None:
         if restart is not None and not isinstance(restart, RestartPolicy):
             raise TypeError(message("server.restart_type", type=type(restart).__name__))
         check_isolation(isolation)
         self._isolation = isolation
+        self._hard_memory_limit = hard_memory_limit
         self._config = config
         self._argv = argv
         self._use_env = use_env
@@ -232,7 +236,10 @@ class LlamaServer(DerivedSurface):
             argv += ["--port", str(self._port)]  # the last --port wins: restart() keeps the port
         make_native: Any = core.EmbeddedServer
         if self._isolation == "process":  # the same interface, served by a child process
-            from .isolation.remote_server import IsolatedNative as make_native
+            from .isolation.remote_server import IsolatedNative
+
+            make_native = functools.partial(IsolatedNative, hard_limit_bytes=self._memory_limit
+                                            if self._hard_memory_limit else 0)
         native = make_native(argv, use_env=self._use_env, memory_limit=self._memory_limit,
                              allow_unauthenticated_remote=self._allow_unauthenticated_remote,
                              max_request_bytes=self._max_request_bytes,

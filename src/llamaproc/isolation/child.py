@@ -89,7 +89,9 @@ class _Child:
         from ..messages import message
 
         if what == "create":
-            kind, positional, options, log_level = args
+            kind, positional, options, hard_limit, log_level = args
+            if hard_limit > 0:
+                _limit_private_memory(hard_limit)
             logging.getLogger("llamaproc").setLevel(log_level)
             from .. import _logging
 
@@ -155,6 +157,29 @@ class _Child:
             _abort_like_ggml(args[0])
             return None
         raise ValueError(message("isolation.refused", what=what))
+
+
+#: Room for thread stacks (8 MiB of private memory each) above a hard memory limit.
+STACK_ALLOWANCE = 256 << 20
+
+
+def _limit_private_memory(limit: int) -> int:
+    """Holds this process's private writable memory (RLIMIT_DATA: heap and private anonymous
+    mappings, not file mappings such as mmapped weights) to what it holds now plus ``limit``
+    plus STACK_ALLOWANCE; returns the limit set."""
+    import resource
+
+    held = 0
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmData:"):
+                    held = int(line.split()[1]) * 1024
+    except OSError:  # no /proc: the limit counts from zero (stricter, never looser)
+        pass
+    total = held + limit + STACK_ALLOWANCE
+    resource.setrlimit(resource.RLIMIT_DATA, (total, total))
+    return total
 
 
 def _abort_like_ggml(reason: str) -> None:

@@ -74,7 +74,7 @@ class IsolatedPool(ChildOwner):
         argv = list(self._router_argv)
         if self._port:
             argv += ["--port", str(self._port)]  # a new child binds the port the first one resolved
-        return ("create", "pool", (argv, self._use_env, list(self._models.values())), self._options)
+        return ("create", "pool", (argv, self._use_env, list(self._models.values())), self._options, 0)
 
     def _on_spawned(self, child: _Child) -> None:
         handle = child.channel.request("subscribe")  # before start(): no event is missed

@@ -18,7 +18,7 @@ from .._native import core
 from ..errors import LlamaProcError
 from ..messages import message
 from .channel import ChannelClosed
-from .child_process import HEARTBEAT_TIMEOUT_S, ChildOwner
+from .child_process import HEARTBEAT_TIMEOUT_S, ChildOwner, _log
 
 __all__ = ["IsolatedNative", "HEARTBEAT_TIMEOUT_S"]
 
@@ -26,17 +26,18 @@ __all__ = ["IsolatedNative", "HEARTBEAT_TIMEOUT_S"]
 class IsolatedNative(ChildOwner):
     """``core.EmbeddedServer``'s interface, served by a child process (see the module docstring)."""
 
-    def __init__(self, argv: list[str], **options: Any) -> None:
+    def __init__(self, argv: list[str], *, hard_limit_bytes: int = 0, **options: Any) -> None:
         super().__init__()
         self._argv = list(argv)
         self._options = options
+        self._hard_limit_bytes = hard_limit_bytes  # > 0: the child's RLIMIT_DATA (see child.py)
         self._spawn()
 
     def _create_request(self) -> tuple[Any, ...]:
         argv = list(self._argv)
         if self._port:
             argv += ["--port", str(self._port)]  # a new child binds the port the first one resolved
-        return ("create", "server", (argv,), self._options)
+        return ("create", "server", (argv,), self._options, self._hard_limit_bytes)
 
     def start(self) -> None:
         self._ask("start")
@@ -47,9 +48,15 @@ class IsolatedNative(ChildOwner):
         return bool(self._ask("wait_ready", timeout))
 
     def restart_instance(self) -> None:
-        if self._live_child() is not None:
+        child = self._live_child()
+        if child is not None and int(self._get("abandoned_instances", 0)) == 0:
             self._ask("restart_instance")
             return
+        if child is not None:
+            # the child gave up on an instance's teardown (its threads stuck in native code):
+            # only a new process gets that memory and those threads back
+            _log.warning(message("isolation.recycled"))
+            self._end(child)
         with self._lock:
             old = self._child
             if self._stopping:
