@@ -196,7 +196,13 @@ def test_the_channel_refuses_a_peer_without_the_key(tmp_path):
         wait_for(lambda: os.path.exists(address), 30)
         assert oct(os.stat(address).st_mode & 0o777) == "0o600"
         with pytest.raises(AuthenticationError):
-            Client(address, family="AF_UNIX", authkey=b"not the key")
+            while True:
+                try:
+                    Client(address, family="AF_UNIX", authkey=b"not the key")
+                except ConnectionRefusedError:  # bound, not yet listening
+                    time.sleep(0.005)
+                    continue
+                break
         conn = Client(address, family="AF_UNIX", authkey=key)
         conn.send(("ping", 1))
         assert conn.recv() == ("pong", 1)

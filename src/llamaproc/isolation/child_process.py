@@ -162,10 +162,17 @@ class ChildOwner:
 
     @staticmethod
     def _connect(proc: subprocess.Popen[bytes], address: str, key: bytes) -> Any:
+        """Connects once the child listens (its socket file appears at bind(), a moment before
+        listen(): refused until then)."""
         from multiprocessing.connection import Client
 
         deadline = time.monotonic() + 60
-        while not os.path.exists(address):
+        while True:
+            if os.path.exists(address):
+                try:
+                    return Client(address, family="AF_UNIX", authkey=key)
+                except (ConnectionRefusedError, FileNotFoundError):
+                    pass
             if proc.poll() is not None:
                 tail = (proc.stderr.read() if proc.stderr else b"").decode("utf-8", "replace").splitlines()[-20:]
                 raise attach_log_tail(StartupError(message("isolation.child_did_not_start", status=proc.returncode)),
@@ -173,7 +180,6 @@ class ChildOwner:
             if time.monotonic() > deadline:
                 raise StartupError(message("isolation.child_did_not_start", status="no answer in 60 s"))
             time.sleep(0.005)
-        return Client(address, family="AF_UNIX", authkey=key)
 
     def _read_stderr(self, child: _Child) -> None:
         stream = child.proc.stderr
