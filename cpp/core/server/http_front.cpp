@@ -218,45 +218,46 @@ void HttpFront::stop_and_join() {
     mcp_.reset();
 }
 
+// Routes that need no model instance, guarded against asserts and exceptions, with the API-key
+// check, the body limit and the counts.
+HttpFront::handler_t HttpFront::guard(handler_t inner) {
+    return [this, inner = std::move(inner)](const server_http_req & original) -> server_http_res_ptr {
+        ThreadLogScope scope(tail_);
+        if (auto refused = refuse(original)) {
+            count(original, outcome_of(refused->status));
+            return refused;
+        }
+        auto request = std::make_unique<GuardedRequest>(original, stopping_, nullptr);
+        try {
+            auto res = inner(request->req);
+            count(original, outcome_of(res->status));
+            if (!res->is_stream()) {
+                return res;
+            }
+            auto out = std::make_unique<GuardedResponse>();
+            out->status = res->status;
+            out->content_type = res->content_type;
+            out->headers = res->headers;
+            out->next = [inner_res = res.get()](std::string & chunk) { return inner_res->next(chunk); };
+            out->inner = std::move(res);
+            out->request = std::move(request);
+            out->tail = tail_;
+            return out;
+        } catch (const NativeAbort & e) {
+            count(original, RequestOutcome::server_error);
+            return error_response(std::string("llama.cpp hit a failed assertion: ") + e.what(), ERROR_TYPE_SERVER);
+        } catch (const std::invalid_argument & e) {
+            count(original, RequestOutcome::client_error);
+            return error_response(e.what(), ERROR_TYPE_INVALID_REQUEST);
+        } catch (const std::exception & e) {
+            count(original, RequestOutcome::server_error);
+            return error_response(e.what(), ERROR_TYPE_SERVER);
+        }
+    };
+}
+
 void HttpFront::register_routes() {
     server_http_context & http = *http_;
-
-    // routes that need no model instance, guarded against asserts and exceptions
-    auto guard = [this](handler_t inner) -> handler_t {
-        return [this, inner = std::move(inner)](const server_http_req & original) -> server_http_res_ptr {
-            ThreadLogScope scope(tail_);
-            if (auto refused = refuse(original)) {
-                count(original, outcome_of(refused->status));
-                return refused;
-            }
-            auto request = std::make_unique<GuardedRequest>(original, stopping_, nullptr);
-            try {
-                auto res = inner(request->req);
-                count(original, outcome_of(res->status));
-                if (!res->is_stream()) {
-                    return res;
-                }
-                auto out = std::make_unique<GuardedResponse>();
-                out->status = res->status;
-                out->content_type = res->content_type;
-                out->headers = res->headers;
-                out->next = [inner_res = res.get()](std::string & chunk) { return inner_res->next(chunk); };
-                out->inner = std::move(res);
-                out->request = std::move(request);
-                out->tail = tail_;
-                return out;
-            } catch (const NativeAbort & e) {
-                count(original, RequestOutcome::server_error);
-                return error_response(std::string("llama.cpp hit a failed assertion: ") + e.what(), ERROR_TYPE_SERVER);
-            } catch (const std::invalid_argument & e) {
-                count(original, RequestOutcome::client_error);
-                return error_response(e.what(), ERROR_TYPE_INVALID_REQUEST);
-            } catch (const std::exception & e) {
-                count(original, RequestOutcome::server_error);
-                return error_response(e.what(), ERROR_TYPE_SERVER);
-            }
-        };
-    };
 
     // routes answered by the current model instance
     auto instance_route = [this](route_member member) -> handler_t {
@@ -447,32 +448,9 @@ server_http_res_ptr error_answer(const std::string & message, error_type type) {
 // in ?conv_id= (it may hold a model name with slashes).
 void HttpFront::register_stream_routes() {
     server_http_context & http = *http_;
-    auto guarded = [this](handler_t inner) {
-        return [this, inner = std::move(inner)](const server_http_req & original) -> server_http_res_ptr {
-            ThreadLogScope scope(tail_);
-            if (auto refused = refuse(original)) {
-                count(original, outcome_of(refused->status));
-                return refused;
-            }
-            auto request = std::make_unique<GuardedRequest>(original, stopping_, nullptr);
-            auto res = inner(request->req);
-            count(original, outcome_of(res->status));
-            if (!res->is_stream()) {
-                return res;
-            }
-            auto out = std::make_unique<GuardedResponse>();
-            out->status = res->status;
-            out->content_type = res->content_type;
-            out->next = std::move(res->next);  // refers to the request, which `out` keeps
-            out->inner = std::move(res);
-            out->request = std::move(request);
-            out->tail = tail_;
-            return out;
-        };
-    };
     // GET /v1/stream?conv_id=ID&from=N: what the session holds from byte N on, then its live
     // bytes until the generation ends (text/event-stream)
-    http.get("/v1/stream", guarded([this](const server_http_req & req) -> server_http_res_ptr {
+    http.get("/v1/stream", guard([this](const server_http_req & req) -> server_http_res_ptr {
         const std::string conversation = req.get_param("conv_id");
         if (conversation.empty()) {
             return error_answer("Missing conversation id in path", ERROR_TYPE_INVALID_REQUEST);
@@ -506,7 +484,7 @@ void HttpFront::register_stream_routes() {
     }));
     // POST /v1/streams/lookup {"conversation_ids": [...]}: the live sessions among those asked
     // about, never others
-    http.post("/v1/streams/lookup", guarded([this](const server_http_req & req) -> server_http_res_ptr {
+    http.post("/v1/streams/lookup", guard([this](const server_http_req & req) -> server_http_res_ptr {
         std::vector<std::string> asked;
         try {
             const json body = json::parse(req.body);
@@ -538,7 +516,7 @@ void HttpFront::register_stream_routes() {
     }));
     // DELETE /v1/stream?conv_id=ID: the user's Stop. Cancels the generation (or its request
     // still waiting for a model) and forgets the session; 204 even when nothing matched.
-    http.del("/v1/stream", guarded([this](const server_http_req & req) -> server_http_res_ptr {
+    http.del("/v1/stream", guard([this](const server_http_req & req) -> server_http_res_ptr {
         const std::string conversation = req.get_param("conv_id");
         if (conversation.empty()) {
             return error_answer("Missing conversation id in path", ERROR_TYPE_INVALID_REQUEST);

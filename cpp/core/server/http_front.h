@@ -81,6 +81,7 @@ public:
 
 private:
     void register_routes();
+    handler_t guard(handler_t inner);
     // GET /v1/stream, POST /v1/streams/lookup, DELETE /v1/stream (stream_sessions.h).
     void register_stream_routes();
     void count(RequestOutcome outcome);

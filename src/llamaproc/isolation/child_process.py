@@ -353,6 +353,14 @@ class ChildOwner:
         except (OSError, ValueError, IndexError):
             return 0
 
+    @property
+    def port(self) -> int:
+        return self._port or int(self._get("port", 0))
+
+    @property
+    def host(self) -> str:
+        return self._host
+
     def call(self, path: str, body: str, post: bool = True) -> _RemoteCall:
         child = self._live_child()
         if child is None:

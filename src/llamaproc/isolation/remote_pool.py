@@ -159,14 +159,6 @@ class IsolatedPool(ChildOwner):
         return bool(self._get("running", False))
 
     @property
-    def port(self) -> int:
-        return self._port or int(self._get("port", 0))
-
-    @property
-    def host(self) -> str:
-        return self._host
-
-    @property
     def max_loaded(self) -> int:
         return int(self._get("max_loaded", 0))
 

@@ -110,14 +110,6 @@ class IsolatedNative(ChildOwner):
         return None if value is None else (str(value[0]), str(value[1]))
 
     @property
-    def port(self) -> int:
-        return self._port or int(self._get("port", 0))
-
-    @property
-    def host(self) -> str:
-        return self._host
-
-    @property
     def load_progress(self) -> float:
         return float(self._get("load_progress", 0.0))
 
