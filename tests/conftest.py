@@ -105,6 +105,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_until(check, timeout: float = 30.0, every: float = 0.01) -> None:
+    """Polls ``check()`` until it is true; fails the test after ``timeout`` seconds."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(every)
+
+
 def thread_count() -> int:
     """Native and Python threads of this process (Linux: /proc/self/task)."""
     return len(os.listdir("/proc/self/task")) if os.path.isdir("/proc/self/task") else threading.active_count()

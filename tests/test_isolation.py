@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import thread_count, tiny_config
+from conftest import thread_count, tiny_config, wait_until
 from http_client import post
 from llamaproc import LlamaServer, RestartPolicy, ServerStatus, errors
 from llamaproc.isolation import child_process
@@ -48,18 +48,11 @@ def alive(pid: int) -> bool:
         return False
 
 
-def wait_for(check, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.01)
-
-
 def fails_then_recovers(server: LlamaServer, fault: Fault, cause: str, timeout: float = 30.0) -> None:
     port, pid = server.port, server.metrics().child_pid
     server.inject_fault(fault)
-    wait_for(lambda: server.status is not ServerStatus.READY, timeout)
-    wait_for(lambda: server.status is ServerStatus.READY, timeout)
+    wait_until(lambda: server.status is not ServerStatus.READY, timeout)
+    wait_until(lambda: server.status is ServerStatus.READY, timeout)
     failed = [e for e in server.events() if e.kind.value == "failed"][-1]
     assert cause in str(failed.error)
     assert server.port == port and server.metrics().child_pid != pid and not alive(pid)
@@ -86,7 +79,7 @@ def test_a_sigkill_of_the_child_is_a_failure_with_its_signal_then_a_restart(tiny
 def test_without_a_policy_a_dead_child_leaves_the_server_failed_with_the_cause(tiny_model):
     with isolated(tiny_model) as server:
         server.inject_fault(Fault.process_killed())
-        wait_for(lambda: server.status is ServerStatus.FAILED)
+        wait_until(lambda: server.status is ServerStatus.FAILED)
         assert isinstance(server.failure, errors.NativeError) and "SIGKILL" in str(server.failure)
         report = server.health_check()
         assert report.status.value == "unhealthy" and "SIGKILL" in report.detail
@@ -161,7 +154,7 @@ def test_a_bad_model_raises_the_same_typed_error_and_leaves_no_child(tmp_path):
     before = _children()
     with pytest.raises(errors.ModelLoadError):
         LlamaServer.start(tiny_config(bad, isolation="process"))
-    wait_for(lambda: _children() <= before, 10)
+    wait_until(lambda: _children() <= before, 10)
 
 
 def test_a_port_in_use_raises_startup_error_and_leaves_no_child(tiny_model):
@@ -169,7 +162,7 @@ def test_a_port_in_use_raises_startup_error_and_leaves_no_child(tiny_model):
         before = _children()
         with pytest.raises(errors.StartupError, match="in use"):
             isolated(tiny_model, port=first.port)
-        wait_for(lambda: _children() <= before, 10)
+        wait_until(lambda: _children() <= before, 10)
 
 
 def test_in_process_servers_refuse_the_faults_that_would_end_the_host(tiny_server):
@@ -193,7 +186,7 @@ def test_the_channel_refuses_a_peer_without_the_key(tmp_path):
     try:
         child.stdin.write(key.hex().encode() + b"\n")
         child.stdin.close()
-        wait_for(lambda: os.path.exists(address), 30)
+        wait_until(lambda: os.path.exists(address), 30)
         assert oct(os.stat(address).st_mode & 0o777) == "0o600"
         with pytest.raises(AuthenticationError):
             while True:
@@ -231,7 +224,7 @@ def test_the_child_exits_within_two_seconds_of_a_host_killed_with_sigkill(tiny_m
             host.send_signal(signal.SIGKILL)
             host.wait()
             killed = time.monotonic()
-            wait_for(lambda: not alive(pid), 5)
+            wait_until(lambda: not alive(pid), 5)
             assert time.monotonic() - killed < 2.0
         finally:
             host.kill()
@@ -248,7 +241,7 @@ def test_a_hundred_isolated_cycles_leak_no_process_fd_or_thread(tiny_model):
     for _ in range(100):
         server = isolated(tiny_model)
         server.stop()
-    wait_for(lambda: thread_count() <= threads and _children() <= children, 10)
+    wait_until(lambda: thread_count() <= threads and _children() <= children, 10)
     assert fds() <= files
 
 
@@ -297,10 +290,10 @@ def test_an_isolated_pool_survives_its_child_and_brings_its_models_back(tiny_mod
         pool.inject_fault("a", Fault.native_abort())
         def failures() -> dict[str, str]:
             return {e.model: e.error for e in seen if e.status is ModelStatus.FAILED and e.error}
-        wait_for(lambda: seen.extend(pool.events()) or len(failures()) == 2)
+        wait_until(lambda: seen.extend(pool.events()) or len(failures()) == 2)
         failed = failures()
         assert set(failed) == {"a", "late"} and all("SIGABRT" in why for why in failed.values()), failed
-        wait_for(lambda: {m.name: m.status for m in pool.models()} == {"a": ModelStatus.LOADED,
+        wait_until(lambda: {m.name: m.status for m in pool.models()} == {"a": ModelStatus.LOADED,
                                                                          "late": ModelStatus.LOADED})
         assert pool.port == port and pool.metrics("a").child_pid not in (None, pid) and not alive(pid)
         assert pool.direct("late").chat.completions.create(**CHAT)["choices"]
@@ -322,12 +315,12 @@ def test_serve_isolation_process_from_the_command_line(tiny_model):
                            "--port", str(port), "-c", "256", "-t", "1"], stdout=subprocess.DEVNULL,
                           stderr=subprocess.PIPE, text=True) as cli:
         try:
-            wait_for(lambda: _answers(port), 60)
+            wait_until(lambda: _answers(port), 60)
             children = _children_of(cli.pid)
             assert len(children) == 1  # the isolated server's process
             cli.send_signal(signal.SIGINT)
             assert cli.wait(30) == 0
-            wait_for(lambda: not any(alive(pid) for pid in children), 5)
+            wait_until(lambda: not any(alive(pid) for pid in children), 5)
         finally:
             cli.kill()
 

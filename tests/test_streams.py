@@ -17,7 +17,7 @@ from urllib.parse import quote
 
 import pytest
 
-from conftest import tiny_config
+from conftest import tiny_config, wait_until
 from http_client import get, post, request
 from llamaproc import LlamaServer, ModelPool, ModelSpec, ModelStatus, PoolConfig
 from llamaproc.testing import Fault
@@ -76,13 +76,6 @@ def lookup(url: str, ids: list[str]) -> list[dict]:
     status, found = post(url + "/v1/streams/lookup", {"conversation_ids": ids})
     assert status == 200
     return found
-
-
-def wait_until(check, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.02)
 
 
 def leave_after_first_event(url: str, body: dict, conversation: str) -> None:

@@ -36,7 +36,6 @@ from dataclasses import dataclass, field
 from typing import Any, NoReturn, cast
 
 from .. import _logging, errors, flags
-from .._native import core
 from ..config import check_isolation
 from ..contract import HealthReport, HealthStatus, ServerMetrics, client_host, http_status
 from ..direct.client import AsyncDirectClient, DirectClient
