@@ -88,11 +88,28 @@ def _run_script(body: str, timeout: float = 60) -> subprocess.CompletedProcess:
                           timeout=timeout)
 
 
-def test_ctrl_c_raises_keyboard_interrupt_and_with_stops_the_server(tiny_model):
+# Counts this process's live children (an isolated server's process, while it runs).
+_CHILDREN = """
+def children():
+    me, n = str(os.getpid()), 0
+    for e in os.listdir('/proc'):
+        if e.isdigit():
+            try:
+                f = open(f'/proc/{e}/stat').read().split(')')[-1].split()
+            except OSError:
+                continue
+            n += f[1] == me and f[0] != 'Z'
+    return n
+"""
+
+
+@pytest.mark.parametrize("mode", ["none", "process"])
+def test_ctrl_c_raises_keyboard_interrupt_and_with_stops_the_server(tiny_model, mode):
     result = _run_script(f"""
         import signal, threading, time, os
         from llamaproc import LlamaServer, ServerConfig
-        cfg = ServerConfig(model_path={str(tiny_model)!r}, threads=1, context_size=256, parallel=1)
+        {_CHILDREN.strip().replace(chr(10), chr(10) + ' ' * 8)}
+        cfg = ServerConfig(model_path={str(tiny_model)!r}, threads=1, context_size=256, parallel=1, isolation={mode!r})
         try:
             with LlamaServer.start(cfg) as server:
                 timer = threading.Timer(0.2, lambda: os.kill(os.getpid(), signal.SIGINT))
@@ -100,31 +117,35 @@ def test_ctrl_c_raises_keyboard_interrupt_and_with_stops_the_server(tiny_model):
                 time.sleep(30)
         except KeyboardInterrupt:
             timer.join()
-            print("interrupted", server.status.value, len(os.listdir('/proc/self/task')))
+            print("interrupted", server.status.value, len(os.listdir('/proc/self/task')), children())
     """)
     assert result.returncode == 0, result.stderr
     words = result.stdout.split()
     assert words[:2] == ["interrupted", "stopped"], result.stdout
-    # the main thread, numpy's OpenBLAS worker, and llamaproc's log delivery thread
-    assert int(words[2]) <= 3, result.stdout
+    # the main thread, numpy's OpenBLAS worker, and llamaproc's log delivery thread; no child
+    assert int(words[2]) <= 3 and words[3] == "0", result.stdout
 
 
 @pytest.mark.smollm2
-def test_ctrl_c_during_model_load_cancels_it(smollm2_model):
+@pytest.mark.parametrize("mode", ["none", "process"])
+def test_ctrl_c_during_model_load_cancels_it(smollm2_model, mode):
     result = _run_script(f"""
         import signal, threading, os
         from llamaproc import LlamaServer, ServerConfig, errors
-        cfg = ServerConfig(model_path={str(smollm2_model)!r}, threads=1, context_size=1024, parallel=1)
-        threading.Timer(0.05, lambda: os.kill(os.getpid(), signal.SIGINT)).start()
+        {_CHILDREN.strip().replace(chr(10), chr(10) + ' ' * 8)}
+        cfg = ServerConfig(model_path={str(smollm2_model)!r}, threads=1, context_size=1024, parallel=1,
+                           isolation={mode!r})
+        threading.Timer(0.05 if {mode!r} == "none" else 0.15, lambda: os.kill(os.getpid(), signal.SIGINT)).start()
         try:
             LlamaServer.start(cfg)
             print("started")
         except KeyboardInterrupt:
-            print("interrupted", len(os.listdir('/proc/self/task')))
+            print("interrupted", len(os.listdir('/proc/self/task')), children())
     """)
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("interrupted"), result.stdout
-    assert int(result.stdout.split()[1]) <= 3  # main, timer remains, log delivery thread
+    threads, children = result.stdout.split()[1:3]
+    assert int(threads) <= 3 and children == "0", result.stdout  # main, timer remains, log delivery thread
 
 
 def test_no_output_on_stderr_by_default(tiny_model):
