@@ -98,6 +98,8 @@ ISOLATION_MODES = ("none", "process")
 def check_isolation(value: object) -> None:
     if value not in ISOLATION_MODES:
         raise ConfigError(message("config.isolation", value=value, modes=", ".join(ISOLATION_MODES)))
+    if value == "process" and os.name != "posix":  # the channel is a unix socket
+        raise ConfigError(message("config.isolation_posix"))
 
 
 def _int_field(name: str, value: object, *, minimum: int, maximum: int | None = None,

@@ -82,6 +82,8 @@ CATALOG: dict[str, str] = {
     # one server (LlamaServer, FakeServer)
     "config.hard_memory_limit": "hard_memory_limit needs isolation='process' and a memory_limit (the OS limit "
                                  "applies to the child process)",
+    "config.isolation_posix": "isolation='process' needs Linux or another POSIX system (its channel is a unix "
+                               "socket)",
     "config.isolation": "isolation must be one of {modes}, got {value!r}",
     "isolation.channel_closed": "the isolated server's process is gone (its channel closed)",
     "isolation.no_answer": "the isolated server's process did not answer within {timeout} s",
