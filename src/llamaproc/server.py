@@ -244,21 +244,21 @@ class LlamaServer(DerivedSurface):
                              allow_unauthenticated_remote=self._allow_unauthenticated_remote,
                              max_request_bytes=self._max_request_bytes,
                              verbosity=-1 if self._verbosity is None else self._verbosity)
-        with self._lock:
-            if self._run is not previous:
-                raise StartupError(message("server.started_meanwhile"))
-            for fault in self._pending_faults:
-                arm_native(native, fault)
-            self._pending_faults.clear()
-            self._supervisor.new_budget()
-            try:
+        try:  # an isolated native object is a running child already: stop it on any way out
+            with self._lock:
+                if self._run is not previous:
+                    raise StartupError(message("server.started_meanwhile"))
+                for fault in self._pending_faults:
+                    arm_native(native, fault)
+                self._pending_faults.clear()
+                self._supervisor.new_budget()
                 native.start()  # binds; raises ConfigError / ModelLoadError / StartupError right away
                 run = self._run = _Run(native)
                 _live_servers.add(self)
-            except BaseException:  # a start error, or Ctrl-C that arrived while native code ran
-                native.stop()
-                _logging.flush_logs()
-                raise
+        except BaseException:  # a start error, or Ctrl-C that arrived while native code ran
+            native.stop()
+            _logging.flush_logs()
+            raise
         try:  # whatever interrupts the start (Ctrl-C included) leaves no server running
             self._emit(ServerEvent(EventKind.STARTED, time.time()))
             self._await_ready(run, timeout, progress)

@@ -142,23 +142,26 @@ class ChildOwner:
                           on_close=lambda: self._on_channel_closed(child_box[0]), name="llamaproc-isolated")
         child = _Child(proc, channel, folder)
         child_box.append(child)
-        channel.start()
-        for target, name in ((self._read_stderr, "llamaproc-child-stderr"), (self._heartbeat, "llamaproc-heartbeat")):
-            helper = threading.Thread(target=target, args=(child,), daemon=True, name=name)
-            child.helpers.append(helper)
-            helper.start()
-        try:
-            channel.request(*self._create_request(), logging.getLogger("llamaproc").getEffectiveLevel())
-        except ChannelClosed:
-            self._end(child)
-            raise attach_log_tail(StartupError(message("isolation.child_did_not_start", status=child.cause or "-")),
-                                  list(child.stderr_tail)) from None
+        try:  # from here on, any way out (Ctrl-C included) ends the child and its helpers
+            channel.start()
+            for target, name in ((self._read_stderr, "llamaproc-child-stderr"),
+                                 (self._heartbeat, "llamaproc-heartbeat")):
+                helper = threading.Thread(target=target, args=(child,), daemon=True, name=name)
+                child.helpers.append(helper)
+                helper.start()
+            try:
+                channel.request(*self._create_request(), logging.getLogger("llamaproc").getEffectiveLevel())
+            except ChannelClosed:
+                self._end(child)  # the reaper names the exit status first
+                raise attach_log_tail(StartupError(message("isolation.child_did_not_start",
+                                                           status=child.cause or "-")),
+                                      list(child.stderr_tail)) from None
+            with self._lock:
+                self._child = child
+            self._on_spawned(child)
         except BaseException:
             self._end(child)
             raise
-        with self._lock:
-            self._child = child
-        self._on_spawned(child)
 
     @staticmethod
     def _connect(proc: subprocess.Popen[bytes], address: str, key: bytes) -> Any:
