@@ -116,3 +116,15 @@ def test_isolation_benchmark_quick(tiny_model, tmp_path):
     summary = json.loads(out.read_text())["summary"]
     assert set(summary["I1_start_s"]) == {"none", "process"} and summary["I2_single_tok_s"]["ratio"] > 0
     assert 0 < summary["I4_crash_to_serving_s"] < 60
+
+
+@pytest.mark.slow
+def test_streams_benchmark_quick(tiny_model, tmp_path):
+    out = tmp_path / "streams.json"
+    r = subprocess.run([sys.executable, str(BENCH / "bench_streams.py"), "--model", str(tiny_model), "--rounds", "1",
+                        "--tokens", "16", "--threads", "1", "--json", str(out)], capture_output=True, text=True,
+                       timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert result["R1"]["ratio"] > 0 and result["R3"]["parked_request_answered"] is True
+    assert result["R2"]["stop_with_resumable_stream_s"] < 30
