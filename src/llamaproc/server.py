@@ -548,14 +548,18 @@ class LlamaServer(DerivedSurface):
         native = run.native
         counts = dict(native.request_counts)
         restarts, failures = self._supervisor.restarts, self._supervisor.failures
-        if native.state is not _State.ready:
+        def last_seen() -> ServerMetrics:
             last = run.last_metrics or ServerMetrics()
             return dataclasses.replace(last, live=False, rss_bytes=_rss_bytes(), recent_requests_per_second=0.0,
                                        recent_tokens_per_second=0.0, window_s=0.0, requests=counts,
                                        restarts=restarts, failures=failures, **child_process(native))
+        if native.state is not _State.ready:
+            return last_seen()
         _logging.sync_log_level()
         m = _record(native.query_metrics(timeout))
         if m is None:
+            if native.state is not _State.ready:  # it failed (or stopped) while we asked
+                return last_seen()
             raise WaitTimeoutError(message("server.loop_timeout", timeout=timeout))
         rates = recent_rates(run.samples, (time.monotonic(), sum(counts.values()), m["generated_tokens"]), window_s)
         metrics = metrics_from_native(m, _record(native.memory) or {},

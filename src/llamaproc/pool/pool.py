@@ -567,11 +567,15 @@ class ModelPool:
         native = self._require_running()
         info = self.model(name)
         counts = dict(native.request_counts)
-        if info.status is not ModelStatus.LOADED:
+        def last_seen() -> ServerMetrics:
             last = self._last_metrics.get(info.name) or ServerMetrics()
             return dataclasses.replace(last, live=False, requests=counts)
+        if info.status is not ModelStatus.LOADED:
+            return last_seen()
         m = native.query_metrics(info.name, timeout)
         if m is None:
+            if self.model(name).status is not ModelStatus.LOADED:  # unloaded or failed while we asked
+                return last_seen()
             raise WaitTimeoutError(message("pool.loop_timeout", model=info.name, timeout=timeout))
         memory = next((x["memory"] for x in self._records() if x["name"] == info.name), None) or {}
         metrics = metrics_from_native(m, memory, requests=counts, **child_process(native))
