@@ -77,7 +77,7 @@ def _stop_all_at_exit() -> None:
             pass
 
 
-def child_process(native: object) -> dict[str, Any]:
+def child_process_metrics(native: object) -> dict[str, Any]:
     """The child's pid and resident memory for an isolated server's metrics (else nothing)."""
     pid = getattr(native, "child_pid", None)
     if not hasattr(native, "child_rss_bytes"):
@@ -552,7 +552,7 @@ class LlamaServer(DerivedSurface):
             last = run.last_metrics or ServerMetrics()
             return dataclasses.replace(last, live=False, rss_bytes=_rss_bytes(), recent_requests_per_second=0.0,
                                        recent_tokens_per_second=0.0, window_s=0.0, requests=counts,
-                                       restarts=restarts, failures=failures, **child_process(native))
+                                       restarts=restarts, failures=failures, **child_process_metrics(native))
         if native.state is not _State.ready:
             return last_seen()
         _logging.sync_log_level()
@@ -566,7 +566,7 @@ class LlamaServer(DerivedSurface):
                                       recent_requests_per_second=rates.requests_per_second,
                                       recent_tokens_per_second=rates.tokens_per_second, window_s=rates.span_s,
                                       requests=counts, restarts=restarts, failures=failures,
-                                      **child_process(native))
+                                      **child_process_metrics(native))
         run.last_metrics = metrics
         return metrics
 

@@ -200,7 +200,7 @@ void HttpFront::start() {
 
 void HttpFront::begin_stop() {
     stopping_->store(true);
-    sessions_->close_all();  // readers and producers of resumable streams wake now
+    sessions_.close_all();  // readers and producers of resumable streams wake now
 }
 
 void HttpFront::stop_and_join() {
@@ -276,12 +276,12 @@ void HttpFront::register_routes() {
             // /v1/stream, a newer request of the conversation, the server stopping).
             const std::string conversation =
                 streams_resumably(original.path) ? header(original, "x-conversation-id") : std::string();
-            const uint64_t ticket = conversation.empty() ? 0 : sessions_->expect(conversation);
+            const uint64_t ticket = conversation.empty() ? 0 : sessions_.expect(conversation);
             const std::function<bool()> give_up = [this, &original, &conversation, ticket] {
                 if (stopping_->load()) {
                     return true;
                 }
-                return ticket != 0 ? !sessions_->wanted(conversation, ticket)
+                return ticket != 0 ? !sessions_.wanted(conversation, ticket)
                                    : (original.should_stop && original.should_stop());
             };
             Routed routed;
@@ -292,15 +292,15 @@ void HttpFront::register_routes() {
             }
             std::shared_ptr<StreamSession> session;
             if (ticket != 0 && routed.inst) {
-                session = sessions_->open(conversation, ticket, routed.inst);
+                session = sessions_.open(conversation, ticket, routed.inst);
                 if (!session) {
                     routed.inst->release();
                     routed.inst.reset();
                 }
             }
             if (ticket != 0 && !session) {
-                const bool stopped = !sessions_->wanted(conversation, ticket) && !stopping_->load();
-                sessions_->close(conversation, ticket);
+                const bool stopped = !sessions_.wanted(conversation, ticket) && !stopping_->load();
+                sessions_.close(conversation, ticket);
                 if (stopped) {
                     routed.answer = error_response("request cancelled by a stop while the model was loading",
                                                    ERROR_TYPE_INVALID_REQUEST);
@@ -337,7 +337,7 @@ void HttpFront::register_routes() {
             out->tail = tail_;
             if (!res->is_stream()) {
                 if (session) {
-                    sessions_->close(conversation, ticket);  // nothing streamed: nothing to resume
+                    sessions_.close(conversation, ticket);  // nothing streamed: nothing to resume
                 }
                 out->data = std::move(res->data);
                 out->inner = std::move(res);
@@ -437,11 +437,6 @@ server_http_res_ptr json_response(int status, const json & body) {
     return res;
 }
 
-server_http_res_ptr error_answer(const std::string & message, error_type type) {
-    json err = format_error_response(message, type);
-    return json_response(json_value(err, "code", 500), {{"error", err}});
-}
-
 }  // namespace
 
 // The resumable-stream routes, with llama-server's paths, statuses and bodies. The id travels
@@ -453,14 +448,14 @@ void HttpFront::register_stream_routes() {
     http.get("/v1/stream", guard([this](const server_http_req & req) -> server_http_res_ptr {
         const std::string conversation = req.get_param("conv_id");
         if (conversation.empty()) {
-            return error_answer("Missing conversation id in path", ERROR_TYPE_INVALID_REQUEST);
+            return error_response("Missing conversation id in path", ERROR_TYPE_INVALID_REQUEST);
         }
-        std::shared_ptr<StreamSession> session = sessions_->find(conversation);
+        std::shared_ptr<StreamSession> session = sessions_.find(conversation);
         if (!session) {
-            if (sessions_->waiting_for_model(conversation)) {
-                return error_answer("Stream owner model is loading, retry later", ERROR_TYPE_UNAVAILABLE);
+            if (sessions_.waiting_for_model(conversation)) {
+                return error_response("Stream owner model is loading, retry later", ERROR_TYPE_UNAVAILABLE);
             }
-            return error_answer("Stream not found or expired", ERROR_TYPE_NOT_FOUND);
+            return error_response("Stream not found or expired", ERROR_TYPE_NOT_FOUND);
         }
         size_t from = 0;
         const std::string from_text = req.get_param("from");
@@ -468,11 +463,11 @@ void HttpFront::register_stream_routes() {
             try {
                 from = static_cast<size_t>(std::stoull(from_text));
             } catch (const std::exception &) {
-                return error_answer("Invalid 'from' offset", ERROR_TYPE_INVALID_REQUEST);
+                return error_response("Invalid 'from' offset", ERROR_TYPE_INVALID_REQUEST);
             }
         }
         if (from < session->dropped_bytes()) {
-            return error_answer("Stream offset lost, please restart", ERROR_TYPE_INVALID_REQUEST);
+            return error_response("Stream offset lost, please restart", ERROR_TYPE_INVALID_REQUEST);
         }
         auto res = std::make_unique<server_http_res>();
         res->status = 200;
@@ -503,7 +498,7 @@ void HttpFront::register_stream_routes() {
                                                   {"type", "invalid_request_error"}}}});
         }
         json found = json::array();
-        for (const auto & session : sessions_->lookup(asked)) {
+        for (const auto & session : sessions_.lookup(asked)) {
             found.push_back({
                 {"conversation_id", session->conversation_id()},
                 {"is_done", session->done()},
@@ -519,9 +514,9 @@ void HttpFront::register_stream_routes() {
     http.del("/v1/stream", guard([this](const server_http_req & req) -> server_http_res_ptr {
         const std::string conversation = req.get_param("conv_id");
         if (conversation.empty()) {
-            return error_answer("Missing conversation id in path", ERROR_TYPE_INVALID_REQUEST);
+            return error_response("Missing conversation id in path", ERROR_TYPE_INVALID_REQUEST);
         }
-        sessions_->stop(conversation);
+        sessions_.stop(conversation);
         auto res = std::make_unique<server_http_res>();
         res->status = 204;
         res->content_type = "application/json";

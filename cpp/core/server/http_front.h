@@ -101,7 +101,7 @@ private:
 
     RouteFn route_;
     bool router_ = false;
-    std::shared_ptr<StreamSessions> sessions_ = std::make_shared<StreamSessions>();
+    StreamSessions sessions_;  // resumable streams of this front (stream_sessions.h)
     struct ExtraRoute {
         std::string method, path;
         handler_t handler;

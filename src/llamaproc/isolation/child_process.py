@@ -51,8 +51,7 @@ class _Batch:
 class _RemoteCall:
     """A direct call running in the child: ``wait()`` and ``cancel()`` as the native DirectCall."""
 
-    def __init__(self, owner: ChildOwner, child: _Child, handle: int) -> None:
-        self._owner = owner
+    def __init__(self, child: _Child, handle: int) -> None:
         self._child = child
         self._handle = handle
         self._over = False
@@ -64,7 +63,7 @@ class _RemoteCall:
             batch = self._child.channel.request("call_wait", self._handle, timeout)
         except ChannelClosed:
             self._over = True
-            return self._owner.lost_call_batch()
+            return _Batch([], True, 0, False, "interrupted")  # the child died: the call was cut short
         if batch["done"]:
             self._over = True
         return _Batch(**batch)
@@ -104,9 +103,7 @@ class ChildOwner:
         self._stopped = False
         self._port = 0
         self._host = "127.0.0.1"
-        self._changes = 0  # bumped on each child death, so wait_change() returns
         self._last: dict[str, Any] = {}  # properties as last seen (what a dead child still "has")
-        self._changed = threading.Condition(self._lock)
 
     def _create_request(self) -> tuple[Any, ...]:
         """The request that makes the native object in a new child."""
@@ -248,8 +245,6 @@ class ChildOwner:
                 else:
                     child.cause = message("isolation.child_exited", status=status)
             child.died.set()
-            self._changes += 1
-            self._changed.notify_all()
         shutil.rmtree(child.folder, ignore_errors=True)
         if not expected:
             lines = "\n  ".join(list(child.stderr_tail)[-8:])
@@ -314,10 +309,6 @@ class ChildOwner:
     def _stderr_tail(child: _Child | None) -> list[str]:
         return list(child.stderr_tail)[-20:] if child is not None else []
 
-    def lost_call_batch(self) -> _Batch:
-        """What a direct call in flight gets when the child died: interrupted."""
-        return _Batch([], True, 0, False, "interrupted")
-
     def _stop_child(self) -> None:
         """Stops the native object and ends the child for good (bounded; idempotent)."""
         with self._lock:
@@ -335,8 +326,6 @@ class ChildOwner:
         self._end(child)
         with self._lock:
             self._stopped = True
-            self._changes += 1
-            self._changed.notify_all()
 
     # -- what every isolated object offers ----------------------------------------------------
 
@@ -372,7 +361,7 @@ class ChildOwner:
             handle = child.channel.request("call", path, body, post)
         except ChannelClosed:
             raise self._lost_error() from None
-        return _RemoteCall(self, child, int(handle))
+        return _RemoteCall(child, int(handle))
 
     def _process_fault(self, kind: str) -> bool:
         """Acts on the faults that end or freeze the child; False for the others."""

@@ -20,7 +20,7 @@ from .._native import core
 from ..errors import LlamaProcError
 from ..messages import message
 from .channel import ChannelClosed
-from .child_process import ChildOwner, _Child
+from .child_process import ChildOwner, _Child, _log
 
 _RESPAWN_WAIT_S = 60.0
 
@@ -123,8 +123,6 @@ class IsolatedPool(ChildOwner):
             self._spawn()
             self._ask("start")
         except LlamaProcError as exc:
-            from .child_process import _log
-
             _log.error(message("isolation.pool_respawn_failed", error=exc))
             return
         self._serving.set()

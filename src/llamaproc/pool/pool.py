@@ -44,7 +44,7 @@ from ..faults import Fault, as_fault, native_args
 from ..messages import message
 from ..isolation.remote_pool import IsolatedPool, make_pool
 from ..recovery import RestartBudget, RestartPolicy
-from ..server import child_process, metrics_from_native
+from ..server import child_process_metrics, metrics_from_native
 from . import presets
 from .config import ModelSpec, PoolConfig, native_model
 from .pooled_server import PooledServer
@@ -578,7 +578,7 @@ class ModelPool:
                 return last_seen()
             raise WaitTimeoutError(message("pool.loop_timeout", model=info.name, timeout=timeout))
         memory = next((x["memory"] for x in self._records() if x["name"] == info.name), None) or {}
-        metrics = metrics_from_native(m, memory, requests=counts, **child_process(native))
+        metrics = metrics_from_native(m, memory, requests=counts, **child_process_metrics(native))
         self._last_metrics[info.name] = metrics
         return metrics
 
