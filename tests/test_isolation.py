@@ -365,3 +365,11 @@ def test_a_hard_memory_limit_becomes_the_childs_os_limit(tiny_model):
 def test_a_hard_memory_limit_needs_isolation_and_a_limit(tiny_model, changes):
     with pytest.raises(errors.ConfigError, match="hard_memory_limit"):
         tiny_config(tiny_model, hard_memory_limit=True, **changes)
+
+
+def test_load_faults_armed_on_a_running_isolated_server_apply_to_its_restart(tiny_model):
+    # as in-process: restart() stops the child, and the load fault armed on it acts on the next one
+    with isolated(tiny_model) as server:
+        server.inject_fault(Fault.load_fails())
+        with pytest.raises(errors.ModelLoadError):
+            server.restart()

@@ -67,6 +67,11 @@ class IsolatedNative(ChildOwner):
         self._ask("start")
 
     def stop(self) -> None:
+        if self._live_child() is not None:
+            try:  # what a stopped native server still answers: the load faults for its next start
+                self._last["armed_faults"] = self._ask("armed_faults")
+            except LlamaProcError:
+                pass
         self._stop_child()
 
     def wait_change(self, seen: int, timeout: float) -> int:
@@ -132,9 +137,10 @@ class IsolatedNative(ChildOwner):
 
     def armed_faults(self) -> list[tuple[str, int, int]]:
         try:
-            return [(str(k), int(n), int(p)) for k, n, p in self._ask("armed_faults")]
+            armed = self._ask("armed_faults")
         except LlamaProcError:
-            return []
+            armed = self._last.get("armed_faults", [])
+        return [(str(k), int(n), int(p)) for k, n, p in armed]
 
     def query_metrics(self, timeout: float) -> dict[str, Any] | None:
         """The loop's counters; None when it cannot answer (as the native one: not serving)."""
