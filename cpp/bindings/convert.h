@@ -13,18 +13,7 @@
 
 namespace {
 
-inline const char * error_kind_name(llamaproc::ErrorKind kind) {
-    switch (kind) {
-        case llamaproc::ErrorKind::config: return "config";
-        case llamaproc::ErrorKind::model_load: return "model_load";
-        case llamaproc::ErrorKind::startup: return "startup";
-        case llamaproc::ErrorKind::resource: return "resource";
-        case llamaproc::ErrorKind::not_running: return "not_running";
-        case llamaproc::ErrorKind::not_found: return "not_found";
-        case llamaproc::ErrorKind::timeout: return "timeout";
-        default: return "internal";
-    }
-}
+using llamaproc::error_kind_name;
 
 // The native fault of llamaproc.faults.Fault's fields (llamaproc.faults.native_args()).
 inline llamaproc::FaultSpec fault_spec(const std::string & kind, int times, int param, int status, std::string body,

@@ -5,6 +5,7 @@
 #include "convert.h"
 #include "server/cpu_governor.h"
 #include "server/embedded_server.h"
+#include "server/web_ui.h"
 
 #include "common.h"
 
@@ -50,6 +51,9 @@ void init_server(nb::module_ & m) {
         .value("stopping", llamaproc::ServerState::stopping)
         .value("stopped", llamaproc::ServerState::stopped)
         .value("failed", llamaproc::ServerState::failed);
+    m.def("set_web_ui_dir", &llamaproc::set_web_ui_dir, nb::arg("path"),
+          "The directory of the web pages that servers and pools started from now on serve at / "
+          "(\"\" = none); the flags --no-webui and --path still decide per server.");
     m.def("physical_cores", &common_cpu_get_num_math, "Physical (performance) cores, as llama.cpp counts them.");
     m.def("default_threads", &llamaproc::default_threads,
           "Threads of an RPC worker whose flags set none: one per physical core but one.");

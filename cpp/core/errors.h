@@ -19,6 +19,21 @@ enum class ErrorKind {
     internal,     // anything else that went wrong inside llama.cpp
 };
 
+// The kind's name as llamaproc.errors.error_of_kind() knows it ("config", "model_load", ...).
+inline const char * error_kind_name(ErrorKind kind) {
+    switch (kind) {
+        case ErrorKind::config: return "config";
+        case ErrorKind::model_load: return "model_load";
+        case ErrorKind::startup: return "startup";
+        case ErrorKind::resource: return "resource";
+        case ErrorKind::not_running: return "not_running";
+        case ErrorKind::not_found: return "not_found";
+        case ErrorKind::timeout: return "timeout";
+        case ErrorKind::internal: break;
+    }
+    return "internal";
+}
+
 class Error : public std::runtime_error {
 public:
     Error(ErrorKind kind, const std::string & message, std::vector<std::string> log_tail = {})

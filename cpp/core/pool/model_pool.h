@@ -30,6 +30,7 @@
 #include "server/model_instance.h"
 
 #include "common.h"
+#include "json.h"
 
 #include <chrono>
 #include <condition_variable>
@@ -131,6 +132,8 @@ public:
     ReloadReport reload_sources();
 
     std::shared_ptr<EventQueue> subscribe() { return events_.subscribe(); }
+    // GET /llamaproc/status's document (server/web_ui.h); asks each loaded model's loop.
+    common_json status();
     std::optional<LoopMetrics> query_metrics(const std::string & name, double timeout_s);
     RequestCounts request_counts() const;
     std::vector<std::string> log_tail(std::size_t max_lines = 40) const { return tail_->lines(max_lines); }

@@ -4,6 +4,7 @@
 #include "pool/model_pool.h"
 
 #include "server/route_call.h"
+#include "server/web_ui.h"
 
 #include "build-info.h"
 #include "server-common.h"
@@ -50,6 +51,7 @@ void ModelPool::register_routes() {
     front_->add_route("POST", "/models/load", [this](const server_http_req & req) { return handle_load(req); });
     front_->add_route("POST", "/models/unload", [this](const server_http_req & req) { return handle_unload(req); });
     front_->add_route("GET", "/models/sse", [this](const server_http_req & req) { return handle_events(req); });
+    front_->add_route("GET", "/llamaproc/status", [this](const server_http_req &) { return status_response(status()); });
     const auto no_downloads = [](const server_http_req &) {
         return error_response("llamaproc serves local GGUF files only: downloading (POST /models) and deleting "
                               "(DELETE /models) cached models are not supported. Put the file in --models-dir or "
@@ -167,6 +169,44 @@ server_http_res_ptr ModelPool::handle_unload(const server_http_req & req) {
         retire_locked(*e, e->config.stop_timeout_s);  // drains: requests in flight finish
     }
     return ok({{"success", true}});
+}
+
+json ModelPool::status() {
+    std::vector<ModelStatusEntry> entries;
+    std::vector<std::shared_ptr<ModelInstance>> serving;
+    {
+        std::lock_guard<std::mutex> lock(mutex_);
+        for (const auto & [name, e] : entries_) {
+            if (e->config.hidden) {
+                continue;
+            }
+            const PoolModelInfo info = info_locked(*e);
+            ModelStatusEntry m;
+            m.id = name;
+            m.aliases = info.aliases;
+            m.state = info.failed ? "failed" : info.status;
+            m.load_progress = info.load_progress;
+            if (!info.failure.empty()) {
+                m.failure = Failure{info.failure_kind, info.failure};
+            }
+            m.memory = info.memory;
+            m.memory_estimate = info.memory_estimate;
+            m.active_requests = info.active_requests;
+            m.loads = info.loads;
+            m.last_used = info.last_used;
+            m.pinned = info.pinned;
+            entries.push_back(std::move(m));
+            serving.push_back(e->ready() ? e->current : nullptr);
+        }
+    }
+    json models = json::array();
+    for (size_t i = 0; i < entries.size(); ++i) {
+        if (serving[i]) {  // asked without the pool's lock: the loop answers between decode steps
+            entries[i].loop = serving[i]->query_metrics(STATUS_LOOP_TIMEOUT_S);
+        }
+        models.push_back(model_status_json(entries[i]));
+    }
+    return status_json("pool", std::move(models), options_.memory_budget, reserved_bytes(), request_counts());
 }
 
 server_http_res_ptr ModelPool::handle_events(const server_http_req & req) {

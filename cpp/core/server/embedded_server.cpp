@@ -1,5 +1,6 @@
 #include "server/embedded_server.h"
 #include "server/instance_params.h"
+#include "server/web_ui.h"
 
 #include "argv_parser.h"
 #include "deadline.h"
@@ -12,6 +13,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdlib>
+#include <filesystem>
 
 #if defined(__GLIBC__)
 #include <malloc.h>
@@ -111,7 +113,42 @@ void EmbeddedServer::prepare_params() {
     }
 }
 
+json EmbeddedServer::status() {
+    ModelStatusEntry m;
+    std::shared_ptr<ModelInstance> inst = current();
+    const ServerState st = state();
+    {
+        std::lock_guard<std::mutex> lock(mutex_);
+        m.aliases.assign(params_.model_alias.begin(), params_.model_alias.end());
+        m.id = m.aliases.empty() ? std::filesystem::path(params_.model.path).filename().string() : m.aliases.front();
+        m.loads = loads_;
+    }
+    m.state = st == ServerState::ready      ? "loaded"
+              : st == ServerState::failed   ? "failed"
+              : st == ServerState::stopping ? "stopping"
+              : st == ServerState::starting ? "loading"
+                                            : "unloaded";
+    if (inst) {
+        m.load_progress = inst->load_progress();
+        m.failure = inst->failure();
+        m.memory = inst->memory();
+        m.active_requests = inst->leases();
+        if (st == ServerState::ready) {
+            m.loop = inst->query_metrics(STATUS_LOOP_TIMEOUT_S);
+        }
+    }
+    m.memory_estimate = options_.memory_limit;
+    json models = json::array();
+    models.push_back(model_status_json(m));
+    const uint64_t held = m.memory ? m.memory->held() : 0;
+    return status_json("server", std::move(models), options_.memory_limit, held, request_counts());
+}
+
 std::shared_ptr<ModelInstance> EmbeddedServer::make_instance() {
+    {
+        std::lock_guard<std::mutex> lock(mutex_);
+        ++loads_;
+    }
     const bool cache_ram_given = flag_given(options_.args, {"-cram", "--cache-ram"}) ||
                                  (options_.use_env && std::getenv("LLAMA_ARG_CACHE_RAM"));
     auto inst = std::make_shared<ModelInstance>(params_, MemoryPolicy{options_.memory_limit, cache_ram_given},
@@ -153,6 +190,7 @@ void EmbeddedServer::start() {
                                                  }
                                                  return routed;
                                              });
+        front_->add_route("GET", "/llamaproc/status", [this](const server_http_req &) { return status_response(status()); });
         front_->start();
         auto inst = make_instance();
         {

@@ -20,6 +20,7 @@
 #include "server/model_instance.h"
 
 #include "common.h"
+#include "json.h"
 
 #include <condition_variable>
 #include <cstdint>
@@ -73,6 +74,9 @@ public:
     // Model instances that had to be abandoned unfreed (see ModelInstance::shutdown()).
     int abandoned_instances() const;
 
+    // GET /llamaproc/status's document (server/web_ui.h); asks the loop for its slots.
+    common_json status();
+
     // Asks the inference loop; empty if it does not answer within `timeout_s` (it answers
     // between decode steps) or the server is not ready.
     std::optional<SlotLoad> query_load(double timeout_s);
@@ -108,6 +112,7 @@ private:
     std::shared_ptr<ModelInstance> instance_;
     uint64_t change_seq_ = 0;
     int abandoned_ = 0;
+    uint64_t loads_ = 0;  // instances started (a restart starts one more)
 
     std::mutex lifecycle_mutex_;  // serializes start / restart_instance / stop
 };

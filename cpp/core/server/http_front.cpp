@@ -1,4 +1,5 @@
 #include "server/http_front.h"
+#include "server/web_ui.h"
 
 #include "server/cpu_governor.h"
 
@@ -158,7 +159,7 @@ void HttpFront::count(RequestOutcome outcome) {
 }
 
 void HttpFront::count(const server_http_req & req, RequestOutcome outcome) {
-    if (!is_health_probe(req.path)) {  // a liveness probe is not a request
+    if (!is_monitoring_probe(req.path)) {
         counter_->count(outcome);
     }
 }
@@ -178,6 +179,11 @@ void HttpFront::start() {
     // long as the front. Its API-key middleware gets none: refuse() checks keys, in constant time.
     http_params_ = std::make_unique<common_params>(params_);
     http_params_->api_keys.clear();
+    // the web pages: the package's files unless the flags turned the UI off (--no-webui; then
+    // llama.cpp serves no files) or named a directory of their own (--path)
+    if (http_params_->public_path.empty()) {
+        http_params_->public_path = web_ui_dir();
+    }
     if (!http_->init(*http_params_)) {
         throw Error(ErrorKind::startup, "cannot set up the HTTP server for " + host_of(params_), tail_->lines());
     }

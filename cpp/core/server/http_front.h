@@ -85,7 +85,7 @@ private:
     // GET /v1/stream, POST /v1/streams/lookup, DELETE /v1/stream (stream_sessions.h).
     void register_stream_routes();
     void count(RequestOutcome outcome);
-    // Counts `req`'s outcome unless it is a health probe.
+    // Counts `req`'s outcome unless it is a monitoring probe (route_call.h).
     void count(const server_http_req & req, RequestOutcome outcome);
     // nullptr if the request may go on; else the answer (401 without a valid API key, 413 over
     // the body limit). Keys are compared in constant time; /health stays open.

@@ -44,6 +44,11 @@ private:
 
 // True for the liveness probe's paths (answered, never counted as requests).
 inline bool is_health_probe(const std::string & path) { return path == "/health" || path == "/v1/health"; }
+// Probes that watch the server (health checks, the dashboard's status polls) are not requests:
+// nobody counts them, so that watching does not change the request rates it shows.
+inline bool is_monitoring_probe(const std::string & path) {
+    return is_health_probe(path) || path == "/llamaproc/status";
+}
 
 using route_member = server_http_context::handler_t server_routes::*;
 
