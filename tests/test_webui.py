@@ -19,7 +19,7 @@ import pytest
 
 from conftest import tiny_config, wait_until
 from http_client import get, post, request
-from llamaproc import LlamaServer, ModelPool, ModelSpec, ModelStatus, PoolConfig, RestartPolicy, ServerStatus
+from llamaproc import LlamaServer, ModelPool, ModelSpec, ModelStatus, PoolConfig, RestartPolicy, ServerConfig, ServerStatus
 from llamaproc.testing import Fault
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -208,20 +208,22 @@ def chat_server(tiny_model: Path):
         yield server
 
 
-def test_the_chat_page_loads_clean_and_streams_an_answer(browser, chat_server, shots):
+def test_the_chat_page_loads_clean_and_streams_an_answer(browser, smollm2_model: Path, shots):
     browser.get_log("browser")  # drop what earlier pages logged
-    open_chat(browser, chat_server.url)
-    assert "loaded" in text_of(browser, "#model-state")
-    set_max_tokens(browser, 24)
-    chat_server.inject_fault(Fault.slow_tokens(0.12))
-    send(browser, "Say hello")
-    assert text_of(browser, "article.message.user .body") == "Say hello"
-    wait(browser, lambda d: assistant_text(d) and "generating" in footer(d))
-    partial = assistant_text(browser)
-    wait(browser, lambda d: len(assistant_text(d)) > len(partial))  # it grows while streaming
-    wait(browser, finished)
-    chat_server.clear_faults()
-    browser.save_screenshot(str(shots / "webui-chat.png"))
+    config = ServerConfig(model_path=smollm2_model, threads=2, context_size=2048, parallel=1)
+    with LlamaServer.start(config) as server:
+        open_chat(browser, server.url)
+        assert "loaded" in text_of(browser, "#model-state")
+        set_max_tokens(browser, 120)
+        server.inject_fault(Fault.slow_tokens(0.02))  # slow enough to see the answer grow
+        send(browser, "Write a Python function that adds two numbers, in a code block.")
+        assert text_of(browser, "article.message.user .body").startswith("Write a Python function")
+        wait(browser, lambda d: assistant_text(d) and "generating" in footer(d))
+        partial = assistant_text(browser)
+        wait(browser, lambda d: len(assistant_text(d)) > len(partial))  # it grows while streaming
+        wait(browser, finished, timeout=120)
+        server.clear_faults()
+        browser.save_screenshot(str(shots / "webui-chat.png"))
     assert console_errors(browser) == []
 
 
@@ -343,14 +345,40 @@ def two_model_pool(tiny_model: Path):
 def test_the_model_picker_loads_a_second_pool_model(browser, two_model_pool):
     from selenium.webdriver.support.ui import Select
 
-    open_chat(browser, two_model_pool.url)
-    Select(by_css(browser, "#model")[0]).select_by_value("b")
+    pool = two_model_pool
+    open_chat(browser, pool.url)
+    pick = lambda name: Select(by_css(browser, "#model")[0]).select_by_value(name)  # noqa: E731
+    pool.inject_fault("b", Fault.load_fails())
+    pick("b")
+    wait(browser, lambda d: text_of(d, "#model-state").startswith("failed: "))
+    pick("a")
+    pool.inject_fault("b", Fault.slow_load(0.05))  # a load that takes a few seconds: progress shows
+    pick("b")
+    wait(browser, lambda d: text_of(d, "#model-state").startswith("loading"))
     wait(browser, lambda d: text_of(d, "#model-state") == "loaded")
-    assert two_model_pool.model("b").status is ModelStatus.LOADED
+    assert pool.model("b").status is ModelStatus.LOADED
     set_max_tokens(browser, 4)
     send(browser, "hello b")
     wait(browser, finished)
     assert text_of(browser, "article.message.assistant .who") == "b"
+
+
+def test_the_chat_page_fits_a_phone_screen(browser, chat_server):
+    browser.set_window_size(390, 844)
+    try:
+        open_chat(browser, chat_server.url)
+        set_max_tokens(browser, 8)
+        send(browser, "a question typed on a phone")
+        wait(browser, finished)
+        fits = browser.execute_script("return document.documentElement.scrollWidth <= window.innerWidth")
+        assert fits, "the page scrolls sideways on a phone screen"
+        for css in ("#prompt", "#send", "#model", "article.message.assistant"):
+            box = browser.execute_script(
+                "const r = document.querySelector(arguments[0]).getBoundingClientRect();"
+                "return [r.left, r.right, r.bottom, window.innerWidth, window.innerHeight]", css)
+            assert 0 <= box[0] and box[1] <= box[3] + 0.5 and box[2] <= box[4] + 0.5, css
+    finally:
+        browser.set_window_size(1280, 860)
 
 
 def card_state(driver, model: str) -> str:

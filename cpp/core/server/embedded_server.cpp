@@ -137,7 +137,9 @@ json EmbeddedServer::status() {
             m.loop = inst->query_metrics(STATUS_LOOP_TIMEOUT_S);
         }
     }
-    m.memory_estimate = options_.memory_limit;
+    if (m.memory && m.memory->expected_bytes) {
+        m.memory_estimate = *m.memory->expected_bytes;  // what the load was judged by (a memory limit)
+    }
     json models = json::array();
     models.push_back(model_status_json(m));
     const uint64_t held = m.memory ? m.memory->held() : 0;

@@ -88,7 +88,7 @@ function messageNode(message, index) {
   const body = el("div", { class: "body" });
   renderText(body, message.content || "");
   const node = el("article", { class: "message " + message.role, "data-index": index },
-    el("div", { class: "who" }, message.role === "user" ? "You" : (message.model || "Assistant")));
+    el("div", { class: "who" }, message.role === "user" ? "You" : (message.model ? shortName(message.model) : "Assistant")));
   if (message.reasoning) {
     const thinking = el("div", { class: "body" });
     renderText(thinking, message.reasoning);
@@ -147,9 +147,10 @@ function renderStreaming() {
 // -- models ---------------------------------------------------------------------------------
 
 function modelLabel(m) {
-  if (m.state === "loading") return `${m.id} (loading ${Math.round(100 * m.load_progress)}%)`;
-  if (m.state === "failed") return `${m.id} (failed)`;
-  return `${m.id} (${m.state})`;
+  const name = shortName(m.id);
+  if (m.state === "loading") return `${name} (loading ${Math.round(100 * m.load_progress)}%)`;
+  if (m.state === "failed") return `${name} (failed)`;
+  return `${name} (${m.state})`;
 }
 
 function selectedModel() {
@@ -181,7 +182,7 @@ async function refreshModels() {
     chat.model = (loaded || models[0] || { id: "" }).id;
     saveChat();
   }
-  select.replaceChildren(...models.map((m) => el("option", { value: m.id, selected: m.id === chat.model }, modelLabel(m))));
+  select.replaceChildren(...models.map((m) => el("option", { value: m.id, selected: m.id === chat.model, title: m.id }, modelLabel(m))));
   select.disabled = serverKind !== "pool";
   showModelState();
   const busy = models.some((m) => m.state === "loading");

@@ -118,6 +118,12 @@ async function readEvents(res, onData) {
   }
 }
 
+// A model id to show: a file path's last part (a single server's id is its model's path).
+function shortName(id) {
+  const parts = String(id).split("/");
+  return id.startsWith("/") || id.includes(".gguf") ? parts[parts.length - 1] : id;
+}
+
 function formatBytes(n) {
   if (n === null || n === undefined) return "–";
   const units = ["B", "KiB", "MiB", "GiB", "TiB"];

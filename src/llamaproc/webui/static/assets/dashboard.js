@@ -82,7 +82,7 @@ function modelCard(id) {
   c.chart.setAttribute("preserveAspectRatio", "none");
   c.chart.setAttribute("aria-label", `${id}: tokens per second`);
   c.root = el("article", { class: "card model-card", "data-model": id },
-    el("header", {}, el("h3", {}, id), c.badge),
+    el("header", {}, el("h3", { title: id }, shortName(id)), c.badge),
     c.progress, c.failure, c.stats,
     el("div", { class: "chart-label" }, c.rate, el("span", {}, "last 2 min")), c.chart,
     el("div", { class: "actions" }, c.load, c.unload));
