@@ -403,6 +403,7 @@ def test_the_dashboard_follows_a_pool(browser, two_model_pool, tiny_model: Path,
     pool.swap("b", ModelSpec(model_path=tiny_model, context_size=512, threads=1))
     wait(browser, lambda d: f"loads\n{loads + 1}" in text_of(d, 'article.model-card[data-model="b"] .stats'),
          timeout=UPDATE_S)
+    assert "b: loaded again (swapped)" in events(browser)
     pool.inject_fault("a", Fault.loop_dies())
     wait(browser, lambda d: card_state(d, "a") == "failed", timeout=UPDATE_S)
     assert "a: " in events(browser) and "failed" in events(browser)

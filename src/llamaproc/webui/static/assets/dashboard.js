@@ -12,6 +12,7 @@ const series = { req: [], tok: [], model: new Map() };
 const cards = new Map();  // model id -> its card's elements
 let kind = null;
 let eventsLive = false;
+const lastStatus = new Map();  // model id -> the status its last event said
 
 const $ = (id) => document.getElementById(id);
 
@@ -149,10 +150,10 @@ function logChanges(before, after) {
   for (const m of after.models) {
     const o = old.get(m.id);
     if (!o) continue;
-    if (m.loads > o.loads) logEvent(`${m.id}: restarting (load ${m.loads})`);
+    if (m.loads > o.loads) logEvent(`${shortName(m.id)}: restarting (load ${m.loads})`);
     if (m.state !== o.state) {
       const why = m.state === "failed" && m.failure ? ` (${m.failure.message})` : "";
-      logEvent(`${m.id}: ${m.state}${why}`, m.state === "failed" ? "error-text" : null);
+      logEvent(`${shortName(m.id)}: ${m.state}${why}`, m.state === "failed" ? "error-text" : null);
     }
   }
 }
@@ -251,9 +252,12 @@ async function followEvents() {
         const d = e.data || {};
         if (e.event === "status_change") {
           const failed = d.failed ? ` (failed: ${d.error || "unknown reason"})` : "";
-          logEvent(`${e.model}: ${d.status}${failed}`, d.failed ? "error-text" : null);
+          // loaded while it was loaded: a swap (or a reload) put a new model in its place
+          const again = d.status === "loaded" && lastStatus.get(e.model) === "loaded" ? " again (swapped)" : "";
+          lastStatus.set(e.model, d.status);
+          logEvent(`${shortName(e.model)}: ${d.status}${again}${failed}`, d.failed ? "error-text" : null);
         } else if (e.event === "model_remove") {
-          logEvent(`${e.model}: removed`);
+          logEvent(`${shortName(e.model)}: removed`);
         } else if (e.event === "models_reload") {
           logEvent("model list reloaded");
         } else {
