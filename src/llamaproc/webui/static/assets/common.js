@@ -27,10 +27,26 @@ let keyPrompt = null;  // one dialog at a time; every caller that got 401 waits 
 
 // Asks the user for the API key (a form in the page, not window.prompt). Resolves once a key
 // was entered.
+function keyDialog() {
+  let dialog = document.getElementById("key-dialog");
+  if (!dialog) {
+    dialog = el("div", { id: "key-dialog", class: "dialog", hidden: true, role: "dialog", "aria-modal": "true",
+                         "aria-labelledby": "key-title" },
+      el("form", {},
+        el("h2", { id: "key-title" }, "API key"),
+        el("p", { class: "key-reason" }),
+        el("input", { type: "password", autocomplete: "current-password", "aria-label": "API key",
+                      placeholder: "API key" }),
+        el("button", { type: "submit" }, "Use this key")));
+    document.body.append(dialog);
+  }
+  return dialog;
+}
+
 function askForKey(reason) {
   if (keyPrompt) return keyPrompt;
   keyPrompt = new Promise((resolve) => {
-    const dialog = document.getElementById("key-dialog");
+    const dialog = keyDialog();
     const form = dialog.querySelector("form");
     const input = dialog.querySelector("input");
     dialog.querySelector(".key-reason").textContent = reason || "";
