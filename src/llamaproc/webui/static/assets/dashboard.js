@@ -57,9 +57,12 @@ function logEvent(text, cls) {
   while (list.children.length > 200) list.lastChild.remove();
 }
 
-function stateText(m) {
+// "restarting" is a load that follows a failure (a restart policy at work), or any new load of
+// a single server (it loads only to recover or restart).
+function stateText(m, failedBefore) {
   if (m.state === "loading") {
-    return (m.loads > 1 && kind === "server" ? "restarting " : "loading ") + Math.round(100 * m.load_progress) + "%";
+    const restarting = failedBefore || (m.loads > 1 && kind === "server");
+    return (restarting ? "restarting " : "loading ") + Math.round(100 * m.load_progress) + "%";
   }
   return m.state;
 }
@@ -94,7 +97,9 @@ function modelCard(id) {
 
 function updateCard(m, tokRate, sampling) {
   const c = modelCard(m.id);
-  const label = stateText(m);
+  if (m.state === "failed") c.failedBefore = true;
+  else if (m.state !== "loading") c.failedBefore = false;
+  const label = stateText(m, c.failedBefore);
   c.root.dataset.state = m.state;
   c.badge.className = "badge state-" + (label.startsWith("restarting") ? "restarting" : m.state);
   c.badge.textContent = label;
