@@ -259,3 +259,31 @@ def test_quantize_refuses_an_existing_destination_naming_the_cli_option(tiny_mod
     assert result.returncode == 2
     assert "exists; use --overwrite to replace it" in result.stderr and "overwrite=True" not in result.stderr
     assert dst.read_bytes() == b"keep"
+
+
+def test_a_signal_that_interrupts_the_watchdogs_start_still_stops_cleanly():
+    # SIGINT can land while start() starts its watchdog thread (the server already answers
+    # /health then): the thread may run without start() having seen it begin, and
+    # Thread.join() refuses it. Stopping must join it anyway, not fail with RuntimeError.
+    import threading
+
+    from llamaproc.server import _join_started
+
+    release = threading.Event()
+    running = threading.Thread(target=release.wait)
+    never_started = threading.Thread(target=release.wait)
+    _join_started(never_started, start_grace_s=0.05)  # returns: nothing to join
+    running.start()
+    running._started.clear()  # as if start() had been interrupted before it saw the thread begin
+    seen: dict[str, bool] = {}
+
+    def join_it() -> None:
+        _join_started(running)
+        seen["running after the join"] = running.is_alive()
+
+    joiner = threading.Thread(target=join_it)
+    joiner.start()
+    running._started.set()
+    release.set()
+    joiner.join(5)
+    assert seen == {"running after the join": False}

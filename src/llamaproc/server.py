@@ -107,6 +107,20 @@ class _Run:
         self.last_metrics: ServerMetrics | None = None  # what metrics() answers when not READY
 
 
+def _join_started(thread: threading.Thread, start_grace_s: float = 1.0) -> None:
+    """Joins ``thread``, also when a signal (Ctrl-C) interrupted its ``start()``: the thread may
+    be running without ``start()`` having seen it begin, and ``join()`` refuses such a thread."""
+    deadline = time.monotonic() + start_grace_s
+    while True:
+        try:
+            thread.join()
+            return
+        except RuntimeError:  # "cannot join thread before it is started"
+            if time.monotonic() > deadline:
+                return  # never started: nothing to join
+            time.sleep(0.01)
+
+
 class LlamaServer(DerivedSurface):
     """An embedded llama.cpp server: the OpenAI-compatible HTTP API, served from this process.
 
@@ -307,7 +321,7 @@ class LlamaServer(DerivedSurface):
         run.native.stop()
         watchdog = run.watchdog
         if watchdog is not None and watchdog is not threading.current_thread():
-            watchdog.join()
+            _join_started(watchdog)
         _logging.flush_logs()
         if first and emit:
             self._emit(ServerEvent(EventKind.STOPPED, time.time()))
