@@ -23,7 +23,7 @@ from llamaproc.recovery import RestartPolicy
 ROOT = Path(__file__).resolve().parent.parent
 SRC = ROOT / "src" / "llamaproc"
 # where raised errors must use the catalog (build/ runs before install and keeps its own texts)
-COVERED = ["*.py", "pool/*.py", "direct/*.py", "quant/*.py", "testing/*.py", "rpc/*.py", "isolation/*.py"]
+COVERED = ["*.py", "pool/*.py", "direct/*.py", "quant/*.py", "testing/*.py", "rpc/*.py", "isolation/*.py", "ray/*.py"]
 
 # Exception constructors that keep a literal message on purpose: (file, class, start of the text) -> why.
 LITERAL_MESSAGES = {

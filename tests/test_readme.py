@@ -47,6 +47,7 @@ SUBSTITUTIONS: dict[str, str] = {}
 SLOW = {
     "failure-and-recovery-1",  # two loads, a 0.5 s restart backoff
     "testing-your-app-1",  # a pytest subprocess (tests/test_pytest_plugin.py runs it too)
+    "replicas-on-a-ray-cluster-ray-serve-1",  # a local Ray cluster starts (about 15 s)
 }
 
 SNIPPET_TIMEOUT_S = 180

@@ -87,6 +87,17 @@ Also:
   --memory-budget BYTES loaded models hold at most this much together (idle ones are unloaded)
   --idle-unload SECONDS unload a model unused this long
 
+Replicas on a Ray cluster (pip install "llamaproc[ray]"; the same API behind Ray Serve's proxy at
+--host/--port, each replica a process running the model with the flags given):
+  --ray                 serve from Ray Serve replicas autoscaled on the servers' busy slots
+  --ray-address ADDR    join this Ray cluster ("auto": this machine's); default: RAY_ADDRESS, else a
+                        local cluster for this command
+  --min-replicas N      replicas kept when idle (default 1)
+  --max-replicas N      the most replicas (default: --min-replicas, no autoscaling)
+  --replica-cpus X      CPUs Ray reserves per replica (default: -t, else 1)
+  --ray-app NAME        the Serve application's name (default llamaproc)
+  --serve-config FILE   write a Serve config file (`serve run FILE`, `serve deploy FILE`) and exit
+
 Defaults that differ from llama-server: --host 127.0.0.1 and --port 8080 unless given.
 LLAMA_ARG_* environment variables supply defaults, as for llama-server.
 
@@ -119,6 +130,13 @@ def make_parser() -> argparse.ArgumentParser:
     serve_parser.add_argument("--memory-budget", type=int)
     serve_parser.add_argument("--idle-unload", type=float, dest="idle_unload_s")
     serve_parser.add_argument("--isolation", choices=ISOLATION_MODES, default="none")
+    serve_parser.add_argument("--ray", action="store_true")
+    serve_parser.add_argument("--ray-address")
+    serve_parser.add_argument("--ray-app", default="llamaproc")
+    serve_parser.add_argument("--min-replicas", type=int, default=1)
+    serve_parser.add_argument("--max-replicas", type=int)
+    serve_parser.add_argument("--replica-cpus", type=float)
+    serve_parser.add_argument("--serve-config")
 
     info_parser = command("info", info, description="This build (llama.cpp commit, backends, CPU variant, devices) "
                                                     "next to this machine, and what the build leaves unused.")
@@ -252,6 +270,10 @@ def serve(args: argparse.Namespace) -> int:
     if level is None:
         level = logging.WARNING if args.quiet else logging.INFO
     logging.basicConfig(level=level, format=LOG_FORMAT)
+    if args.ray:
+        from .ray.cli import serve_on_ray
+
+        return serve_on_ray(args)
     return serve_until_signalled(lambda: start_serving(args), _why_stopped)
 
 

@@ -220,6 +220,34 @@ CATALOG: dict[str, str] = {
     "cli.inspect.gguf_version": "GGUF version",
     "cli.inspect.tensor_types": "tensor types",
     "cli.inspect.tensor_columns": "count      MiB",
+    # Ray Serve (llamaproc.ray)
+    "ray.missing": "Ray Serve is not installed ({error}). Hint: {hint}",
+    "ray.not_positive": "{name} must be a number > 0, got {value!r}",
+    "ray.not_non_negative": "{name} must be a number >= 0, got {value!r}",
+    "ray.replicas": "replicas must satisfy min_replicas <= initial_replicas <= max_replicas, got {min} <= {initial} "
+                    "<= {max}",
+    "ray.scale_on": "scale_on must be one of {choices}, got {value!r}",
+    "ray.faults": "faults must be a sequence of llamaproc.testing.Fault, got {value!r}",
+    "ray.config_type": "a Ray Serve app serves a ServerConfig, a PoolConfig or llama-server flags (a list of "
+                       "strings), not {type}",
+    "ray.pool_sources": "a pool on Ray Serve needs its models listed in PoolConfig.models: {field} is not supported "
+                        "(each model is a deployment of its own, known when the app is built)",
+    "ray.capacity": "the {replicas} replicas to start need {cpus:g} CPUs and {gpus:g} GPUs, but the Ray cluster has "
+                    "{have_cpus:g} CPUs and {have_gpus:g} GPUs in all; Serve would wait for them forever. Hint: lower "
+                    "min_replicas / replica_cpus, or add nodes (ray start --address ...)",
+    "ray.capacity_max": "max_replicas={max} needs {cpus:g} CPUs, the Ray cluster has {have_cpus:g}: replicas beyond "
+                        "them wait until nodes are added",
+    "ray.replica_unhealthy": "replica {replica}: the llamaproc server is {status} ({failure}); Serve replaces it",
+    "ray.server_unreachable": "the replica's llamaproc server is {status} and did not answer ({error})",
+    "ray.deploy_failed": "deploying {app!r} on Ray Serve failed: {cause}",
+    "ray.no_app": "no Ray Serve application named {app!r} runs on this cluster",
+    "ray.replicas_timeout": "{count} running replicas not reached within {timeout:g} s; now: {states}",
+    "ray.builder_args": "a llamaproc Serve config's args need 'server', 'pool' or 'flags' (and 'scale'), got: {keys}",
+    "cli.ray.needs_model": "--ray serves one model (-m MODEL.gguf, or none for the default model); for several, "
+                           "deploy a PoolConfig with llamaproc.ray.run() (a deployment per model)",
+    "cli.ray.config_written": "wrote {path}: `serve run {path}` serves it (`serve deploy {path}` on a running cluster)",
+    "cli.ray.serving": "serving Ray Serve application {app!r} at {url} with {min} to {max} replicas (Ctrl-C to stop)",
+    "cli.ray.app_stopped": "the Ray Serve application {app!r} is {status}: {detail}",
 }
 
 

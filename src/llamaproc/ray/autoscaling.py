@@ -47,7 +47,7 @@ class SlotLoadPolicy:
         waiting = sum((metrics.get(REQUESTS_WAITING) or {}).values())
         queued = float(ctx.total_queued_requests or 0.0)
         per_replica = self.target_load * (sum(slots) / len(slots))
-        return (busy + waiting + queued) / per_replica
+        return float((busy + waiting + queued) / per_replica)
 
     def __call__(self, ctx: Any) -> tuple[float, dict[str, Any]]:
         wanted = self.desired(ctx)

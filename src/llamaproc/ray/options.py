@@ -12,13 +12,18 @@ from ..faults import Fault
 from ..messages import message
 
 
+#: What ``ScaleOptions.scale_on`` accepts.
+SCALE_ON = ("slots", "requests")
+
+
 def _number(name: str, value: object, *, positive: bool = False, optional: bool = False) -> None:
     if value is None and optional:
         return
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0 or (
             positive and value == 0):
-        key = "ray.not_positive" if positive else "ray.not_non_negative"
-        raise ConfigError(message(key, name=name, value=value))
+        if positive:
+            raise ConfigError(message("ray.not_positive", name=name, value=value))
+        raise ConfigError(message("ray.not_non_negative", name=name, value=value))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -49,9 +54,14 @@ class ScaleOptions:
             finish (None: llama-server's request timeout, ``--timeout``, 600 s unless given).
         health_check_period_s, health_check_timeout_s: Serve's health checks of a replica.
         metrics_interval_s: How often a replica samples its server's load (Ray metrics, the
-            status board, autoscaling).
+            status board) and Serve pushes it to its controller (at most half the look-back).
         faults: Tests only: faults armed on every replica's server once it is ready (e.g.
             ``Fault.slow_tokens(0.05)`` to make requests last).
+        scale_on: ``"slots"`` (the default): the servers' busy slots and waiting requests
+            (:class:`~llamaproc.ray.SlotLoadPolicy`). ``"requests"``: Serve's own policy on the
+            requests in flight per replica, with ``target_ongoing_requests = target_load *
+            slots``; it also counts streams whose slots are done and whose clients are still
+            reading (docs/scaling.md compares the two).
     """
 
     min_replicas: int = 1
@@ -69,8 +79,11 @@ class ScaleOptions:
     health_check_timeout_s: float = 30.0
     metrics_interval_s: float = 1.0
     faults: Sequence[Fault] = ()
+    scale_on: str = "slots"
 
     def __post_init__(self) -> None:
+        if self.scale_on not in SCALE_ON:
+            raise ConfigError(message("ray.scale_on", value=self.scale_on, choices=", ".join(SCALE_ON)))
         _int_field("min_replicas", self.min_replicas, minimum=0)
         _int_field("max_replicas", self.max_replicas, minimum=1)
         _int_field("initial_replicas", self.initial_replicas, minimum=0, optional=True)

@@ -21,12 +21,14 @@ and every route a llamaproc server answers are unchanged.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import json
 import logging
 import os
 import socket
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -35,7 +37,7 @@ from ..contract import ServerLike
 from ..errors import LlamaProcError, ServerNotRunningError
 from ..faults import Fault
 from ..messages import message
-from ..recovery import EventKind
+from ..recovery import EventKind, RestartPolicy
 from . import _deps
 from .autoscaling import REQUESTS_WAITING, SLOTS_BUSY, SLOTS_TOTAL
 
@@ -116,14 +118,25 @@ def _start(spec: ReplicaSpec) -> tuple[LlamaServer | ModelPool, ServerLike]:
         pool = ModelPool.start(config)
         return pool, pool.server(spec.model or "")
     flags = [*config, "--host", "127.0.0.1", "--port", "0"]  # the last --host/--port win
-    server = LlamaServer.from_args(flags, use_env=True, isolation=spec.isolation)
+    # isolated, a crash of the child is recovered in place (as `python -m llamaproc serve` does)
+    restart = RestartPolicy() if spec.isolation == "process" else None
+    server = LlamaServer.from_args(flags, use_env=True, isolation=spec.isolation, restart=restart)
     return server, server
+
+
+def flag_value(flags: Sequence[str], *names: str) -> str | None:
+    """The last value given to one of the flags ``names`` (``-f V`` or ``--flag=V``), else None."""
+    value = None
+    for i, arg in enumerate(flags):
+        if arg in names and i + 1 < len(flags):
+            value = flags[i + 1]
+        elif "=" in arg and arg.split("=", 1)[0] in names:
+            value = arg.split("=", 1)[1]
+    return value
 
 
 def unavailable_body(detail: str) -> bytes:
     """llama-server's body of a 503 (the server is loading, failed or stopping)."""
-    import json
-
     return json.dumps({"error": {"code": 503, "message": detail, "type": "unavailable_error"}},
                       separators=(",", ":")).encode()
 
@@ -163,12 +176,8 @@ class LlamaReplica:
         if isinstance(config, ServerConfig):
             return str(config.model_path)
         if isinstance(config, tuple):
-            flags = list(config)
-            for i, flag in enumerate(flags[:-1]):
-                if flag in ("-m", "--model"):
-                    return flags[i + 1]
-            return next((f.split("=", 1)[1] for f in flags if f.startswith("--model=")), "model")
-        return ""
+            return flag_value(config, "-m", "--model") or "model"
+        return ""  # a pool's model is named by the spec
 
     def _has_restart_policy(self) -> bool:
         config = self._spec.config
@@ -177,23 +186,22 @@ class LlamaReplica:
         if isinstance(config, PoolConfig):
             spec = config.models.get(self._spec.model or "")
             return (spec is not None and spec.restart is not None) or config.restart is not None
-        return False  # from flags: the CLI sets one for isolation="process" (see __main__)
+        return self._spec.isolation == "process"  # from flags: see _start()
 
     # -- load and health ------------------------------------------------------------------
 
     def _sample(self) -> ReplicaLoad:
         server = self._server
-        status = server.status
-        base = {"deployment": getattr(self, "_deployment", ""), "replica": getattr(self, "_replica", ""),
-                "model": getattr(self, "_model", ""), "node": socket.gethostname(), "pid": os.getpid(),
-                "status": status.value, "time": time.time()}
+        base = ReplicaLoad(getattr(self, "_deployment", ""), getattr(self, "_replica", ""),
+                           getattr(self, "_model", ""), socket.gethostname(), os.getpid(), server.status.value,
+                           time=time.time())
         try:
             m = server.metrics(timeout=2.0)
         except LlamaProcError:  # stopped meanwhile, or the loop did not answer in time
-            return ReplicaLoad(**base)
-        return ReplicaLoad(**base, slots_total=m.slots_total, slots_busy=m.slots_busy,
-                           requests_waiting=m.requests_waiting, tokens_per_second=m.recent_tokens_per_second,
-                           requests=dict(m.requests))
+            return base
+        return dataclasses.replace(base, slots_total=m.slots_total, slots_busy=m.slots_busy,
+                                   requests_waiting=m.requests_waiting, tokens_per_second=m.recent_tokens_per_second,
+                                   requests=dict(m.requests))
 
     def _make_gauges(self) -> dict[str, Any]:
         metrics = _deps.serve().metrics
@@ -273,10 +281,11 @@ class LlamaReplica:
         url = self._server.url + path + (("?" + query.decode("latin-1")) if query else "")
         sent = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in headers if k.lower() not in _HOP_BY_HOP]
         session = await self._client()
+        aiohttp = _deps.aiohttp()
         try:
             response = await session.request(method, yarl.URL(url, encoded=True), data=body or None,
                                              headers=sent, allow_redirects=False)
-        except OSError as exc:  # aiohttp's connection errors are OSErrors: restarting, stopped
+        except (OSError, aiohttp.ClientError) as exc:  # refused or dropped: restarting, stopping
             detail = message("ray.server_unreachable", status=self._server.status.value, error=exc)
             yield {"status": 503, "headers": [(b"content-type", b"application/json; charset=utf-8")]}
             yield unavailable_body(detail)
@@ -289,7 +298,7 @@ class LlamaReplica:
 
     def __serve_build_asgi_app__(self) -> Callable[[Scope, Receive, Send], Awaitable[None]]:
         """The ASGI app Serve's proxy calls when this deployment is the ingress."""
-        return self._asgi
+        return asgi_app(self._asgi)
 
     async def _asgi(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -315,6 +324,15 @@ class LlamaReplica:
         session, loop = getattr(self, "_session", None), getattr(self, "_session_loop", None)
         if session is not None and loop is not None and loop.is_running():
             asyncio.run_coroutine_threadsafe(cast("Any", session).close(), loop)
+
+
+def asgi_app(handler: Callable[[Scope, Receive, Send], Awaitable[None]]) -> Callable[
+        [Scope, Receive, Send], Awaitable[None]]:
+    """``handler`` (a bound method) as a plain coroutine function: ASGI servers tell ASGI 3
+    apps from ASGI 2 ones by that."""
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await handler(scope, receive, send)
+    return app
 
 
 async def lifespan(receive: Receive, send: Send) -> None:

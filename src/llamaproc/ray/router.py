@@ -21,7 +21,7 @@ import urllib.parse
 from collections.abc import AsyncIterator
 from typing import Any
 
-from .replica import LlamaReplica, Receive, ReplicaLoad, Scope, Send, lifespan, read_request, relay
+from .replica import LlamaReplica, Receive, ReplicaLoad, Scope, Send, asgi_app, lifespan, read_request, relay
 
 
 class ModelRouter:
@@ -83,12 +83,13 @@ class ModelRouter:
                         merged[key] = merged[key] + listing[key]
         out = json.dumps(merged, separators=(",", ":")).encode()
         assert first is not None
-        headers_out = [(k, str(len(out)).encode() if k.lower() == b"content-length" else v) for k, v in first["headers"]]
+        headers_out = [(k, str(len(out)).encode() if k.lower() == b"content-length" else v)
+                       for k, v in first["headers"]]
         yield {"status": 200, "headers": headers_out}
         yield out
 
     def __serve_build_asgi_app__(self) -> Any:
-        return self._asgi
+        return asgi_app(self._asgi)
 
     async def _asgi(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
