@@ -12,13 +12,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import time
 from pathlib import Path
 
 import pytest
 
 from conftest import tiny_config, wait_until
-from http_client import get, post, request
+from http_client import get, post
 from llamaproc import LlamaServer, ModelPool, ModelSpec, ModelStatus, PoolConfig, RestartPolicy, ServerConfig, ServerStatus
 from llamaproc.testing import Fault
 
