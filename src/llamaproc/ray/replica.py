@@ -298,16 +298,7 @@ class LlamaReplica:
 
     def __serve_build_asgi_app__(self) -> Callable[[Scope, Receive, Send], Awaitable[None]]:
         """The ASGI app Serve's proxy calls when this deployment is the ingress."""
-        return asgi_app(self._asgi)
-
-    async def _asgi(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "lifespan":
-            await lifespan(receive, send)
-            return
-        if scope["type"] != "http":
-            return
-        method, path, query, headers, body = await read_request(scope, receive)
-        await relay(self.forward(method, path, query, headers, body), send)
+        return http_app(self.forward)
 
     # -- shutdown -------------------------------------------------------------------------
 
@@ -326,12 +317,20 @@ class LlamaReplica:
             asyncio.run_coroutine_threadsafe(cast("Any", session).close(), loop)
 
 
-def asgi_app(handler: Callable[[Scope, Receive, Send], Awaitable[None]]) -> Callable[
-        [Scope, Receive, Send], Awaitable[None]]:
-    """``handler`` (a bound method) as a plain coroutine function: ASGI servers tell ASGI 3
-    apps from ASGI 2 ones by that."""
+#: Answers one HTTP request (method, path, raw query, headers, body) as :meth:`LlamaReplica.forward`
+#: does: ``{"status", "headers"}`` first, then the body's chunks.
+Answer = Callable[[str, str, bytes, list[tuple[bytes, bytes]], bytes], AsyncIterator[dict[str, Any] | bytes]]
+
+
+def http_app(answer: Answer) -> Callable[[Scope, Receive, Send], Awaitable[None]]:
+    """An ASGI 3 app (a plain coroutine function: ASGI servers tell ASGI 3 apps from ASGI 2 ones
+    by that) that relays ``answer``'s response to each HTTP request and completes the lifespan
+    protocol."""
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
-        await handler(scope, receive, send)
+        if scope["type"] == "lifespan":
+            await lifespan(receive, send)
+        elif scope["type"] == "http":
+            await relay(answer(*await read_request(scope, receive)), send)
     return app
 
 

@@ -21,7 +21,7 @@ import urllib.parse
 from collections.abc import AsyncIterator
 from typing import Any
 
-from .replica import LlamaReplica, Receive, ReplicaLoad, Scope, Send, asgi_app, lifespan, read_request, relay
+from .replica import LlamaReplica, ReplicaLoad, http_app
 
 
 class ModelRouter:
@@ -89,20 +89,13 @@ class ModelRouter:
         yield out
 
     def __serve_build_asgi_app__(self) -> Any:
-        return asgi_app(self._asgi)
+        return http_app(self._answer)
 
-    async def _asgi(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "lifespan":
-            await lifespan(receive, send)
-            return
-        if scope["type"] != "http":
-            return
-        method, path, query, headers, body = await read_request(scope, receive)
+    def _answer(self, method: str, path: str, query: bytes, headers: list[tuple[bytes, bytes]],
+                body: bytes) -> AsyncIterator[dict[str, Any] | bytes]:
         if method == "GET" and path in ("/v1/models", "/models") and b"model=" not in query:
-            await relay(self._model_list(path, query, headers), send)
-            return
-        deployment = self.route(method, query, body)
-        await relay(self._forward(deployment, method, path, query, headers, body), send)
+            return self._model_list(path, query, headers)
+        return self._forward(self.route(method, query, body), method, path, query, headers, body)
 
 
 class StatusBoard:
