@@ -38,6 +38,8 @@ inline nb::object metrics_to_dict(const llamaproc::LoopMetrics & m) {
     d["generated_tokens"] = m.generated_tokens;
     d["generation_seconds"] = m.generation_seconds;
     d["decode_calls"] = m.decode_calls;
+    d["draft_tokens"] = m.draft_tokens;
+    d["draft_accepted"] = m.draft_accepted;
     d["prometheus"] = m.prometheus;
     d["decode_threads"] = m.decode_threads;
     d["decode_reason"] = llamaproc::decode_reason_name(m.decode_reason);

@@ -4,6 +4,7 @@
 
 #include "convert.h"
 #include "server/cpu_governor.h"
+#include "server/draft_policy.h"
 #include "server/embedded_server.h"
 #include "server/web_ui.h"
 
@@ -168,4 +169,19 @@ void init_server(nb::module_ & m) {
                 return m ? metrics_to_dict(*m) : nb::none();
             },
             nb::arg("timeout"), "Cumulative counters; None if the loop did not answer in time.");
+
+    // The speculation policy on its own (the servers run it on their loop threads): for tests
+    // and for simulating its choices against recorded step costs.
+    using llamaproc::AdaptiveDraftPolicy;
+    nb::class_<AdaptiveDraftPolicy>(m, "DraftPolicy", "The adaptive draft-length policy of speculative decoding.")
+        .def(nb::init<int>(), nb::arg("slots"))
+        .def("begin", &AdaptiveDraftPolicy::begin, nb::arg("slot"), "A generation starts on the slot.")
+        .def("draft_max", &AdaptiveDraftPolicy::draft_max, nb::arg("slot"), nb::arg("fit"), nb::arg("generating"),
+             "The longest draft the slot may verify in this step (0: none).")
+        .def("verified", &AdaptiveDraftPolicy::verified, nb::arg("slot"), nb::arg("drafted"), nb::arg("accepted"),
+             "A draft was verified and `accepted` of its tokens kept.")
+        .def("step_timed", &AdaptiveDraftPolicy::step_timed, nb::arg("tokens"), nb::arg("us"),
+             "A step of one slot's `tokens` tokens took `us` microseconds.")
+        .def("step_cost_us", &AdaptiveDraftPolicy::step_cost_us, nb::arg("tokens"))
+        .def("acceptance", &AdaptiveDraftPolicy::acceptance, nb::arg("slot"));
 }

@@ -51,6 +51,8 @@ class _ModelFields(Protocol):
     def embeddings(self) -> bool: ...
     @property
     def rpc_workers(self) -> Sequence[str]: ...
+    @property
+    def speculation(self) -> bool: ...
 
 
 def model_argv(fields: _ModelFields, more: Sequence[str] = ()) -> list[str]:
@@ -65,6 +67,8 @@ def model_argv(fields: _ModelFields, more: Sequence[str] = ()) -> list[str]:
     if fields.rpc_workers:
         argv += ["--rpc", ",".join(fields.rpc_workers)]
     argv += more
+    if not fields.speculation:
+        argv += ["--spec-type", "none"]  # llama-server's spelling; without it llamaproc drafts n-grams
     if fields.parallel > 1:
         argv.append("--kv-unified")  # one shared KV pool: any request may use the whole context
     if fields.embeddings:
@@ -81,14 +85,28 @@ def check_model_fields(fields: _ModelFields) -> str:
     _int_field("threads", fields.threads, minimum=1, optional=True)
     _int_field("gpu_layers", fields.gpu_layers, minimum=-1, optional=True)
     _int_field("parallel", fields.parallel, minimum=1)
-    if not isinstance(fields.embeddings, bool):
-        raise ConfigError(message("config.not_bool", name="embeddings", value=fields.embeddings))
+    for name in ("embeddings", "speculation"):
+        if not isinstance(getattr(fields, name), bool):
+            raise ConfigError(message("config.not_bool", name=name, value=getattr(fields, name)))
     workers = fields.rpc_workers
     if isinstance(workers, (str, bytes)) or not isinstance(workers, Sequence) or not all(
             isinstance(w, str) and w.rpartition(":")[0] and w.rpartition(":")[2].isdigit() and "," not in w
             for w in workers):
         raise ConfigError(message("config.rpc_workers", value=workers))
     return str(Path(fields.model_path))
+
+
+_SPECULATION_FLAGS = ("--spec-type", "--spec-default", "--spec-draft-model", "-md", "--model-draft")
+
+
+def check_speculation(speculation: bool, extra_args: Sequence[str]) -> None:
+    """``speculation=False`` with flags in ``extra_args`` that choose a speculation type is
+    ambiguous: refused."""
+    if speculation:
+        return
+    for arg in extra_args:
+        if (arg.split("=", 1)[0] if arg.startswith("--") else arg) in _SPECULATION_FLAGS:
+            raise ConfigError(message("config.speculation_conflict", arg=arg))
 
 
 #: What ``isolation=`` accepts.
@@ -142,6 +160,10 @@ class ServerConfig:
         parallel: Slots, i.e. requests decoded together (``-np``); they share the context.
         api_key: Require this key (``Authorization: Bearer KEY``) on every endpoint but /health.
         embeddings: Serve the embeddings endpoints (``--embeddings``).
+        speculation: Speculative decoding with drafts copied from the context (n-gram lookup, no
+            draft model), its draft length chosen per request and step by what drafting has
+            earned (see the README, *Speculation*). False passes ``--spec-type none``. A
+            ``--spec-type`` (or a draft model) in ``extra_args`` replaces llamaproc's choice.
         rpc_workers: ``host:port`` of RPC workers (``python -m llamaproc rpc-worker``) to place
             layers of the model on (``--rpc``); they serve this server only, not the others in
             the process. The server fails (typed error, process alive) if a worker goes away.
@@ -181,6 +203,7 @@ class ServerConfig:
     parallel: int = 4
     api_key: str | None = None
     embeddings: bool = False
+    speculation: bool = True
     rpc_workers: Sequence[str] = ()
     extra_args: Sequence[str] = field(default_factory=tuple)
     restart: RestartPolicy | None = None
@@ -222,6 +245,7 @@ class ServerConfig:
                 raise ConfigError(message("config.extra_arg_is_field", arg=arg, config="ServerConfig",
                                           field=_FIELD_FLAGS[flag]))
         object.__setattr__(self, "extra_args", extra)
+        check_speculation(self.speculation, extra)
         split_process_flags(extra)  # refuses process-wide flags before llama.cpp's handlers see them
         from ._native import core  # late: keeps `import llamaproc.config` light for tooling
 

@@ -146,6 +146,10 @@ class ServerMetrics:
     failures: int = 0
     #: Per-accelerator memory and utilisation; None for a CPU-only server (:mod:`llamaproc.devices`).
     devices: tuple[DeviceMetrics, ...] | None = None
+    #: Speculative decoding (see the README, *Speculation*): tokens drafted from the context and
+    #: verified, and how many of them verification kept. Each kept token is one decode step saved.
+    draft_tokens: int = 0
+    draft_accepted: int = 0
     #: With ``isolation="process"``: the child process's id (None while none runs) and its
     #: resident memory; ``rss_bytes`` stays this (host) process's.
     child_pid: int | None = None

@@ -50,6 +50,8 @@ CATALOG: dict[str, str] = {
     # configuration (ServerConfig, ModelSpec, PoolConfig)
     "config.model_path": "model_path must be a non-empty path, got {value!r}",
     "config.not_bool": "{name} must be a bool, got {value!r}",
+    "config.speculation_conflict": "speculation=False, but extra_args chooses speculative decoding with {arg!r}: "
+                                   "drop one of them",
     "config.not_int": "{name} must be an int, got {value!r}",
     "config.int_at_least": "{name} must be >= {minimum}, got {value}",
     "config.int_between": "{name} must be between {minimum} and {maximum}, got {value}",

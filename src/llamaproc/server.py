@@ -58,6 +58,7 @@ def metrics_from_native(m: dict[str, Any], memory: dict[str, Any], **extra: Any)
                                 else "estimate"),
         devices=device_metrics(memory.get("devices")), decode_threads=m.get("decode_threads", 0),
         decode_threads_reason=m.get("decode_reason", ""), host_cpus=core.cpu_governor_status()["host_cpus"],
+        draft_tokens=m.get("draft_tokens", 0), draft_accepted=m.get("draft_accepted", 0),
         **extra)
 
 

@@ -1,6 +1,7 @@
 #include "server/instance_params.h"
 
 #include "server/cpu_governor.h"
+#include "server/draft_policy.h"
 
 #include "errors.h"
 #include "native_log.h"
@@ -111,6 +112,7 @@ void prepare_instance_params(common_params & params, const std::vector<std::stri
     } else if (!flag_given(args, {"-tb", "--threads-batch"}) && !(use_env && std::getenv("LLAMA_ARG_THREADS_BATCH"))) {
         params.cpuparams_batch.n_threads = params.cpuparams.n_threads;
     }
+    default_speculation(params, args, use_env);
     const std::string name = params.model.get_name();
     if (params.model_alias.empty() && !name.empty()) {
         params.model_alias.insert(name);

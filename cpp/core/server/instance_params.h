@@ -28,8 +28,8 @@ bool is_loopback(const std::string & host);
 void check_front_params(const common_params & params, bool allow_unauthenticated_remote);
 
 // Defaults an embedded model instance gets where `args` (the flags `params` were parsed from)
-// name none: parallel slots, client timeouts, threads (the governor's most), alias; and
-// fit_params skipped when it cannot change anything.
+// name none: parallel slots, client timeouts, threads (the governor's most), speculation
+// (draft_policy.h), alias; and fit_params skipped when it cannot change anything.
 void prepare_instance_params(common_params & params, const std::vector<std::string> & args, bool use_env);
 
 }  // namespace llamaproc

@@ -5,6 +5,7 @@
 
 #include "server/cpu_governor.h"
 #include "server/decode_gate.h"
+#include "server/draft_policy.h"
 
 #include "server-common.h"
 #include "server-context.h"
@@ -101,6 +102,7 @@ void ModelInstance::start() {
     }
     runtime_ = std::make_shared<ProcessRuntime>();
     ctx_server_ = std::make_unique<server_context>();
+    ctx_server_->set_draft_policy(make_draft_policy(params_));
     routes_ = std::make_unique<server_routes>(params_, *ctx_server_);
     routes_->init_routes();
     thread_ = std::thread(&ModelInstance::run, this);
@@ -333,6 +335,7 @@ void ModelInstance::run() {
                                          " once loaded, more than llama.cpp estimated; reloading it with a smaller prompt cache");
             routes_.reset();
             ctx_server_ = std::make_unique<server_context>();
+            ctx_server_->set_draft_policy(make_draft_policy(params_));
             if (pools_) {
                 pools_->forget_contexts();
             }
@@ -397,6 +400,8 @@ std::optional<LoopMetrics> ModelInstance::query_metrics(double timeout_s) {
     out.generated_tokens = m->metrics.predict.count;
     out.generation_seconds = m->metrics.predict.time / 1e6;
     out.decode_calls = m->metrics.n_decode;
+    out.draft_tokens = m->metrics.n_draft_tokens;
+    out.draft_accepted = m->metrics.n_draft_accepted;
     out.prometheus = m->to_metrics();
     out.decode_threads = decode_report_.threads.load();
     out.decode_reason = static_cast<DecodeReason>(decode_report_.reason.load());

@@ -63,6 +63,8 @@ struct LoopMetrics {
     uint64_t generated_tokens = 0;
     double generation_seconds = 0;
     uint64_t decode_calls = 0;
+    uint64_t draft_tokens = 0;        // tokens drafted by speculative decoding and verified
+    uint64_t draft_accepted = 0;      // of those, the ones verification kept
     std::string prometheus;           // the same in Prometheus text format
     int decode_threads = 0;           // threads of the last decode step
     DecodeReason decode_reason = DecodeReason::none;  // and why

@@ -8,7 +8,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..config import _FIELD_FLAGS, _int_field, check_isolation, check_model_fields, is_loopback, model_argv
+from ..config import (_FIELD_FLAGS, _int_field, check_isolation, check_model_fields, check_speculation, is_loopback,
+                      model_argv)
 from ..errors import ConfigError
 from ..flags import split_process_flags
 from ..messages import message
@@ -53,6 +54,8 @@ class ModelSpec:
         gpu_layers: Layers to offload to a GPU (``-ngl``).
         parallel: Slots (``-np``), i.e. requests of this model decoded together.
         embeddings: Serve the embeddings endpoints.
+        speculation: n-gram speculative decoding with llamaproc's adaptive draft length (False:
+            ``--spec-type none``).
         rpc_workers: ``host:port`` of RPC workers to place layers on (``--rpc``).
         aliases: Other names requests may use for this model.
         tags: Informational labels, listed by ``GET /models``.
@@ -72,6 +75,7 @@ class ModelSpec:
     gpu_layers: int | None = None
     parallel: int = 4
     embeddings: bool = False
+    speculation: bool = True
     rpc_workers: Sequence[str] = ()
     aliases: Sequence[str] = ()
     tags: Sequence[str] = ()
@@ -101,6 +105,7 @@ class ModelSpec:
                 raise ConfigError(message("config.extra_arg_is_field", arg=arg, config="ModelSpec",
                                           field=_FIELD_FLAGS[flag]))
         object.__setattr__(self, "extra_args", extra)
+        check_speculation(self.speculation, extra)
         split_process_flags(extra)  # refuses process-wide flags (--numa, --prio, ...) with the reason
 
     def to_argv(self) -> list[str]:

@@ -1,0 +1,109 @@
+"""Prompts for the speculation benchmark, made offline from what the installed Python carries:
+code edits of standard-library functions (their source from ``inspect``), extraction and
+summaries of documentation sections (``pydoc_data.topics``), JSON reformatting of generated
+records, answers quoting a given context, and an open-ended control set.
+
+Each workload is ``(kind, name, messages)``; ``kind`` is ``"repetitive"`` or ``"open"``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import random
+import textwrap
+from typing import NamedTuple
+
+REPETITIVE = "repetitive"
+OPEN = "open"
+
+
+class Workload(NamedTuple):
+    kind: str
+    name: str
+    messages: list[dict[str, str]]
+
+
+def _user(text: str) -> list[dict[str, str]]:
+    return [{"role": "user", "content": text}]
+
+
+def _source(obj: object) -> str:
+    return textwrap.dedent(inspect.getsource(obj))  # type: ignore[arg-type]
+
+
+def code_edits() -> list[Workload]:
+    import shlex
+    import shutil
+    import string
+
+    return [
+        Workload(REPETITIVE, "rename:textwrap.indent", _user(
+            "Rename the parameter `predicate` to `should_indent` in this Python function. "
+            "Reply with the whole changed function only.\n\n```python\n"
+            + _source(textwrap.indent) + "```")),
+        Workload(REPETITIVE, "hints:shutil.copyfileobj", _user(
+            "Add type hints to this Python function. Reply with the whole function only.\n\n"
+            "```python\n" + _source(shutil.copyfileobj) + "```")),
+        Workload(REPETITIVE, "docstring:shlex.quote", _user(
+            "Add a longer docstring to this Python function. Reply with the whole function only.\n\n"
+            "```python\n" + _source(shlex.quote) + "```")),
+        Workload(REPETITIVE, "rename:string.capwords", _user(
+            "Rename the function `capwords` to `capitalize_words`. Reply with the whole function only.\n\n"
+            "```python\n" + _source(string.capwords) + "```")),
+    ]
+
+
+def _topic(name: str, limit: int = 1800) -> str:
+    from pydoc_data.topics import topics
+
+    return topics[name][:limit]
+
+
+def documentation() -> list[Workload]:
+    return [
+        Workload(REPETITIVE, "extract:assert", _user(
+            "Copy the first paragraph of this documentation exactly.\n\n" + _topic("assert"))),
+        Workload(REPETITIVE, "summary:pass", _user(
+            "Summarize this documentation, quoting its example code.\n\n" + _topic("pass"))),
+        Workload(REPETITIVE, "quote:del", _user(
+            "Context:\n" + _topic("del") + "\n\nQuestion: what does deleting a name do? Answer with an "
+            "exact quote from the context.")),
+        Workload(REPETITIVE, "quote:global", _user(
+            "Context:\n" + _topic("global") + "\n\nQuestion: where must names listed in a global statement "
+            "not be used? Answer by quoting the context.")),
+    ]
+
+
+def _records(seed: int, n: int) -> list[dict[str, object]]:
+    rng = random.Random(seed)
+    names = ["Ada", "Grace", "Linus", "Guido", "Barbara", "Ken", "Dennis", "Margaret"]
+    cities = ["Oslo", "Lima", "Pune", "Accra", "Quito", "Turin"]
+    return [{"id": 1000 + i, "name": rng.choice(names), "city": rng.choice(cities),
+             "score": round(rng.uniform(0, 100), 1), "active": rng.random() < 0.5} for i in range(n)]
+
+
+def json_reformat() -> list[Workload]:
+    compact = json.dumps(_records(1, 6), separators=(",", ":"))
+    pretty = json.dumps(_records(2, 5), indent=2)
+    return [
+        Workload(REPETITIVE, "json:indent", _user(
+            "Reformat this JSON with an indent of 2 spaces. Reply with the JSON only.\n\n" + compact)),
+        Workload(REPETITIVE, "json:compact", _user(
+            "Rewrite this JSON on one line per record. Reply with the JSON only.\n\n" + pretty)),
+    ]
+
+
+def open_ended() -> list[Workload]:
+    return [Workload(OPEN, f"open:{i}", _user(text)) for i, text in enumerate([
+        "Write a short story about a lighthouse keeper who finds a map.",
+        "Explain why the sky is blue to a ten-year-old.",
+        "Give me five ideas for a rainy weekend.",
+        "What are the pros and cons of working from home?",
+        "Describe how a bicycle works.",
+        "Write a poem about autumn in the city.",
+    ])]
+
+
+def all_workloads() -> list[Workload]:
+    return code_edits() + documentation() + json_reformat() + open_ended()
