@@ -33,6 +33,9 @@ def _source(obj: object) -> str:
 
 
 def code_edits() -> list[Workload]:
+    import colorsys
+    import fnmatch
+    import html
     import shlex
     import shutil
     import string
@@ -51,6 +54,15 @@ def code_edits() -> list[Workload]:
         Workload(REPETITIVE, "rename:string.capwords", _user(
             "Rename the function `capwords` to `capitalize_words`. Reply with the whole function only.\n\n"
             "```python\n" + _source(string.capwords) + "```")),
+        Workload(REPETITIVE, "hints:fnmatch.filter", _user(
+            "Add type hints to this Python function. Reply with the whole function only.\n\n"
+            "```python\n" + _source(fnmatch.filter) + "```")),
+        Workload(REPETITIVE, "rename:html.escape", _user(
+            "Rename the parameter `s` to `text` in this Python function. Reply with the whole function only.\n\n"
+            "```python\n" + _source(html.escape) + "```")),
+        Workload(REPETITIVE, "docstring:colorsys.rgb_to_hsv", _user(
+            "Add a docstring to this Python function. Reply with the whole function only.\n\n"
+            "```python\n" + _source(colorsys.rgb_to_hsv) + "```")),
     ]
 
 
@@ -102,6 +114,10 @@ def open_ended() -> list[Workload]:
         "What are the pros and cons of working from home?",
         "Describe how a bicycle works.",
         "Write a poem about autumn in the city.",
+        "List three uses of a paperclip.",
+        "Explain what a database index is.",
+        "Suggest a name for a coffee shop and say why.",
+        "How do plants make food?",
     ])]
 
 

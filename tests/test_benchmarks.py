@@ -128,3 +128,17 @@ def test_streams_benchmark_quick(tiny_model, tmp_path):
     result = json.loads(out.read_text())
     assert result["R1"]["ratio"] > 0 and result["R3"]["parked_request_answered"] is True
     assert result["R2"]["stop_with_resumable_stream_s"] < 30
+
+
+@pytest.mark.smollm2
+def test_speculation_benchmark_quick(smollm2_model, tmp_path):
+    out = tmp_path / "speculation.json"
+    r = subprocess.run([sys.executable, str(BENCH / "bench_speculation.py"), "--quick", "--no-upstream", "--model",
+                        str(smollm2_model), "--threads", "1", "--json", str(out)], capture_output=True, text=True,
+                       timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    result = json.loads(out.read_text())["model"]
+    assert [row["kind"] for row in result["per_prompt"]] == ["repetitive", "repetitive", "open"]
+    assert result["summary"]["reference"] == "off" and result["summary"]["streams4_ratio"] > 0
+    assert all(row["default"]["tokens"] > 0 and row["off"]["seconds"] > 0 for row in result["per_prompt"])
+    assert "text differs from speculation off" in r.stdout

@@ -14,8 +14,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from http_client import get, post
-from llamaproc import LlamaServer, ModelSpec, ServerConfig, errors
+from http_client import post
+from llamaproc import LlamaServer, ModelPool, ModelSpec, PoolConfig, ServerConfig, errors
 from llamaproc._native import core
 
 # A text the model is asked to copy, written for this test.
@@ -141,6 +141,18 @@ def test_speculation_false_passes_spec_type_none_and_conflicts_are_refused(smoll
         ModelSpec(model_path=smollm2_model, speculation=False, extra_args=("--spec-default",))
     with pytest.raises(errors.ConfigError, match="speculation must be a bool"):
         ServerConfig(model_path=smollm2_model, speculation="yes")
+
+
+def test_pool_models_speculate_by_default_and_a_spec_can_switch_it_off(tiny_model):
+    config = PoolConfig(models={
+        "on": ModelSpec(model_path=tiny_model, context_size=256, parallel=1, threads=1, load_on_startup=True),
+        "off": ModelSpec(model_path=tiny_model, context_size=256, parallel=1, threads=1, load_on_startup=True,
+                         speculation=False)})
+    with ModelPool.start(config) as pool:
+        for name, expected in (("on", "ngram-simple"), ("off", "none")):
+            status, body = post(pool.url + "/completion", {"model": name, "prompt": "a b", "n_predict": 1})
+            assert status == 200, body
+            assert set(body["generation_settings"]["speculative.types"].split(",")) == {expected}
 
 
 # ---- end to end on SmolLM2 -----------------------------------------------------------------
