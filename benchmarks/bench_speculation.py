@@ -15,16 +15,21 @@ prompt and round), temperature 0, ``max_tokens`` = --tokens:
     off        llamaproc, ServerConfig(speculation=False, context_size=4096, threads=T)
     default    llamaproc, ServerConfig(context_size=4096, threads=T)
 Per prompt: full response time (the median of the rounds) and decode tok/s from ``timings``.
+At temperature 0 the sides usually write the same answer, but not always the same length (the
+prompt cache changes the last bits of the logits, see S4), so a side's speed on a prompt is its
+response rate: generated tokens / full response time.
 
-S1  default vs upstream, repetitive prompts: geometric mean of per-prompt time ratios
-    (upstream / default) with min and max. Goal: >= 1.3.
+S1  default vs upstream, repetitive prompts: geometric mean of per-prompt response-rate ratios
+    (default / upstream) with min and max, and of decode tok/s ratios. Goal: >= 1.3.
 S2  the same on the open-ended control set. Goal: >= 0.98.
     Prompts whose speculation-off output loops (a 40-character run that occurs 3 times) are
     listed apart and left out of S1/S2: a looping tiny model inflates speed-ups.
 S3  4 concurrent streams (2 repetitive + 2 open-ended): tokens/s of default / upstream.
     Goal: >= 1.0.
-S4  temperature 0, default vs off: prompts whose text differs; for each, the first differing
-    token and the top-2 log-probability gap of the speculation-off run there.
+S4  temperature 0, default vs off, each prompt replayed once more on both without the prompt
+    cache (a cache hit changes how the prompt's last token is evaluated, and with it the last
+    bits of the logits, whatever the speculation): prompts whose tokens differ; for each, the
+    first differing token and the top-2 log-probability gap of the speculation-off run there.
 S5  the step-cost curve c(n)/c(1) from llama-bench (pp1..pp16): what verification of a draft
     of n - 1 tokens costs in single-token steps on this machine, per model.
 """
@@ -75,6 +80,11 @@ def loops(text: str) -> bool:
     return any(text.count(text[i:i + 40]) >= 3 for i in range(0, max(0, len(text) - 40), 10))
 
 
+def rate(side: dict) -> float:
+    """Generated tokens per second of full response time."""
+    return side["tokens"] / side["seconds"]
+
+
 def gmean(values: list[float]) -> float:
     return math.exp(sum(math.log(v) for v in values) / len(values)) if values else float("nan")
 
@@ -91,9 +101,9 @@ class Embedded:
         self.server.stop()
 
 
-def first_difference(on: Embedded, off: Embedded, w: Workload, tokens: int) -> dict:
-    """Where the default's tokens leave the speculation-off run's, and how close the off run's
-    top two candidates were there (the off run with n_probs takes the non-speculative path)."""
+def first_difference(on: Embedded, off: Embedded, w: Workload, tokens: int) -> dict | None:
+    """Where the default's tokens leave the speculation-off run's (None: they do not), and how
+    close the off run's top two candidates were there (with n_probs it decodes without drafts)."""
     prompt = _post(off.url, "/apply-template", {"messages": w.messages})["prompt"]
     ids = _post(off.url, "/tokenize", {"content": prompt, "add_special": True, "parse_special": True})["tokens"]
     body = {"prompt": ids, "n_predict": tokens, "temperature": 0, "return_tokens": True, "cache_prompt": False}
@@ -102,7 +112,7 @@ def first_difference(on: Embedded, off: Embedded, w: Workload, tokens: int) -> d
     b = ref["tokens"]
     i = next((j for j, (x, y) in enumerate(zip(a, b)) if x != y), None)
     if i is None:
-        return {"same_tokens_on_replay": True, "n_default": len(a), "n_off": len(b)}
+        return None if len(a) == len(b) else {"index": min(len(a), len(b)), "lengths": [len(a), len(b)]}
     top = ref["completion_probabilities"][i]["top_logprobs"]
     gap = top[0]["logprob"] - top[1]["logprob"] if len(top) > 1 else float("inf")
     return {"index": i, "off_token": top[0]["token"], "default_token": next(
@@ -165,13 +175,15 @@ def run_model(label: str, model: Path, args: argparse.Namespace, bin_dir: Path |
                                   "decode_tok_s": statistics.median(r["decode_tok_s"] for r in rs),
                                   "tokens": rs[0]["tokens"], "drafted": rs[0]["drafted"], "accepted": rs[0]["accepted"]}
             row["loops"] = loops(runs["off"][w.name][0]["text"])
-            row["text_differs"] = runs["default"][w.name][0]["text"] != runs["off"][w.name][0]["text"]
             per_prompt.append(row)
         on = next(s for s in sides if s.name == "default")
         off = next(s for s in sides if s.name == "off")
-        differences = {row["name"]: first_difference(on, off, next(w for w in workloads if w.name == row["name"]),
-                                                     args.tokens)
-                       for row in per_prompt if row["text_differs"]}
+        differences = {}
+        for row, w in zip(per_prompt, workloads):
+            d = first_difference(on, off, w, args.tokens)
+            row["text_differs"] = d is not None
+            if d is not None:
+                differences[w.name] = d
         mix = [w for w in workloads if w.kind == REPETITIVE][:2] + [w for w in workloads if w.kind == OPEN][:2]
         streams: dict[str, list[float]] = {s.name: [] for s in sides}
         for rnd in range(args.rounds):
@@ -186,13 +198,13 @@ def run_model(label: str, model: Path, args: argparse.Namespace, bin_dir: Path |
     for kind in (REPETITIVE, OPEN):
         rows = [r for r in per_prompt if r["kind"] == kind and not r["loops"]]
         for side in ("default", "off"):
-            ratios = [r[reference]["seconds"] / r[side]["seconds"] for r in rows]
+            ratios = [rate(r[side]) / rate(r[reference]) for r in rows]
             decode = [r[side]["decode_tok_s"] / r[reference]["decode_tok_s"] for r in rows if r[reference]["decode_tok_s"]]
             if ratios:
                 summary[f"{kind}:{side}"] = {"gmean": gmean(ratios), "min": min(ratios), "max": max(ratios),
                                              "decode_gmean": gmean(decode) if decode else None, "prompts": len(rows)}
     loop_rows = [r for r in per_prompt if r["loops"]]
-    summary["loops"] = {r["name"]: r[reference]["seconds"] / r["default"]["seconds"] for r in loop_rows}
+    summary["loops"] = {r["name"]: round(rate(r["default"]) / rate(r[reference]), 3) for r in loop_rows}
     summary["streams4"] = {name: statistics.median(v) for name, v in streams.items()}
     summary["streams4_ratio"] = summary["streams4"]["default"] / summary["streams4"][reference]
     summary["text_differs"] = f"{len(differences)} of {len(per_prompt)}"
@@ -205,20 +217,23 @@ def run_model(label: str, model: Path, args: argparse.Namespace, bin_dir: Path |
 def report(label: str, r: dict) -> None:
     s = r["summary"]
     print(f"\n== {label}: {r['model']}  (ratios against {s['reference']}; > 1 is faster)")
-    print(f"{'prompt':28s} {'ref s':>7s} {'off s':>7s} {'dflt s':>7s} {'x':>6s}  drafted/accepted  loops  differs")
+    print(f"{'prompt':30s} {'ref s':>6s} {'off s':>6s} {'dflt s':>6s} {'x':>5s} {'tokens':>7s}  drafted/accepted"
+          "  loops  differs")
     for row in r["per_prompt"]:
         ref = row[s["reference"]]["seconds"]
-        print(f"{row['name']:28s} {ref:7.2f} {row['off']['seconds']:7.2f} {row['default']['seconds']:7.2f} "
-              f"{ref / row['default']['seconds']:6.2f}  {row['default']['drafted']:5d}/{row['default']['accepted']:<5d}"
+        same = row["off"]["tokens"] == row["default"]["tokens"] == row[s["reference"]]["tokens"]
+        tokens = str(row["default"]["tokens"]) if same else "/".join(str(row[k]["tokens"]) for k in (s["reference"], "off", "default"))
+        print(f"{row['name']:30s} {ref:6.2f} {row['off']['seconds']:6.2f} {row['default']['seconds']:6.2f} "
+              f"{rate(row['default']) / rate(row[s['reference']]):5.2f} {tokens:>7s}  {row['default']['drafted']:5d}/{row['default']['accepted']:<5d}"
               f"       {'yes' if row['loops'] else '-':5s}  {'yes' if row['text_differs'] else '-'}")
     for key in (f"{REPETITIVE}:default", f"{OPEN}:default", f"{REPETITIVE}:off", f"{OPEN}:off"):
         if key in s:
             v = s[key]
-            print(f"{key:22s} time gmean {v['gmean']:.3f} (min {v['min']:.2f}, max {v['max']:.2f}, "
+            print(f"{key:22s} response tok/s gmean {v['gmean']:.3f} (min {v['min']:.2f}, max {v['max']:.2f}, "
                   f"{v['prompts']} prompts); decode tok/s gmean {v['decode_gmean'] or float('nan'):.3f}")
     print(f"greedy-loop prompts (left out above), default speed-up: {s['loops'] or 'none'}")
     print(f"4 streams tok/s: {s['streams4']}  default/{s['reference']} = {s['streams4_ratio']:.3f}")
-    print(f"text differs from speculation off: {s['text_differs']}")
+    print(f"tokens differ from speculation off (replayed without the prompt cache): {s['text_differs']}")
     for name, d in r["differences"].items():
         print(f"  {name}: {d}")
     if "cost_curve" in r:

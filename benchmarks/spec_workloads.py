@@ -40,30 +40,23 @@ def code_edits() -> list[Workload]:
     import shutil
     import string
 
+    only = "Reply with the whole function only."
     return [
-        Workload(REPETITIVE, "rename:textwrap.indent", _user(
-            "Rename the parameter `predicate` to `should_indent` in this Python function. "
-            "Reply with the whole changed function only.\n\n```python\n"
-            + _source(textwrap.indent) + "```")),
-        Workload(REPETITIVE, "hints:shutil.copyfileobj", _user(
-            "Add type hints to this Python function. Reply with the whole function only.\n\n"
-            "```python\n" + _source(shutil.copyfileobj) + "```")),
-        Workload(REPETITIVE, "docstring:shlex.quote", _user(
-            "Add a longer docstring to this Python function. Reply with the whole function only.\n\n"
-            "```python\n" + _source(shlex.quote) + "```")),
-        Workload(REPETITIVE, "rename:string.capwords", _user(
-            "Rename the function `capwords` to `capitalize_words`. Reply with the whole function only.\n\n"
-            "```python\n" + _source(string.capwords) + "```")),
-        Workload(REPETITIVE, "hints:fnmatch.filter", _user(
-            "Add type hints to this Python function. Reply with the whole function only.\n\n"
-            "```python\n" + _source(fnmatch.filter) + "```")),
-        Workload(REPETITIVE, "rename:html.escape", _user(
-            "Rename the parameter `s` to `text` in this Python function. Reply with the whole function only.\n\n"
-            "```python\n" + _source(html.escape) + "```")),
-        Workload(REPETITIVE, "docstring:colorsys.rgb_to_hsv", _user(
-            "Add a docstring to this Python function. Reply with the whole function only.\n\n"
-            "```python\n" + _source(colorsys.rgb_to_hsv) + "```")),
+        _edit("rename", textwrap.indent, "Rename the parameter `predicate` to `should_indent` in this Python function.",
+              "Reply with the whole changed function only."),
+        _edit("hints", shutil.copyfileobj, "Add type hints to this Python function.", only),
+        _edit("docstring", shlex.quote, "Add a longer docstring to this Python function.", only),
+        _edit("rename", string.capwords, "Rename the function `capwords` to `capitalize_words`.", only),
+        _edit("hints", fnmatch.filter, "Add type hints to this Python function.", only),
+        _edit("rename", html.escape, "Rename the parameter `s` to `text` in this Python function.", only),
+        _edit("docstring", colorsys.rgb_to_hsv, "Add a docstring to this Python function.", only),
     ]
+
+
+def _edit(verb: str, function: object, instruction: str, reply: str) -> Workload:
+    """Ask for an edit of a standard-library function given as its source."""
+    name = f"{verb}:{function.__module__}.{function.__qualname__}"  # type: ignore[attr-defined]
+    return Workload(REPETITIVE, name, _user(f"{instruction} {reply}\n\n```python\n{_source(function)}```"))
 
 
 def _topic(name: str, limit: int = 1800) -> str:

@@ -141,4 +141,4 @@ def test_speculation_benchmark_quick(smollm2_model, tmp_path):
     assert [row["kind"] for row in result["per_prompt"]] == ["repetitive", "repetitive", "open"]
     assert result["summary"]["reference"] == "off" and result["summary"]["streams4_ratio"] > 0
     assert all(row["default"]["tokens"] > 0 and row["off"]["seconds"] > 0 for row in result["per_prompt"])
-    assert "text differs from speculation off" in r.stdout
+    assert "tokens differ from speculation off" in r.stdout
