@@ -96,6 +96,11 @@ def check_model_fields(fields: _ModelFields) -> str:
     return str(Path(fields.model_path))
 
 
+def flag_name(arg: str) -> str:
+    """The flag an argument names: ``--name`` of ``--name=value``; other arguments as they are."""
+    return arg.split("=", 1)[0] if arg.startswith("--") else arg
+
+
 _SPECULATION_FLAGS = ("--spec-type", "--spec-default", "--spec-draft-model", "-md", "--model-draft")
 
 
@@ -105,7 +110,7 @@ def check_speculation(speculation: bool, extra_args: Sequence[str]) -> None:
     if speculation:
         return
     for arg in extra_args:
-        if (arg.split("=", 1)[0] if arg.startswith("--") else arg) in _SPECULATION_FLAGS:
+        if flag_name(arg) in _SPECULATION_FLAGS:
             raise ConfigError(message("config.speculation_conflict", arg=arg))
 
 
@@ -240,7 +245,7 @@ class ServerConfig:
         for arg in extra:
             if not isinstance(arg, str):
                 raise ConfigError(message("config.not_strings_only", name="extra_args", value=arg))
-            flag = arg.split("=", 1)[0] if arg.startswith("--") else arg
+            flag = flag_name(arg)
             if flag in _FIELD_FLAGS:
                 raise ConfigError(message("config.extra_arg_is_field", arg=arg, config="ServerConfig",
                                           field=_FIELD_FLAGS[flag]))

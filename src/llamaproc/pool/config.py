@@ -8,8 +8,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..config import (_FIELD_FLAGS, _int_field, check_isolation, check_model_fields, check_speculation, is_loopback,
-                      model_argv)
+from ..config import (_FIELD_FLAGS, _int_field, check_isolation, check_model_fields, check_speculation, flag_name,
+                      is_loopback, model_argv)
 from ..errors import ConfigError
 from ..flags import split_process_flags
 from ..messages import message
@@ -98,7 +98,7 @@ class ModelSpec:
             raise ConfigError(message("config.restart", value=self.restart))
         extra = _strings("extra_args", self.extra_args)
         for arg in extra:
-            flag = arg.split("=", 1)[0] if arg.startswith("--") else arg
+            flag = flag_name(arg)
             if flag in _POOL_OWNED_FLAGS:
                 raise ConfigError(message("pool.flag_of_pool", arg=arg))
             if flag in _FIELD_FLAGS:
@@ -236,7 +236,7 @@ class PoolConfig:
             raise ConfigError(message("pool.remote_without_api_key", host=self.host))
         extra = _strings("extra_args", self.extra_args)
         for arg in extra:
-            flag = arg.split("=", 1)[0] if arg.startswith("--") else arg
+            flag = flag_name(arg)
             if flag in _POOL_OWNED_FLAGS or flag in ("-m", "--model"):
                 raise ConfigError(message("pool.extra_arg_is_field", arg=arg))
         split_process_flags(extra)
