@@ -321,3 +321,30 @@ def test_every_cpu_variant_estimates_what_it_holds(tiny_models, variant, request
     assert out["variant"] == variant
     for row in out["rows"]:
         assert abs(row["estimate"] - row["held"]) <= TOLERANCE * row["held"], row
+
+
+# Models that load at once, each with llama.cpp's dry-run fit of context and layers to memory
+# (on whenever context_size is 0, and always with a GPU), in a child process: before
+# patches/0008 the fits swapped the process's log callback for one holding a pointer into the
+# fitting thread's stack, and overlapping fits left a dead one installed, so the next log line
+# of any thread crashed the host (SIGSEGV within a few rounds).
+CONCURRENT_FITS = """
+import sys
+from llamaproc import LlamaServer, ModelPool, ModelSpec, PoolConfig, ServerConfig
+path = sys.argv[1]
+for _ in range(10):
+    models = {f"m{i}": ModelSpec(model_path=path, context_size=0, parallel=1, threads=1, load_on_startup=True)
+              for i in range(4)}
+    with ModelPool.start(PoolConfig(models=models)) as pool:
+        assert len(pool.models()) == 4
+with LlamaServer.start(ServerConfig(model_path=path, context_size=0, threads=1)) as server:
+    # the process's log callback is llamaproc's again: llama.cpp's lines reach the server's tail
+    print(sum(line.startswith("sched_reserve:") for line in server.log_tail(200)))
+"""
+
+
+def test_models_loading_at_once_with_the_memory_fit_keep_the_process_and_its_log_alive(tiny_models):
+    r = subprocess.run([sys.executable, "-c", textwrap.dedent(CONCURRENT_FITS), str(tiny_models["f32"])],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, (r.returncode, r.stderr[-2000:])
+    assert int(r.stdout.strip().splitlines()[-1]) > 0, r.stdout
