@@ -170,6 +170,9 @@ void init_server(nb::module_ & m) {
             },
             nb::arg("timeout"), "Cumulative counters; None if the loop did not answer in time.");
 
+    m.def("speculation_flags", &llamaproc::speculation_choice_flags,
+          "The flags that choose a speculation type or a draft model (llamaproc's default then stays off).");
+
     // The speculation policy on its own (the servers run it on their loop threads): for tests
     // and for simulating its choices against recorded step costs.
     using llamaproc::AdaptiveDraftPolicy;

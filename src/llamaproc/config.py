@@ -101,7 +101,10 @@ def flag_name(arg: str) -> str:
     return arg.split("=", 1)[0] if arg.startswith("--") else arg
 
 
-_SPECULATION_FLAGS = ("--spec-type", "--spec-default", "--spec-draft-model", "-md", "--model-draft")
+#: The flags that choose a speculation type or a draft model (the native default, in
+#: ``cpp/core/server/draft_policy.cpp``, steps aside for the same list: ``_core.speculation_flags()``).
+SPECULATION_FLAGS = ("--spec-type", "--spec-default", "--spec-draft-model", "-md", "--model-draft",
+                     "--spec-draft-hf", "-hfd", "-hfrd", "--hf-repo-draft")
 
 
 def check_speculation(speculation: bool, extra_args: Sequence[str]) -> None:
@@ -110,7 +113,7 @@ def check_speculation(speculation: bool, extra_args: Sequence[str]) -> None:
     if speculation:
         return
     for arg in extra_args:
-        if flag_name(arg) in _SPECULATION_FLAGS:
+        if flag_name(arg) in SPECULATION_FLAGS:
             raise ConfigError(message("config.speculation_conflict", arg=arg))
 
 

@@ -152,11 +152,21 @@ void AdaptiveDraftPolicy::step_timed(int n_tokens, int64_t t_us) {
     ++marginal_samples_[c];
 }
 
+const std::vector<std::string> & speculation_choice_flags() {
+    static const std::vector<std::string> flags = {"--spec-type", "--spec-default", "--spec-draft-model", "-md",
+                                                   "--model-draft", "--spec-draft-hf", "-hfd", "-hfrd",
+                                                   "--hf-repo-draft"};
+    return flags;
+}
+
 void default_speculation(common_params & params, const std::vector<std::string> & args, bool use_env) {
-    if (flag_given(args, {"--spec-type", "--spec-default", "--spec-draft-model", "-md", "--model-draft", "--spec-draft-hf",
-                         "-hfd", "-hfrd", "--hf-repo-draft"}) ||
-        (use_env && (std::getenv("LLAMA_ARG_SPEC_TYPE") || std::getenv("LLAMA_ARG_SPEC_DRAFT_MODEL") ||
-                     std::getenv("LLAMA_ARG_SPEC_DRAFT_HF_REPO")))) {
+    for (const std::string & flag : speculation_choice_flags()) {
+        if (flag_given(args, {flag.c_str()})) {
+            return;
+        }
+    }
+    if (use_env && (std::getenv("LLAMA_ARG_SPEC_TYPE") || std::getenv("LLAMA_ARG_SPEC_DRAFT_MODEL") ||
+                    std::getenv("LLAMA_ARG_SPEC_DRAFT_HF_REPO"))) {
         return;
     }
     params.speculative.types = {COMMON_SPECULATIVE_TYPE_NGRAM_SIMPLE};

@@ -79,6 +79,10 @@ private:
     std::array<int, N_CLASSES> marginal_samples_{};
 };
 
+// The flags that choose a speculation type or a draft model: given any, llamaproc's default is
+// not applied (and ServerConfig/ModelSpec refuse them with speculation=False).
+const std::vector<std::string> & speculation_choice_flags();
+
 // llamaproc's speculation defaults for flags that choose none (`args`, and with use_env the
 // environment): n-gram drafts (ngram-simple, 4-token lookup, drafts of up to 16 tokens).
 // Flags that name a --spec-type (`--spec-type none` turns it off), --spec-default or a draft

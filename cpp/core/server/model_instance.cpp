@@ -101,11 +101,16 @@ void ModelInstance::start() {
         return;  // shut down before it started (a stop() racing a restart)
     }
     runtime_ = std::make_shared<ProcessRuntime>();
+    make_server();
+    thread_ = std::thread(&ModelInstance::run, this);
+}
+
+void ModelInstance::make_server() {
+    routes_.reset();  // the routes refer to the context they were made with
     ctx_server_ = std::make_unique<server_context>();
     ctx_server_->set_draft_policy(make_draft_policy(params_));
     routes_ = std::make_unique<server_routes>(params_, *ctx_server_);
     routes_->init_routes();
-    thread_ = std::thread(&ModelInstance::run, this);
 }
 
 InstanceState ModelInstance::state() const {
@@ -333,14 +338,10 @@ void ModelInstance::run() {
             }
             log_line(LogLevel::info, "memory_limit: the model holds " + mib_text(held) +
                                          " once loaded, more than llama.cpp estimated; reloading it with a smaller prompt cache");
-            routes_.reset();
-            ctx_server_ = std::make_unique<server_context>();
-            ctx_server_->set_draft_policy(make_draft_policy(params_));
+            make_server();
             if (pools_) {
                 pools_->forget_contexts();
             }
-            routes_ = std::make_unique<server_routes>(params_, *ctx_server_);
-            routes_->init_routes();
         }
         if (loaded && !stop_requested_.load()) {
             routes_->update_meta(*ctx_server_);

@@ -156,6 +156,8 @@ public:
 
 private:
     void run();
+    // (Re)creates the server context with llamaproc's draft policy, and its routes.
+    void make_server();
     void fail(ErrorKind kind, const std::string & message, bool poisoned = false);
     void set_state(InstanceState s);
     void prepare_prompt_cache(uint64_t need);
