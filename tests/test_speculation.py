@@ -43,15 +43,22 @@ def _warm(policy, marginal: float) -> None:
             policy.step_timed(n, int(C1 + (n - 1) * marginal * C1))
 
 
+def _drive(policy, steps: int, kept) -> list[int]:
+    """Run `steps` decode steps of slot 0, each draft verified with kept(k) of its k tokens
+    accepted; returns each step's draft length (0: none)."""
+    lengths = []
+    for _ in range(steps):
+        if k := policy.draft_max(0, 100, 1):
+            policy.verified(0, k, kept(k))
+        lengths.append(k)
+    return lengths
+
+
 def test_cheap_verification_and_full_acceptance_grow_the_draft_to_its_cap():
     policy = core.DraftPolicy(1)
     _warm(policy, marginal=0.1)
     policy.begin(0)
-    lengths = []
-    for _ in range(12):
-        k = policy.draft_max(0, 100, 1)
-        lengths.append(k)
-        policy.verified(0, k, k)
+    lengths = _drive(policy, 12, kept=lambda k: k)
     assert lengths[0] > 0 and lengths[-1] == 16, lengths
     assert lengths == sorted(lengths), lengths
 
@@ -60,12 +67,7 @@ def test_misses_stop_drafting_and_probes_thin_out():
     policy = core.DraftPolicy(1)
     _warm(policy, marginal=0.3)
     policy.begin(0)
-    drafting_steps = []
-    for step in range(2000):
-        k = policy.draft_max(0, 100, 1)
-        if k:
-            drafting_steps.append(step)
-            policy.verified(0, k, 0)
+    drafting_steps = [step for step, k in enumerate(_drive(policy, 2000, kept=lambda k: 0)) if k]
     # a few drafts until the estimate falls, then probes whose spacing doubles up to 256 steps
     assert len(drafting_steps) < 20, drafting_steps
     gaps = [b - a for a, b in zip(drafting_steps, drafting_steps[1:])]
@@ -76,15 +78,10 @@ def test_a_probe_that_pays_brings_drafting_back():
     policy = core.DraftPolicy(1)
     _warm(policy, marginal=0.2)
     policy.begin(0)
-    for _ in range(300):  # nothing accepted: drafting stops
-        if k := policy.draft_max(0, 100, 1):
-            policy.verified(0, k, 0)
+    _drive(policy, 300, kept=lambda k: 0)  # nothing accepted: drafting stops
     assert policy.acceptance(0) < 0.3
-    resumed = 0
-    for _ in range(300):  # the output starts copying its input: every draft is accepted
-        if k := policy.draft_max(0, 100, 1):
-            policy.verified(0, k, k)
-            resumed = max(resumed, k)
+    # the output starts copying its input: every draft is accepted
+    resumed = max(_drive(policy, 300, kept=lambda k: k))
     assert resumed >= 8 and policy.acceptance(0) > 0.8
 
 
