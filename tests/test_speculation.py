@@ -142,13 +142,15 @@ def test_speculation_false_passes_spec_type_none_and_conflicts_are_refused(smoll
 
 def test_speculation_false_refuses_every_flag_the_native_default_steps_aside_for(tiny_model):
     from llamaproc._native import core
-    from llamaproc.config import SPECULATION_FLAGS
+    from llamaproc.config import SPECULATION_FLAGS, check_speculation
 
     # one list on each side of the binding: the check must know every flag the server obeys
     assert sorted(core.speculation_flags()) == sorted(SPECULATION_FLAGS)
     for flag in core.speculation_flags():
         with pytest.raises(errors.ConfigError, match="speculation=False"):
-            ServerConfig(model_path=tiny_model, speculation=False, extra_args=(f"{flag}=x",))
+            check_speculation(False, (flag, "x"))
+    with pytest.raises(errors.ConfigError, match="speculation=False"):
+        ServerConfig(model_path=tiny_model, speculation=False, extra_args=("-hfd", "user/model"))
 
 
 def test_pool_models_speculate_by_default_and_a_spec_can_switch_it_off(tiny_model):
