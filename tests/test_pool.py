@@ -433,11 +433,20 @@ def test_stop_with_requests_on_three_models_is_prompt_and_frees_everything(model
     pool = ModelPool.start(cfg)
     for name in models:
         pool.load(name)
-    pool.inject_fault("a", Fault.slow_tokens(0.1))
-    streams = [threading.Thread(target=lambda n=n: list(stream_events(pool.url + "/v1/chat/completions", {
-        **CHAT, "model": n, "max_tokens": 100, "ignore_eos": True}))) for n in models]
+    for name in models:  # each stream stays open for 10 s unless the stop ends it
+        pool.inject_fault(name, Fault.slow_tokens(0.1))
+    streaming = {n: threading.Event() for n in models}
+
+    def consume(n: str) -> None:
+        for _ in stream_events(pool.url + "/v1/chat/completions",
+                               {**CHAT, "model": n, "max_tokens": 100, "ignore_eos": True}):
+            streaming[n].set()
+
+    streams = [threading.Thread(target=consume, args=(n,)) for n in models]
     for s in streams:
         s.start()
+    # every stream has its 200 and a first token (a stop before that answers 503, not a stream)
+    assert all(e.wait(10) for e in streaming.values())
     assert wait_for(lambda: sum(m.active_requests for m in pool.models()) == 3)
     started = time.monotonic()
     pool.stop()
