@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Protocol
 
 from .errors import ConfigError
-from .flags import split_process_flags
+from .flags import flag_name, split_process_flags
 from .messages import message
 from .recovery import RestartPolicy
 
@@ -94,11 +94,6 @@ def check_model_fields(fields: _ModelFields) -> str:
             for w in workers):
         raise ConfigError(message("config.rpc_workers", value=workers))
     return str(Path(fields.model_path))
-
-
-def flag_name(arg: str) -> str:
-    """The flag an argument names: ``--name`` of ``--name=value``; other arguments as they are."""
-    return arg.split("=", 1)[0] if arg.startswith("--") else arg
 
 
 #: The flags that choose a speculation type or a draft model (the native default, in

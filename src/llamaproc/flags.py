@@ -169,6 +169,11 @@ class ServeMode(enum.Enum):
     NO_MODEL = "no_model"  #: neither: llama-server runs its router on the local model cache
 
 
+def flag_name(arg: str) -> str:
+    """The flag an argument names: ``--name`` of ``--name=value``; other arguments as they are."""
+    return arg.split("=", 1)[0] if arg.startswith("--") else arg
+
+
 def serve_mode(argv: Sequence[str], *, use_env: bool, router: bool = False) -> ServeMode:
     """The one place that decides between one server and a pool, for
     :func:`llamaproc.serve_from_args` and ``python -m llamaproc serve``. ``router`` forces a pool
@@ -176,7 +181,7 @@ def serve_mode(argv: Sequence[str], *, use_env: bool, router: bool = False) -> S
     router mode on the local model cache; ``serve`` alone serves the default model instead."""
     if names_a_model(argv, use_env=use_env and not router):
         return ServeMode.SERVER
-    asks_for_a_pool = (router or any(a.split("=", 1)[0] in ("--models-dir", "--models-preset") for a in argv)
+    asks_for_a_pool = (router or any(flag_name(a) in ("--models-dir", "--models-preset") for a in argv)
                        or (use_env and bool(os.environ.get("LLAMA_ARG_MODELS_DIR")
                                             or os.environ.get("LLAMA_ARG_MODELS_PRESET"))))
     return ServeMode.POOL if asks_for_a_pool else ServeMode.NO_MODEL

@@ -8,10 +8,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..config import (_FIELD_FLAGS, _int_field, check_isolation, check_model_fields, check_speculation, flag_name,
-                      is_loopback, model_argv)
+from ..config import (_FIELD_FLAGS, _int_field, check_isolation, check_model_fields, check_speculation, is_loopback,
+                      model_argv)
 from ..errors import ConfigError
-from ..flags import split_process_flags
+from ..flags import flag_name, split_process_flags
 from ..messages import message
 from ..recovery import RestartPolicy
 
